@@ -1,0 +1,158 @@
+// `umoci copy [flags] SRC DST`
+import { type CopyEvent, copyGraph } from "../copy.ts";
+import { UsageError } from "../errors.ts";
+import { isIndexType } from "../media.ts";
+import { formatReference, parseReference, type Reference } from "../reference.ts";
+import { LayoutStore } from "../store/layout.ts";
+import { openStore } from "../store/open.ts";
+import type { Store } from "../store/store.ts";
+import { flagHelp, type FlagSpec, parseCount, parseFlags } from "./flags.ts";
+import { formatBytes, type Logger } from "./log.ts";
+import { Progress } from "./progress.ts";
+
+export const COPY_FLAGS: Record<string, FlagSpec> = {
+  "jobs": {
+    type: "string",
+    short: "j",
+    value: "N",
+    help: "blob transfers at once (default 4)",
+  },
+  "digestfile": {
+    type: "string",
+    value: "PATH",
+    help: "also write the copied manifest digest to PATH",
+  },
+  "log": {
+    type: "string",
+    value: "LEVEL",
+    help: "debug, info, warn or error (default info)",
+  },
+  "help": { type: "boolean", short: "h", help: "show this help" },
+};
+
+export const COPY_USAGE = `Usage: umoci copy [flags] SRC DST
+
+Copy an image, with everything it refers to, from SRC to DST. Every byte is verified
+against its digest while it streams, content already at DST is not transferred again,
+and manifests are copied byte for byte, so every digest is preserved.
+
+SRC and DST are each one of:
+  DIR[:TAG]     an OCI image layout directory (TAG defaults to "latest")
+  DIR@DIGEST    a manifest or index in a layout, by digest (SRC only)
+
+A DST layout that does not exist is created.
+
+Flags:
+${flagHelp(COPY_FLAGS)}
+
+Examples:
+  umoci copy opensuse:42.2 backup:stable
+  umoci copy ./layout@sha256:4f5c… ./other:pinned
+`;
+
+export async function copyCommand(args: string[], logger: Logger): Promise<number> {
+  const { values, positionals } = parseFlags(args, COPY_FLAGS);
+  if (values.help) {
+    console.log(COPY_USAGE);
+    return 0;
+  }
+  if (positionals.length !== 2) {
+    throw new UsageError(
+      positionals.length < 2
+        ? "copy needs SRC and DST (see umoci copy --help)"
+        : `copy takes exactly SRC and DST, got ${positionals.length} arguments`,
+    );
+  }
+  const jobs = values.jobs === undefined ? 4 : parseCount(String(values.jobs), "jobs", 1, 64);
+  const src = parseReference(positionals[0]);
+  const dst = parseReference(positionals[1]);
+  if (dst.kind === "layout" && dst.digest) {
+    throw new UsageError(
+      `destination ${JSON.stringify(dst.text)}: a layout destination needs a tag, not a digest`,
+    );
+  }
+
+  const progress = Progress.forTerminal(logger);
+  let source: Store | undefined;
+  let target: Store | undefined;
+  try {
+    logger.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
+    source = await openStore(src);
+    const root = await source.resolve({ tag: src.tag, digest: src.digest });
+    logger.debug(
+      `${describe(src)} resolved to ${root.mediaType} ${root.digest} (${root.size} bytes)`,
+    );
+    target = await openStore(dst, { create: true });
+    const stats = await copyGraph(source, target, root, {
+      jobs,
+      onEvent: (e) => report(e, logger, progress, target!),
+    });
+    progress?.stop();
+    const tag = dst.tag;
+    if (tag) {
+      if (target instanceof LayoutStore) {
+        logger.info(`Saving reference '${tag}' to index in ${target.path}`);
+      }
+      await target.tag(root, tag);
+    }
+    logger.info(
+      `Copied ${stats.blobsCopied} blobs (${formatBytes(stats.bytesCopied)}), skipped ${
+        stats.blobsSkipped + stats.blobsMounted
+      } already present; ${stats.manifestsCopied} manifests written${
+        isIndexType(root.mediaType) ? " (index)" : ""
+      }`,
+    );
+    console.log(root.digest);
+    if (typeof values.digestfile === "string") {
+      await Deno.writeTextFile(values.digestfile, root.digest + "\n");
+    }
+    return 0;
+  } finally {
+    progress?.stop();
+    await source?.close().catch(() => {});
+    await target?.close().catch(() => {});
+  }
+}
+
+function describe(ref: Reference): string {
+  return ref.kind === "layout" ? `layout ${ref.path}` : `${ref.registry}/${ref.repository}`;
+}
+
+function blobLabel(e: { role: string; n: number; total: number }): string {
+  return e.role === "config" ? "config" : `${e.role} ${e.n}/${e.total}`;
+}
+
+function report(e: CopyEvent, logger: Logger, progress: Progress | undefined, target: Store) {
+  switch (e.type) {
+    case "blob-start":
+      logger.info(
+        `Copying ${blobLabel(e)} with digest ${e.desc.digest} (${formatBytes(e.desc.size)})`,
+      );
+      progress?.start(e.desc.digest, e.desc.size);
+      break;
+    case "blob-progress":
+      progress?.update(e.desc.digest, e.bytes);
+      break;
+    case "blob-done":
+      progress?.finish(e.desc.digest);
+      logger.debug(
+        target instanceof LayoutStore
+          ? `blob saved to local store ${e.desc.digest}`
+          : `blob uploaded ${e.desc.digest}`,
+      );
+      break;
+    case "blob-skip":
+      logger.info(
+        `Skipping ${blobLabel(e)} ${e.desc.digest}: ${
+          e.reason === "exists" ? "already present" : "mounted from the source repository"
+        }`,
+      );
+      break;
+    case "manifest-done":
+      logger.debug(`manifest ${e.desc.mediaType} ${e.desc.digest} written`);
+      break;
+    case "manifest-skip":
+      logger.debug(`manifest ${e.desc.digest} already present`);
+      break;
+  }
+}

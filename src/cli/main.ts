@@ -1,0 +1,94 @@
+// The command dispatcher: global flags, subcommands, error reporting and signals.
+import { describeError, UsageError, UserError } from "../errors.ts";
+import { removeTempFilesSync } from "../tempfiles.ts";
+import { versionString } from "../version.ts";
+import { COPY_USAGE, copyCommand } from "./copy.ts";
+import { type Level, LEVELS, Logger } from "./log.ts";
+
+const USAGE = `Usage: umoci [--log=LEVEL] COMMAND [flags] ARGS
+
+Commands:
+  copy, cp    copy an image between OCI image layouts
+
+Global flags:
+  --log=LEVEL   debug, info, warn or error (default info)
+  --version     print the version and exit
+  -h, --help    show this help
+
+Run 'umoci copy --help' for the copy command's flags and reference syntax.
+`;
+
+/** Pull `--log=LEVEL` / `--log LEVEL` out of args wherever it stands. */
+function extractLogLevel(args: string[]): { level: Level; rest: string[] } {
+  let level: string = "info";
+  const rest: string[] = [];
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    if (a === "--") {
+      rest.push(...args.slice(i));
+      break;
+    }
+    if (a.startsWith("--log=")) level = a.slice(6);
+    else if (a === "--log") {
+      if (i + 1 >= args.length) throw new UsageError("flag --log needs a level");
+      level = args[++i];
+    } else rest.push(a);
+  }
+  if (!(LEVELS as readonly string[]).includes(level)) {
+    throw new UsageError(
+      `--log: unknown level ${JSON.stringify(level)} (debug, info, warn, error)`,
+    );
+  }
+  return { level: level as Level, rest };
+}
+
+/** Run the CLI; returns the exit code. Never throws. */
+export async function run(args: string[]): Promise<number> {
+  let logger = new Logger("info");
+  const onSignal = (signal: Deno.Signal) => () => {
+    removeTempFilesSync();
+    logger.error(`interrupted by ${signal}; nothing partial was left behind`);
+    Deno.exit(signal === "SIGINT" ? 130 : 143);
+  };
+  const handlers: [Deno.Signal, () => void][] = [];
+  if (Deno.build.os !== "windows") {
+    for (const s of ["SIGINT", "SIGTERM"] as Deno.Signal[]) {
+      const h = onSignal(s);
+      Deno.addSignalListener(s, h);
+      handlers.push([s, h]);
+    }
+  }
+  try {
+    const { level, rest } = extractLogLevel(args);
+    logger = new Logger(level);
+    const [command, ...commandArgs] = rest;
+    if (command === undefined) {
+      console.error(USAGE);
+      return 2;
+    }
+    if (command === "--help" || command === "-h" || command === "help") {
+      if (commandArgs[0] === "copy" || commandArgs[0] === "cp") console.log(COPY_USAGE);
+      else console.log(USAGE);
+      return 0;
+    }
+    if (command === "--version" || command === "-v" || command === "version") {
+      console.log(versionString());
+      return 0;
+    }
+    switch (command) {
+      case "copy":
+      case "cp":
+        return await copyCommand(commandArgs, logger);
+      default:
+        throw new UsageError(`unknown command ${JSON.stringify(command)} (see umoci --help)`);
+    }
+  } catch (e) {
+    if (logger.enabled("debug") && e instanceof Error && !(e instanceof UserError)) {
+      logger.debug(e.stack ?? String(e));
+    }
+    logger.error(describeError(e));
+    return e instanceof UserError ? e.exitCode : 1;
+  } finally {
+    for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
+  }
+}

@@ -1,0 +1,188 @@
+// Parsing of every kind of image reference the CLI accepts, in one place.
+//
+//   DIR[:TAG]  DIR@DIGEST                          an OCI image layout (umoci's syntax)
+//   oci://HOST[:PORT]/REPO[:TAG][@DIGEST]          a registry, host named explicitly
+//   docker://[HOST[:PORT]/]REPO[:TAG][@DIGEST]     a registry with Docker's defaults
+import { parseDigest } from "./digest.ts";
+import { UsageError } from "./errors.ts";
+
+export interface LayoutReference {
+  kind: "layout";
+  /** Path of the layout directory as given. */
+  path: string;
+  /** A tag (ref.name), when the reference names one. */
+  tag?: string;
+  /** A digest, when the reference names one. */
+  digest?: string;
+  /** The original text. */
+  text: string;
+}
+
+export interface RegistryReference {
+  kind: "registry";
+  /** Registry as the user named it, e.g. `localhost:5000` or `docker.io`. */
+  registry: string;
+  /** Host[:port] to connect to (`registry-1.docker.io` for docker.io). */
+  host: string;
+  repository: string;
+  tag?: string;
+  digest?: string;
+  text: string;
+}
+
+export type Reference = LayoutReference | RegistryReference;
+
+export const DEFAULT_TAG = "latest";
+const DOCKER_HUB = "docker.io";
+const DOCKER_HUB_HOST = "registry-1.docker.io";
+
+// org.opencontainers.image.ref.name grammar (image-spec annotations.md), as umoci checks it.
+const REF_NAME_COMPONENT = "[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*";
+const REF_NAME = new RegExp(`^${REF_NAME_COMPONENT}(?:/${REF_NAME_COMPONENT})*$`);
+
+// Distribution spec grammar for repository names and tags.
+const REPO_COMPONENT = "[a-z0-9]+(?:(?:\\.|_|__|-+)[a-z0-9]+)*";
+const REPOSITORY = new RegExp(`^${REPO_COMPONENT}(?:/${REPO_COMPONENT})*$`);
+const TAG = /^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$/;
+const DOMAIN_COMPONENT = "(?:[A-Za-z0-9]|[A-Za-z0-9][A-Za-z0-9-]*[A-Za-z0-9])";
+const HOST = new RegExp(
+  `^(?:${DOMAIN_COMPONENT}(?:\\.${DOMAIN_COMPONENT})*|\\[[0-9A-Fa-f:.]+\\])(?::[0-9]{1,5})?$`,
+);
+
+export function isValidRefName(name: string): boolean {
+  return REF_NAME.test(name);
+}
+
+export function isValidTag(tag: string): boolean {
+  return TAG.test(tag);
+}
+
+function checkDigest(digest: string, text: string): string {
+  try {
+    parseDigest(digest);
+  } catch (e) {
+    throw new UsageError(`invalid reference ${JSON.stringify(text)}: ${(e as Error).message}`);
+  }
+  return digest;
+}
+
+/** Parse any reference; `oci://` and `docker://` select a registry, anything else a layout. */
+export function parseReference(text: string): Reference {
+  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) return parseRegistryReference(text);
+  return parseLayoutReference(text);
+}
+
+/**
+ * `DIR[:TAG]` (split at the first `:`, TAG defaults to `latest`) or `DIR@DIGEST`.
+ */
+export function parseLayoutReference(text: string): LayoutReference {
+  const bad = (why: string) =>
+    new UsageError(`invalid image reference ${JSON.stringify(text)}: ${why}`);
+  if (text === "") throw bad("empty");
+  const colon = text.indexOf(":");
+  const beforeColon = colon === -1 ? text : text.slice(0, colon);
+  const at = beforeColon.lastIndexOf("@");
+  if (at !== -1 && colon !== -1) {
+    const path = text.slice(0, at);
+    if (path === "") throw bad("empty layout path");
+    return { kind: "layout", path, digest: checkDigest(text.slice(at + 1), text), text };
+  }
+  const path = beforeColon;
+  if (path === "") throw bad("empty layout path");
+  if (colon === -1) return { kind: "layout", path, tag: DEFAULT_TAG, text };
+  const tag = text.slice(colon + 1);
+  if (tag === "") throw bad("empty tag after ':'");
+  if (!isValidRefName(tag)) {
+    throw bad(`tag ${JSON.stringify(tag)} is not a valid org.opencontainers.image.ref.name`);
+  }
+  return { kind: "layout", path, tag, text };
+}
+
+/** `oci://HOST[:PORT]/REPO[:TAG][@DIGEST]` or `docker://[HOST/]REPO[:TAG][@DIGEST]`. */
+export function parseRegistryReference(text: string): RegistryReference {
+  const bad = (why: string) =>
+    new UsageError(`invalid registry reference ${JSON.stringify(text)}: ${why}`);
+  const m = /^([a-z][a-z0-9+.-]*):\/\/(.*)$/i.exec(text);
+  if (!m) throw bad("expected oci://HOST/REPO[:TAG]");
+  const scheme = m[1].toLowerCase();
+  if (scheme !== "oci" && scheme !== "docker") {
+    throw bad(`unknown scheme ${JSON.stringify(m[1] + "://")} (use oci:// or docker://)`);
+  }
+  let rest = m[2];
+  if (rest === "") throw bad("empty");
+
+  let digest: string | undefined;
+  const at = rest.indexOf("@");
+  if (at !== -1) {
+    digest = checkDigest(rest.slice(at + 1), text);
+    rest = rest.slice(0, at);
+  }
+  let tag: string | undefined;
+  const lastSlash = rest.lastIndexOf("/");
+  const tagColon = rest.indexOf(":", lastSlash + 1);
+  if (tagColon !== -1 && lastSlash !== -1) {
+    tag = rest.slice(tagColon + 1);
+    rest = rest.slice(0, tagColon);
+    if (!isValidTag(tag)) {
+      throw bad(`tag ${JSON.stringify(tag)} is invalid (letters, digits, _ . -, at most 128)`);
+    }
+  }
+
+  let registry: string;
+  let repository: string;
+  const slash = rest.indexOf("/");
+  if (scheme === "oci") {
+    if (slash === -1) throw bad("expected HOST[:PORT]/REPOSITORY");
+    registry = rest.slice(0, slash);
+    repository = rest.slice(slash + 1);
+  } else {
+    const first = slash === -1 ? "" : rest.slice(0, slash);
+    if (
+      slash !== -1 &&
+      (first === "localhost" || first.includes(".") || first.includes(":") ||
+        first !== first.toLowerCase())
+    ) {
+      registry = first;
+      repository = rest.slice(slash + 1);
+    } else {
+      registry = DOCKER_HUB;
+      repository = rest;
+      if (tagColon !== -1 && lastSlash === -1) {
+        // `docker://name:tag` with a one-component name.
+        tag = rest.slice(tagColon + 1);
+        repository = rest.slice(0, tagColon);
+        if (!isValidTag(tag)) throw bad(`tag ${JSON.stringify(tag)} is invalid`);
+      }
+    }
+    if (registry === "index.docker.io" || registry === DOCKER_HUB_HOST) registry = DOCKER_HUB;
+    if (registry === DOCKER_HUB && !repository.includes("/")) repository = `library/${repository}`;
+  }
+  if (registry === "" || !HOST.test(registry)) {
+    throw bad(`registry host ${JSON.stringify(registry)} is invalid`);
+  }
+  const port = /:(\d+)$/.exec(registry);
+  if (port && (Number(port[1]) < 1 || Number(port[1]) > 65535)) {
+    throw bad(`port ${port[1]} is out of range`);
+  }
+  if (repository === "") throw bad("empty repository");
+  if (repository !== repository.toLowerCase()) throw bad("repository must be lowercase");
+  if (!REPOSITORY.test(repository)) {
+    throw bad(`repository ${JSON.stringify(repository)} is invalid`);
+  }
+  if (/^[a-f0-9]{64}$/.test(repository)) throw bad("repository looks like a digest");
+  if (registry.length + 1 + repository.length > 255) throw bad("name longer than 255 characters");
+  if (!tag && !digest) tag = DEFAULT_TAG;
+  const host = registry === DOCKER_HUB ? DOCKER_HUB_HOST : registry;
+  return { kind: "registry", registry, host, repository, tag, digest, text };
+}
+
+/** How a reference reads in messages. */
+export function formatReference(ref: Reference): string {
+  if (ref.kind === "layout") {
+    return ref.digest ? `${ref.path}@${ref.digest}` : `${ref.path}:${ref.tag}`;
+  }
+  let s = `${ref.registry}/${ref.repository}`;
+  if (ref.tag) s += `:${ref.tag}`;
+  if (ref.digest) s += `@${ref.digest}`;
+  return s;
+}

@@ -1,0 +1,410 @@
+// An OCI image layout on disk (image-spec image-layout.md) as a Store.
+//
+// Safety rules kept here:
+// - a digest is parsed and validated before it becomes a path; paths are built from the
+//   parsed parts only;
+// - blobs/ and blobs/ALG/ must be real directories, blob files regular files;
+// - a blob is streamed into a temp file inside the layout, verified, fsync'd and only then
+//   renamed into blobs/, so content that does not match never appears there;
+// - index.json is rewritten with temp + rename under an exclusive lock (flock on the
+//   oci-layout file, which nobody replaces), re-read under the lock.
+import { join, resolve as resolvePath } from "node:path";
+import { parseDigest, Verifier, verifyBytes } from "../digest.ts";
+import { NotFoundError, UserError } from "../errors.ts";
+import {
+  checkDescriptor,
+  type Descriptor,
+  MAX_MANIFEST_SIZE,
+  OCI_INDEX,
+  OCI_LAYOUT_VERSION,
+  REF_NAME_ANNOTATION,
+  sniffMediaType,
+} from "../media.ts";
+import type { Store } from "./store.ts";
+import { tempFiles } from "../tempfiles.ts";
+
+const MAX_INDEX_SIZE = 64 * 1024 * 1024;
+const TMP_DIR = ".umoci-copy-tmp";
+
+export interface ImageIndex {
+  schemaVersion: number;
+  mediaType?: string;
+  manifests: Descriptor[];
+  [key: string]: unknown;
+}
+
+function randomSuffix(): string {
+  return crypto.getRandomValues(new Uint32Array(2)).join("-");
+}
+
+async function lstatOrNull(path: string): Promise<Deno.FileInfo | null> {
+  try {
+    return await Deno.lstat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) return null;
+    throw e;
+  }
+}
+
+async function readCapped(path: string, cap: number, what: string): Promise<Uint8Array> {
+  const info = await Deno.lstat(path);
+  if (!info.isFile) throw new UserError(`${what} is not a regular file`);
+  if (info.size > cap) throw new UserError(`${what} is larger than ${cap} bytes; refused`);
+  return await Deno.readFile(path);
+}
+
+async function syncDir(path: string): Promise<void> {
+  const d = await Deno.open(path, { read: true });
+  try {
+    await d.sync();
+  } finally {
+    d.close();
+  }
+}
+
+/** Write bytes to `path` atomically: temp file beside it, fsync, rename, fsync the dir. */
+async function writeFileAtomic(dir: string, name: string, bytes: Uint8Array): Promise<void> {
+  const tmp = join(dir, `.${name}.${randomSuffix()}.tmp`);
+  tempFiles.add(tmp);
+  try {
+    const f = await Deno.open(tmp, { write: true, createNew: true, mode: 0o644 });
+    try {
+      let off = 0;
+      while (off < bytes.length) off += await f.write(bytes.subarray(off));
+      await f.sync();
+    } finally {
+      f.close();
+    }
+    await Deno.rename(tmp, join(dir, name));
+    tempFiles.delete(tmp);
+    await syncDir(dir);
+  } catch (e) {
+    await Deno.remove(tmp).catch(() => {});
+    tempFiles.delete(tmp);
+    throw e;
+  }
+}
+
+const encoder = new TextEncoder();
+
+export class LayoutStore implements Store {
+  readonly name: string;
+  readonly local = true;
+  readonly path: string;
+  #checkedAlgDirs = new Set<string>();
+
+  private constructor(path: string) {
+    this.path = path;
+    this.name = `layout ${path}`;
+  }
+
+  /**
+   * Open an existing layout. With `create`, a path that does not exist (or is an empty
+   * directory) becomes a new layout; anything else that is not a layout is refused
+   * without writing anything.
+   */
+  static async open(path: string, opts: { create?: boolean } = {}): Promise<LayoutStore> {
+    const store = new LayoutStore(path);
+    const info = await lstatOrNull(path).catch((e) => {
+      throw new UserError(`cannot access ${path}: ${(e as Error).message}`);
+    });
+    if (info === null) {
+      if (!opts.create) throw new NotFoundError(`${path}: no such OCI image layout`);
+      await store.#initialize();
+    } else if (!info.isDirectory) {
+      throw new UserError(`${path} exists and is not a directory (not an OCI image layout)`);
+    } else if ((await lstatOrNull(join(path, "oci-layout"))) === null) {
+      let empty = true;
+      for await (const _ of Deno.readDir(path)) {
+        empty = false;
+        break;
+      }
+      if (!empty || !opts.create) {
+        throw new UserError(`${path} exists and is not an OCI image layout (no oci-layout file)`);
+      }
+      await store.#initialize();
+    }
+    await store.#validate();
+    return store;
+  }
+
+  /** Build a layout in a temp directory beside `path`, then rename it into place. */
+  async #initialize(): Promise<void> {
+    const abs = resolvePath(this.path);
+    const parent = resolvePath(abs, "..");
+    await Deno.mkdir(parent, { recursive: true });
+    const tmp = join(parent, `.umoci-copy-init-${randomSuffix()}`);
+    tempFiles.add(tmp);
+    try {
+      await Deno.mkdir(join(tmp, "blobs", "sha256"), { recursive: true });
+      await writeFileAtomic(
+        tmp,
+        "oci-layout",
+        encoder.encode(JSON.stringify({ imageLayoutVersion: OCI_LAYOUT_VERSION })),
+      );
+      await writeFileAtomic(
+        tmp,
+        "index.json",
+        encoder.encode(
+          JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] }),
+        ),
+      );
+      try {
+        // rename(2) replaces an empty directory and fails on a non-empty one: whoever
+        // wins a race to create the layout, everyone then opens the same valid layout.
+        await Deno.rename(tmp, abs);
+        await syncDir(parent);
+      } catch (e) {
+        const existing = await lstatOrNull(join(abs, "oci-layout"));
+        if (existing === null) throw e;
+      }
+    } finally {
+      await Deno.remove(tmp, { recursive: true }).catch(() => {});
+      tempFiles.delete(tmp);
+    }
+  }
+
+  async #validate(): Promise<void> {
+    const layoutFile = join(this.path, "oci-layout");
+    let version: unknown;
+    try {
+      version = JSON.parse(
+        new TextDecoder().decode(await readCapped(layoutFile, 64 * 1024, `${layoutFile}`)),
+      )?.imageLayoutVersion;
+    } catch (e) {
+      if (e instanceof UserError) throw e;
+      throw new UserError(`${layoutFile} is not valid JSON`);
+    }
+    if (version !== OCI_LAYOUT_VERSION) {
+      throw new UserError(
+        `${this.path}: unsupported imageLayoutVersion ${JSON.stringify(version)} (need "1.0.0")`,
+      );
+    }
+    const blobs = await lstatOrNull(join(this.path, "blobs"));
+    if (blobs === null) throw new UserError(`${this.path} is not an OCI image layout: no blobs/`);
+    if (blobs.isSymlink) throw new UserError(`${this.path}/blobs is a symlink; refused`);
+    if (!blobs.isDirectory) throw new UserError(`${this.path}/blobs is not a directory`);
+    await this.readIndex();
+  }
+
+  /** Read and check index.json. */
+  async readIndex(): Promise<ImageIndex> {
+    const file = join(this.path, "index.json");
+    const info = await lstatOrNull(file);
+    if (info === null) {
+      throw new UserError(`${this.path} is not an OCI image layout: no index.json`);
+    }
+    let doc: unknown;
+    try {
+      doc = JSON.parse(new TextDecoder().decode(await readCapped(file, MAX_INDEX_SIZE, file)));
+    } catch (e) {
+      if (e instanceof UserError) throw e;
+      throw new UserError(`${file} is not valid JSON`);
+    }
+    if (
+      typeof doc !== "object" || doc === null || !Array.isArray((doc as ImageIndex).manifests)
+    ) {
+      throw new UserError(`${file} is not an image index (no manifests list)`);
+    }
+    return doc as ImageIndex;
+  }
+
+  /** The directory holding blobs of one algorithm, checked to be a real directory. */
+  async #algDir(algorithm: string, create: boolean): Promise<string> {
+    const dir = join(this.path, "blobs", algorithm);
+    if (this.#checkedAlgDirs.has(dir)) return dir;
+    const blobs = await lstatOrNull(join(this.path, "blobs"));
+    if (blobs?.isSymlink || (blobs && !blobs.isDirectory)) {
+      throw new UserError(`${this.path}/blobs is not a plain directory; refused`);
+    }
+    let info = await lstatOrNull(dir);
+    if (info === null && create) {
+      await Deno.mkdir(dir, { recursive: true });
+      info = await Deno.lstat(dir);
+    }
+    if (info === null) return dir;
+    if (info.isSymlink) throw new UserError(`${dir} is a symlink; refused`);
+    if (!info.isDirectory) throw new UserError(`${dir} is not a directory`);
+    this.#checkedAlgDirs.add(dir);
+    return dir;
+  }
+
+  /** Path of a blob, built from the validated parts of its digest. */
+  async blobPath(digest: string, create = false): Promise<string> {
+    const { algorithm, encoded } = parseDigest(digest);
+    return join(await this.#algDir(algorithm, create), encoded);
+  }
+
+  async #blobInfo(digest: string): Promise<Deno.FileInfo | null> {
+    const path = await this.blobPath(digest);
+    const info = await lstatOrNull(path);
+    if (info === null) return null;
+    if (!info.isFile) throw new UserError(`${path} is not a regular file; refused`);
+    return info;
+  }
+
+  async resolve(ref: { tag?: string; digest?: string }): Promise<Descriptor> {
+    const index = await this.readIndex();
+    if (ref.digest !== undefined) {
+      const reference = ref.digest;
+      parseDigest(reference);
+      const entry = index.manifests.find((m) => m?.digest === reference);
+      if (entry) return checkDescriptor(entry, `${this.path}/index.json`);
+      const info = await this.#blobInfo(reference);
+      if (info === null) throw new NotFoundError(`${reference} not found in ${this.path}`);
+      if (info.size > MAX_MANIFEST_SIZE) {
+        throw new UserError(`${reference} in ${this.path} is too large to be a manifest`);
+      }
+      const bytes = await Deno.readFile(await this.blobPath(reference));
+      const mediaType = sniffMediaType(bytes);
+      if (!mediaType) throw new UserError(`${reference} in ${this.path} is not a manifest`);
+      return { mediaType, digest: reference, size: info.size };
+    }
+    const reference = ref.tag ?? "latest";
+    const matches: Descriptor[] = [];
+    for (const m of index.manifests) {
+      if (m?.annotations?.[REF_NAME_ANNOTATION] !== reference) continue;
+      const d = checkDescriptor(m, `${this.path}/index.json`);
+      if (!matches.some((x) => x.digest === d.digest)) matches.push(d);
+    }
+    if (matches.length === 0) {
+      throw new NotFoundError(`tag ${JSON.stringify(reference)} not found in ${this.path}`);
+    }
+    if (matches.length > 1) {
+      throw new UserError(
+        `tag ${JSON.stringify(reference)} is ambiguous in ${this.path}: ${
+          matches.map((m) => m.digest).join(", ")
+        }`,
+      );
+    }
+    return matches[0];
+  }
+
+  async exists(desc: Descriptor): Promise<boolean> {
+    const info = await this.#blobInfo(desc.digest);
+    return info !== null && info.size === desc.size;
+  }
+
+  async fetch(desc: Descriptor): Promise<ReadableStream<Uint8Array>> {
+    const path = await this.blobPath(desc.digest);
+    const info = await this.#blobInfo(desc.digest);
+    if (info === null) throw new NotFoundError(`blob ${desc.digest} not found in ${this.path}`);
+    const file = await Deno.open(path, { read: true });
+    return file.readable;
+  }
+
+  async fetchManifest(desc: Descriptor): Promise<Uint8Array> {
+    if (desc.size > MAX_MANIFEST_SIZE) {
+      throw new UserError(`manifest ${desc.digest} is larger than ${MAX_MANIFEST_SIZE} bytes`);
+    }
+    const info = await this.#blobInfo(desc.digest);
+    if (info === null) throw new NotFoundError(`manifest ${desc.digest} not found in ${this.path}`);
+    const bytes = await readCapped(
+      await this.blobPath(desc.digest),
+      MAX_MANIFEST_SIZE,
+      desc.digest,
+    );
+    verifyBytes(bytes, desc.digest, desc.size);
+    return bytes;
+  }
+
+  async #tmpDir(): Promise<string> {
+    const dir = join(this.path, TMP_DIR);
+    await Deno.mkdir(dir, { recursive: true });
+    return dir;
+  }
+
+  async push(
+    desc: Descriptor,
+    body: ReadableStream<Uint8Array>,
+    onProgress?: (bytes: number) => void,
+  ): Promise<void> {
+    const final = await this.blobPath(desc.digest, true);
+    const verifier = new Verifier(desc.digest, desc.size);
+    const tmp = join(await this.#tmpDir(), `${parseDigest(desc.digest).encoded}.${randomSuffix()}`);
+    tempFiles.add(tmp);
+    const reader = body.getReader();
+    let file: Deno.FsFile | undefined;
+    try {
+      file = await Deno.open(tmp, { write: true, createNew: true, mode: 0o644 });
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        verifier.update(value);
+        let off = 0;
+        while (off < value.length) off += await file.write(value.subarray(off));
+        onProgress?.(verifier.seen);
+      }
+      verifier.finish();
+      await file.sync();
+      file.close();
+      file = undefined;
+      await Deno.rename(tmp, final);
+      tempFiles.delete(tmp);
+    } catch (e) {
+      await reader.cancel().catch(() => {});
+      try {
+        file?.close();
+      } catch { /* already closed */ }
+      await Deno.remove(tmp).catch(() => {});
+      tempFiles.delete(tmp);
+      throw e;
+    } finally {
+      reader.releaseLock();
+    }
+  }
+
+  async pushManifest(desc: Descriptor, bytes: Uint8Array): Promise<void> {
+    verifyBytes(bytes, desc.digest, desc.size);
+    if (await this.exists(desc)) return;
+    await this.push(desc, ReadableStream.from([bytes]));
+  }
+
+  /** Make every blob rename durable (one directory fsync per algorithm). */
+  async sync(): Promise<void> {
+    for (const dir of this.#checkedAlgDirs) await syncDir(dir);
+  }
+
+  /**
+   * Point `tag` at desc in index.json: every entry with that ref.name is replaced, all
+   * others are kept. Runs under an exclusive lock and re-reads index.json under it.
+   */
+  async tag(desc: Descriptor, tag: string): Promise<void> {
+    if (!(await this.exists(desc))) {
+      throw new UserError(`cannot tag ${desc.digest}: not present in ${this.path}`);
+    }
+    await this.sync();
+    await this.updateIndex((index) => {
+      const entry: Descriptor = {
+        mediaType: desc.mediaType,
+        digest: desc.digest,
+        size: desc.size,
+      };
+      if (desc.artifactType) entry.artifactType = desc.artifactType;
+      if (desc.platform) entry.platform = desc.platform;
+      entry.annotations = { ...desc.annotations, [REF_NAME_ANNOTATION]: tag };
+      index.manifests = index.manifests.filter((m) =>
+        m?.annotations?.[REF_NAME_ANNOTATION] !== tag
+      );
+      index.manifests.push(entry);
+    });
+  }
+
+  /** Read-modify-write index.json under the layout lock. */
+  async updateIndex(change: (index: ImageIndex) => void): Promise<void> {
+    const lock = await Deno.open(join(this.path, "oci-layout"), { read: true });
+    try {
+      await lock.lock(true);
+      const index = await this.readIndex();
+      change(index);
+      await writeFileAtomic(this.path, "index.json", encoder.encode(JSON.stringify(index)));
+    } finally {
+      lock.close();
+    }
+  }
+
+  async close(): Promise<void> {
+    // Remove our temp directory if nothing else is in it (another writer may be using it).
+    await Deno.remove(join(this.path, TMP_DIR)).catch(() => {});
+  }
+}

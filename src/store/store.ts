@@ -1,0 +1,58 @@
+// The one interface every place an image can live implements: an OCI image layout on
+// disk or a repository in a registry. The copy engine only speaks this interface.
+import type { Descriptor } from "../media.ts";
+
+export interface Store {
+  /** Short human description, e.g. `layout ./opensuse` or `localhost:5000/library/app`. */
+  readonly name: string;
+  /** True when reads are local and cheap (a layout); used to pick where to read manifests. */
+  readonly local: boolean;
+
+  /**
+   * Resolve a tag or a digest to the root descriptor. A tag that does not exist throws a
+   * NotFoundError; an ambiguous tag throws a UserError naming the candidates. With both,
+   * the digest wins (the tag only names the image).
+   */
+  resolve(ref: { tag?: string; digest?: string }): Promise<Descriptor>;
+
+  /** True when the store holds the content described, with the right size. */
+  exists(desc: Descriptor): Promise<boolean>;
+
+  /**
+   * Open a blob for reading. The bytes are NOT verified here; whoever consumes them
+   * verifies against the descriptor (one hash pass per transfer).
+   */
+  fetch(desc: Descriptor): Promise<ReadableStream<Uint8Array>>;
+
+  /** Read a manifest or index whole, verified against digest and size. */
+  fetchManifest(desc: Descriptor): Promise<Uint8Array>;
+
+  /**
+   * Store a blob from a stream, verifying digest and size while it streams; content that
+   * does not match is never made visible. `onProgress` gets the running byte count.
+   */
+  push(
+    desc: Descriptor,
+    body: ReadableStream<Uint8Array>,
+    onProgress?: (bytes: number) => void,
+  ): Promise<void>;
+
+  /** Store a manifest or index (bytes exactly as given, verified against desc). */
+  pushManifest(desc: Descriptor, bytes: Uint8Array): Promise<void>;
+
+  /** Point `tag` at desc (which must already be stored). */
+  tag(desc: Descriptor, tag: string): Promise<void>;
+
+  /** Release resources (locks, connections). */
+  close(): Promise<void>;
+}
+
+/** Optional capability: a store that can obtain a blob from another store without bytes crossing. */
+export interface MountingStore extends Store {
+  /** Try to make `desc` present by mounting it from `from`; true when it worked. */
+  mount(desc: Descriptor, from: Store): Promise<boolean>;
+}
+
+export function canMount(s: Store): s is MountingStore {
+  return typeof (s as Partial<MountingStore>).mount === "function";
+}
