@@ -154,6 +154,7 @@ export function parseRegistryReference(text: string): RegistryReference {
         if (!isValidTag(tag)) throw bad(`tag ${JSON.stringify(tag)} is invalid`);
       }
     }
+    if (/^[a-f0-9]{64}$/.test(repository)) throw bad("repository looks like a digest");
     if (registry === "index.docker.io" || registry === DOCKER_HUB_HOST) registry = DOCKER_HUB;
     if (registry === DOCKER_HUB && !repository.includes("/")) repository = `library/${repository}`;
   }
