@@ -87,6 +87,53 @@ async function writeFileAtomic(dir: string, name: string, bytes: Uint8Array): Pr
 
 const encoder = new TextEncoder();
 
+const WRITE_BUFFER = 4 * 1024 * 1024;
+
+/**
+ * Collects small chunks into large writes, and lets one write run while the next buffer
+ * fills: two buffers, so reading from the network or disk overlaps with writing.
+ */
+class BufferedWriter {
+  #buffers = [new Uint8Array(WRITE_BUFFER), new Uint8Array(WRITE_BUFFER)];
+  #current = 0;
+  #fill = 0;
+  #pending: Promise<void> = Promise.resolve();
+
+  constructor(private readonly file: Deno.FsFile) {}
+
+  async write(chunk: Uint8Array): Promise<void> {
+    let off = 0;
+    while (off < chunk.length) {
+      const buf = this.#buffers[this.#current];
+      const n = Math.min(chunk.length - off, buf.length - this.#fill);
+      buf.set(chunk.subarray(off, off + n), this.#fill);
+      this.#fill += n;
+      off += n;
+      if (this.#fill === buf.length) await this.#rotate();
+    }
+  }
+
+  async #rotate(): Promise<void> {
+    await this.#pending;
+    const data = this.#buffers[this.#current].subarray(0, this.#fill);
+    const write = writeAll(this.file, data);
+    write.catch(() => {}); // observed by the next rotate() or flush()
+    this.#pending = write;
+    this.#current ^= 1;
+    this.#fill = 0;
+  }
+
+  async flush(): Promise<void> {
+    if (this.#fill > 0) await this.#rotate();
+    await this.#pending;
+  }
+}
+
+async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
+  let off = 0;
+  while (off < data.length) off += await file.write(data.subarray(off));
+}
+
 export class LayoutStore implements Store {
   readonly name: string;
   readonly local = true;
@@ -327,15 +374,16 @@ export class LayoutStore implements Store {
     let file: Deno.FsFile | undefined;
     try {
       file = await Deno.open(tmp, { write: true, createNew: true, mode: 0o644 });
+      const out = new BufferedWriter(file);
       for (;;) {
         const { done, value } = await reader.read();
         if (done) break;
         verifier.update(value);
-        let off = 0;
-        while (off < value.length) off += await file.write(value.subarray(off));
+        await out.write(value);
         onProgress?.(verifier.seen);
       }
       verifier.finish();
+      await out.flush();
       await file.sync();
       file.close();
       file = undefined;
