@@ -1,6 +1,5 @@
-// Version information. BUILD_COMMIT is filled in by scripts/build.ts for release artifacts;
-// when running from a source checkout it is looked up with git at run time.
-import { BUILD_COMMIT } from "./build_info.ts";
+// Version information. Release artifacts built by scripts/build.ts carry their git commit in
+// globalThis.UMOCI_BUILD_COMMIT; from a source checkout it is looked up with git at run time.
 
 export const VERSION = "0.1.0";
 
@@ -21,6 +20,7 @@ function sourceCommit(): string {
 }
 
 export function versionString(): string {
-  const commit = BUILD_COMMIT || sourceCommit();
+  const built = (globalThis as Record<string, unknown>).UMOCI_BUILD_COMMIT;
+  const commit = typeof built === "string" ? built : sourceCommit();
   return `umoci-copy version ${VERSION} (commit ${commit}, deno ${Deno.version.deno})`;
 }
