@@ -22,6 +22,7 @@ import {
 } from "../media.ts";
 import type { Store } from "./store.ts";
 import { tempFiles } from "../tempfiles.ts";
+import { ChunkReader, reclaim } from "../stream.ts";
 
 const MAX_INDEX_SIZE = 64 * 1024 * 1024;
 const TMP_DIR = ".umoci-copy-tmp";
@@ -87,47 +88,7 @@ async function writeFileAtomic(dir: string, name: string, bytes: Uint8Array): Pr
 
 const encoder = new TextEncoder();
 
-const WRITE_BUFFER = 4 * 1024 * 1024;
-
-/**
- * Collects small chunks into large writes, and lets one write run while the next buffer
- * fills: two buffers, so reading from the network or disk overlaps with writing.
- */
-class BufferedWriter {
-  #buffers = [new Uint8Array(WRITE_BUFFER), new Uint8Array(WRITE_BUFFER)];
-  #current = 0;
-  #fill = 0;
-  #pending: Promise<void> = Promise.resolve();
-
-  constructor(private readonly file: Deno.FsFile) {}
-
-  async write(chunk: Uint8Array): Promise<void> {
-    let off = 0;
-    while (off < chunk.length) {
-      const buf = this.#buffers[this.#current];
-      const n = Math.min(chunk.length - off, buf.length - this.#fill);
-      buf.set(chunk.subarray(off, off + n), this.#fill);
-      this.#fill += n;
-      off += n;
-      if (this.#fill === buf.length) await this.#rotate();
-    }
-  }
-
-  async #rotate(): Promise<void> {
-    await this.#pending;
-    const data = this.#buffers[this.#current].subarray(0, this.#fill);
-    const write = writeAll(this.file, data);
-    write.catch(() => {}); // observed by the next rotate() or flush()
-    this.#pending = write;
-    this.#current ^= 1;
-    this.#fill = 0;
-  }
-
-  async flush(): Promise<void> {
-    if (this.#fill > 0) await this.#rotate();
-    await this.#pending;
-  }
-}
+const WRITE_BUFFER = 1024 * 1024;
 
 async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
   let off = 0;
@@ -336,8 +297,7 @@ export class LayoutStore implements Store {
     const path = await this.blobPath(desc.digest);
     const info = await this.#blobInfo(desc.digest);
     if (info === null) throw new NotFoundError(`blob ${desc.digest} not found in ${this.path}`);
-    const file = await Deno.open(path, { read: true });
-    return file.readable;
+    return (await Deno.open(path, { read: true })).readable;
   }
 
   async fetchManifest(desc: Descriptor): Promise<Uint8Array> {
@@ -370,27 +330,33 @@ export class LayoutStore implements Store {
     const verifier = new Verifier(desc.digest, desc.size);
     const tmp = join(await this.#tmpDir(), `${parseDigest(desc.digest).encoded}.${randomSuffix()}`);
     tempFiles.add(tmp);
-    const reader = body.getReader();
+    const reader = new ChunkReader(body);
     let file: Deno.FsFile | undefined;
+    let pending: Promise<void> = Promise.resolve();
     try {
       file = await Deno.open(tmp, { write: true, createNew: true, mode: 0o644 });
-      const out = new BufferedWriter(file);
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done) break;
-        verifier.update(value);
-        await out.write(value);
+      // Two buffers: one is written to disk while the other fills from the source.
+      const buffers = [new Uint8Array(WRITE_BUFFER), new Uint8Array(WRITE_BUFFER)];
+      for (let i = 0; !reader.done; i ^= 1) {
+        const view = await reader.readFull(buffers[i]);
+        buffers[i] = reclaim(view, WRITE_BUFFER);
+        if (view.length === 0) break;
+        verifier.update(view);
+        await pending;
+        pending = writeAll(file, view);
+        pending.catch(() => {}); // observed below
         onProgress?.(verifier.seen);
       }
+      await pending;
       verifier.finish();
-      await out.flush();
       await file.sync();
       file.close();
       file = undefined;
       await Deno.rename(tmp, final);
       tempFiles.delete(tmp);
     } catch (e) {
-      await reader.cancel().catch(() => {});
+      await reader.cancel();
+      await pending.catch(() => {});
       try {
         file?.close();
       } catch { /* already closed */ }
@@ -398,7 +364,7 @@ export class LayoutStore implements Store {
       tempFiles.delete(tmp);
       throw e;
     } finally {
-      reader.releaseLock();
+      reader.release();
     }
   }
 

@@ -1,0 +1,90 @@
+// Reading streams in large pieces with as little garbage as possible.
+//
+// Deno's file and fetch body streams are byte streams, so a BYOB reader can fill buffers we
+// own instead of allocating a new chunk per read. Blob transfers read through ChunkReader into
+// a few reusable multi-MiB buffers; memory stays flat whatever the blob size, and the hot path
+// has one await per buffer rather than one per 64 KiB chunk.
+
+/** Fills caller-owned buffers from a stream; works with byte streams (BYOB) and plain ones. */
+export class ChunkReader {
+  #byob?: ReadableStreamBYOBReader;
+  #plain?: ReadableStreamDefaultReader<Uint8Array>;
+  #leftover?: Uint8Array;
+  #done = false;
+
+  constructor(stream: ReadableStream<Uint8Array>) {
+    try {
+      this.#byob = stream.getReader({ mode: "byob" });
+    } catch {
+      this.#plain = stream.getReader();
+    }
+  }
+
+  /**
+   * Read until `buf` is full or the stream ends. Returns the filled part. With a BYOB reader
+   * the buffer's memory is transferred, so `buf` must not be used afterwards: the returned
+   * view (and `new Uint8Array(view.buffer, view.byteOffset, buf.length)`) is the buffer now.
+   * A result shorter than `buf` means the stream has ended.
+   */
+  async readFull(buf: Uint8Array<ArrayBuffer>): Promise<Uint8Array<ArrayBuffer>> {
+    const cap = buf.byteLength;
+    let fill = 0;
+    if (this.#byob) {
+      let memory = buf.buffer as ArrayBuffer;
+      const base = buf.byteOffset;
+      while (fill < cap && !this.#done) {
+        const { done, value } = await this.#byob.read(
+          new Uint8Array(memory, base + fill, cap - fill),
+        );
+        if (value) memory = value.buffer as ArrayBuffer;
+        else memory = new ArrayBuffer(base + cap); // cancelled: the old memory is gone
+        if (done) {
+          this.#done = true;
+          break;
+        }
+        fill += value!.byteLength;
+      }
+      return new Uint8Array(memory, base, fill);
+    }
+    while (fill < cap) {
+      let chunk = this.#leftover;
+      this.#leftover = undefined;
+      if (!chunk) {
+        if (this.#done) break;
+        const { done, value } = await this.#plain!.read();
+        if (done) {
+          this.#done = true;
+          break;
+        }
+        chunk = value;
+      }
+      const n = Math.min(chunk.byteLength, cap - fill);
+      buf.set(chunk.subarray(0, n), fill);
+      fill += n;
+      if (n < chunk.byteLength) this.#leftover = chunk.subarray(n);
+    }
+    return buf.subarray(0, fill);
+  }
+
+  /** True once the stream has reported its end. */
+  get done(): boolean {
+    return this.#done && !this.#leftover;
+  }
+
+  async cancel(reason?: unknown): Promise<void> {
+    await (this.#byob ?? this.#plain)!.cancel(reason).catch(() => {});
+  }
+
+  release(): void {
+    try {
+      (this.#byob ?? this.#plain)!.releaseLock();
+    } catch {
+      // a pending read keeps the lock; the stream is cancelled anyway
+    }
+  }
+}
+
+/** The full-capacity buffer behind a view returned by readFull. */
+export function reclaim(view: Uint8Array, capacity: number): Uint8Array<ArrayBuffer> {
+  return new Uint8Array(view.buffer as ArrayBuffer, view.byteOffset, capacity);
+}
