@@ -110,8 +110,11 @@ export async function copyGraph(
         return;
       }
       emit({ type: "blob-start", desc, n, total, role });
-      const body = await src.fetch(desc);
-      await dst.push(desc, body, (bytes) => emit({ type: "blob-progress", desc, bytes }));
+      await dst.push(
+        desc,
+        (offset) => src.fetch(desc, offset),
+        (bytes) => emit({ type: "blob-progress", desc, bytes }),
+      );
       stats.blobsCopied++;
       stats.bytesCopied += desc.size;
       emit({ type: "blob-done", desc, n, total });

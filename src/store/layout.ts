@@ -9,8 +9,8 @@
 // - index.json is rewritten with temp + rename under an exclusive lock (flock on the
 //   oci-layout file, which nobody replaces), re-read under the lock.
 import { join, resolve as resolvePath } from "node:path";
-import { parseDigest, Verifier, verifyBytes } from "../digest.ts";
-import { NotFoundError, UserError } from "../errors.ts";
+import { DigestMismatchError, parseDigest, Verifier, verifyBytes } from "../digest.ts";
+import { describeError, NotFoundError, UserError } from "../errors.ts";
 import {
   checkDescriptor,
   type Descriptor,
@@ -20,7 +20,7 @@ import {
   REF_NAME_ANNOTATION,
   sniffMediaType,
 } from "../media.ts";
-import type { Store } from "./store.ts";
+import type { BlobReader, BlobSource, Store } from "./store.ts";
 import { tempFiles } from "../tempfiles.ts";
 import { ChunkReader, reclaim } from "../stream.ts";
 
@@ -89,6 +89,78 @@ async function writeFileAtomic(dir: string, name: string, bytes: Uint8Array): Pr
 const encoder = new TextEncoder();
 
 const WRITE_BUFFER = 1024 * 1024;
+
+/** Raised by pump() when reading the source failed (as opposed to writing or verifying). */
+class SourceError extends Error {
+  constructor(override readonly cause: unknown) {
+    super(describeError(cause));
+  }
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/**
+ * Copy a stream into `file` at its current position, verifying as it goes. Two buffers: one
+ * is written to disk while the other fills from the source. When it returns or throws, every
+ * byte counted by the verifier has been written (or the write error is what is thrown).
+ */
+async function pump(
+  stream: ReadableStream<Uint8Array>,
+  file: Deno.FsFile,
+  verifier: Verifier,
+  onProgress?: (bytes: number) => void,
+): Promise<void> {
+  const reader = new ChunkReader(stream);
+  let pending: Promise<void> = Promise.resolve();
+  try {
+    const buffers = [new Uint8Array(WRITE_BUFFER), new Uint8Array(WRITE_BUFFER)];
+    for (let i = 0; !reader.done; i ^= 1) {
+      let view: Uint8Array<ArrayBuffer>;
+      try {
+        view = await reader.readFull(buffers[i]);
+      } catch (e) {
+        throw new SourceError(e);
+      }
+      buffers[i] = reclaim(view, WRITE_BUFFER);
+      if (view.length === 0) break;
+      verifier.update(view);
+      await pending;
+      pending = writeAll(file, view);
+      pending.catch(() => {}); // observed below
+      onProgress?.(verifier.seen);
+    }
+    await pending;
+  } catch (e) {
+    await reader.cancel();
+    await pending; // a write error wins over the read error
+    throw e;
+  } finally {
+    reader.release();
+  }
+}
+
+/** Feed the first `length` bytes of `file` to the verifier (resuming a partial download). */
+async function rehash(file: Deno.FsFile, length: number, verifier: Verifier): Promise<void> {
+  await file.seek(0, Deno.SeekMode.Start);
+  const buf = new Uint8Array(WRITE_BUFFER);
+  let left = length;
+  while (left > 0) {
+    const n = await file.read(buf.subarray(0, Math.min(left, buf.length)));
+    if (n === null) throw new UserError("partial download shrank while reading it");
+    verifier.update(buf.subarray(0, n));
+    left -= n;
+  }
+}
+
+/** Unlink `path` if it is still the file we hold open (not a newer writer's). */
+async function removeIfSameFile(path: string, file: Deno.FsFile): Promise<void> {
+  const [held, named] = await Promise.all([file.stat(), Deno.lstat(path).catch(() => null)]);
+  if (named && held.ino !== null && held.ino === named.ino && held.dev === named.dev) {
+    await Deno.remove(path).catch(() => {});
+  }
+}
 
 async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
   let off = 0;
@@ -293,11 +365,13 @@ export class LayoutStore implements Store {
     return info !== null && info.size === desc.size;
   }
 
-  async fetch(desc: Descriptor): Promise<ReadableStream<Uint8Array>> {
+  async fetch(desc: Descriptor, offset = 0): Promise<BlobReader> {
     const path = await this.blobPath(desc.digest);
     const info = await this.#blobInfo(desc.digest);
     if (info === null) throw new NotFoundError(`blob ${desc.digest} not found in ${this.path}`);
-    return (await Deno.open(path, { read: true })).readable;
+    const file = await Deno.open(path, { read: true });
+    if (offset > 0) await file.seek(offset, Deno.SeekMode.Start);
+    return { stream: file.readable, offset };
   }
 
   async fetchManifest(desc: Descriptor): Promise<Uint8Array> {
@@ -321,57 +395,118 @@ export class LayoutStore implements Store {
     return dir;
   }
 
+  /**
+   * Store a blob read from `source`, resumably. Bytes go to a partial file named after the
+   * digest in the layout's temp directory, held under an exclusive lock (a concurrent copy
+   * of the same blob waits, then finds it done). A partial file left by an interrupted run
+   * is re-hashed and continued from where it ended; when the source breaks mid-body the
+   * transfer continues from the last verified byte. Only a complete, verified, fsync'd file
+   * is renamed into blobs/.
+   */
   async push(
     desc: Descriptor,
-    body: ReadableStream<Uint8Array>,
+    source: BlobSource,
     onProgress?: (bytes: number) => void,
+    retries = 5,
   ): Promise<void> {
     const final = await this.blobPath(desc.digest, true);
-    const verifier = new Verifier(desc.digest, desc.size);
-    const tmp = join(await this.#tmpDir(), `${parseDigest(desc.digest).encoded}.${randomSuffix()}`);
-    tempFiles.add(tmp);
-    const reader = new ChunkReader(body);
-    let file: Deno.FsFile | undefined;
-    let pending: Promise<void> = Promise.resolve();
+    if (await this.exists(desc)) return;
+    const { algorithm, encoded } = parseDigest(desc.digest);
+    const partial = join(await this.#tmpDir(), `${algorithm}-${encoded}.partial`);
+    const file = await Deno.open(partial, { read: true, write: true, create: true, mode: 0o644 });
     try {
-      file = await Deno.open(tmp, { write: true, createNew: true, mode: 0o644 });
-      // Two buffers: one is written to disk while the other fills from the source.
-      const buffers = [new Uint8Array(WRITE_BUFFER), new Uint8Array(WRITE_BUFFER)];
-      for (let i = 0; !reader.done; i ^= 1) {
-        const view = await reader.readFull(buffers[i]);
-        buffers[i] = reclaim(view, WRITE_BUFFER);
-        if (view.length === 0) break;
-        verifier.update(view);
-        await pending;
-        pending = writeAll(file, view);
-        pending.catch(() => {}); // observed below
-        onProgress?.(verifier.seen);
+      await file.lock(true);
+      if (await this.exists(desc)) {
+        // Another writer finished this blob while we waited for the lock.
+        await removeIfSameFile(partial, file);
+        return;
       }
-      await pending;
-      verifier.finish();
+      let verifier = new Verifier(desc.digest, desc.size);
+      let offset = (await file.stat()).size;
+      if (offset > desc.size) {
+        await file.truncate(0);
+        offset = 0;
+      }
+      if (offset > 0) await rehash(file, offset, verifier);
+      if (offset === desc.size) {
+        // A complete download that was interrupted before its rename: just verify it.
+        try {
+          verifier.finish();
+          offset = -1;
+        } catch {
+          await file.truncate(0);
+          verifier = new Verifier(desc.digest, desc.size);
+          offset = 0;
+        }
+      }
+      let resumedPartial = offset > 0;
+      let failures = 0;
+      let progressMark = offset;
+      while (offset >= 0) {
+        const reader = await source(offset);
+        if (reader.offset !== offset) {
+          if (reader.offset !== 0) {
+            await reader.stream.cancel().catch(() => {});
+            throw new UserError(`${desc.digest}: source resumed at an unexpected offset`);
+          }
+          // The source could not start where we are: start over from byte 0.
+          await file.truncate(0);
+          verifier = new Verifier(desc.digest, desc.size);
+          offset = 0;
+          resumedPartial = false;
+        }
+        await file.seek(offset, Deno.SeekMode.Start);
+        try {
+          await pump(reader.stream, file, verifier, onProgress);
+        } catch (e) {
+          if (!(e instanceof SourceError)) {
+            if (e instanceof DigestMismatchError) await file.truncate(0);
+            throw e;
+          }
+          offset = verifier.seen;
+          // Count failures in a row without real progress; real progress earns new tries.
+          if (offset - progressMark >= 1024 * 1024) failures = 0;
+          progressMark = offset;
+          if (++failures > retries) {
+            throw new UserError(
+              `${desc.digest}: download broke off at byte ${offset} of ${desc.size}: ${
+                describeError(e.cause)
+              } (the partial download is kept; run the copy again to resume)`,
+            );
+          }
+          await sleep(Math.min(5000, 100 * 2 ** failures) * (0.5 + Math.random()));
+          continue;
+        }
+        try {
+          verifier.finish();
+        } catch (e) {
+          await file.truncate(0);
+          if (resumedPartial) {
+            // The kept partial file may have been the bad part: one more try from zero.
+            verifier = new Verifier(desc.digest, desc.size);
+            offset = 0;
+            resumedPartial = false;
+            continue;
+          }
+          throw e;
+        }
+        break;
+      }
       await file.sync();
-      file.close();
-      file = undefined;
-      await Deno.rename(tmp, final);
-      tempFiles.delete(tmp);
-    } catch (e) {
-      await reader.cancel();
-      await pending.catch(() => {});
-      try {
-        file?.close();
-      } catch { /* already closed */ }
-      await Deno.remove(tmp).catch(() => {});
-      tempFiles.delete(tmp);
-      throw e;
+      await Deno.rename(partial, final);
     } finally {
-      reader.release();
+      file.close();
     }
   }
 
   async pushManifest(desc: Descriptor, bytes: Uint8Array): Promise<void> {
     verifyBytes(bytes, desc.digest, desc.size);
     if (await this.exists(desc)) return;
-    await this.push(desc, ReadableStream.from([bytes]));
+    await this.push(
+      desc,
+      (offset) =>
+        Promise.resolve({ stream: ReadableStream.from([bytes.subarray(offset)]), offset }),
+    );
   }
 
   /** Make every blob rename durable (one directory fsync per algorithm). */

@@ -2,6 +2,18 @@
 // disk or a repository in a registry. The copy engine only speaks this interface.
 import type { Descriptor } from "../media.ts";
 
+/** A blob's bytes from some offset on; `offset` is where the stream really starts. */
+export interface BlobReader {
+  stream: ReadableStream<Uint8Array>;
+  offset: number;
+}
+
+/**
+ * Opens a blob for reading from `offset`. A source that cannot seek returns offset 0 and
+ * the whole blob; the consumer then starts over.
+ */
+export type BlobSource = (offset: number) => Promise<BlobReader>;
+
 export interface Store {
   /** Short human description, e.g. `layout ./opensuse` or `localhost:5000/library/app`. */
   readonly name: string;
@@ -19,23 +31,20 @@ export interface Store {
   exists(desc: Descriptor): Promise<boolean>;
 
   /**
-   * Open a blob for reading. The bytes are NOT verified here; whoever consumes them
-   * verifies against the descriptor (one hash pass per transfer).
+   * Open a blob for reading from `offset` (default 0). The bytes are NOT verified here;
+   * whoever consumes them verifies against the descriptor (one hash pass per transfer).
    */
-  fetch(desc: Descriptor): Promise<ReadableStream<Uint8Array>>;
+  fetch(desc: Descriptor, offset?: number): Promise<BlobReader>;
 
   /** Read a manifest or index whole, verified against digest and size. */
   fetchManifest(desc: Descriptor): Promise<Uint8Array>;
 
   /**
-   * Store a blob from a stream, verifying digest and size while it streams; content that
-   * does not match is never made visible. `onProgress` gets the running byte count.
+   * Store a blob read from `source`, verifying digest and size while it streams; content
+   * that does not match is never made visible. A store may call `source` again with a
+   * later offset to resume after the source broke off. `onProgress` gets the byte count.
    */
-  push(
-    desc: Descriptor,
-    body: ReadableStream<Uint8Array>,
-    onProgress?: (bytes: number) => void,
-  ): Promise<void>;
+  push(desc: Descriptor, source: BlobSource, onProgress?: (bytes: number) => void): Promise<void>;
 
   /** Store a manifest or index (bytes exactly as given, verified against desc). */
   pushManifest(desc: Descriptor, bytes: Uint8Array): Promise<void>;
