@@ -76,9 +76,9 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
   let source: Store | undefined;
   let target: Store | undefined;
   try {
-    logger.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
     source = await openStore(src);
     const root = await source.resolve({ tag: src.tag, digest: src.digest });
+    logger.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
     logger.debug(
       `${describe(src)} resolved to ${root.mediaType} ${root.digest} (${root.size} bytes)`,
     );

@@ -396,6 +396,22 @@ export class LayoutStore implements Store {
   }
 
   /**
+   * Open (creating) a partial file in the temp directory. Another process's close() may
+   * remove the temp directory when it looks empty, between our mkdir and open: try again.
+   */
+  async #openPartial(name: string): Promise<{ path: string; file: Deno.FsFile }> {
+    for (let attempt = 0;; attempt++) {
+      const path = join(await this.#tmpDir(), name);
+      try {
+        const file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o644 });
+        return { path, file };
+      } catch (e) {
+        if (!(e instanceof Deno.errors.NotFound) || attempt >= 20) throw e;
+      }
+    }
+  }
+
+  /**
    * Store a blob read from `source`, resumably. Bytes go to a partial file named after the
    * digest in the layout's temp directory, held under an exclusive lock (a concurrent copy
    * of the same blob waits, then finds it done). A partial file left by an interrupted run
@@ -412,8 +428,7 @@ export class LayoutStore implements Store {
     const final = await this.blobPath(desc.digest, true);
     if (await this.exists(desc)) return;
     const { algorithm, encoded } = parseDigest(desc.digest);
-    const partial = join(await this.#tmpDir(), `${algorithm}-${encoded}.partial`);
-    const file = await Deno.open(partial, { read: true, write: true, create: true, mode: 0o644 });
+    const { path: partial, file } = await this.#openPartial(`${algorithm}-${encoded}.partial`);
     try {
       await file.lock(true);
       if (await this.exists(desc)) {
@@ -460,7 +475,7 @@ export class LayoutStore implements Store {
           await pump(reader.stream, file, verifier, onProgress);
         } catch (e) {
           if (!(e instanceof SourceError)) {
-            if (e instanceof DigestMismatchError) await file.truncate(0);
+            if (e instanceof DigestMismatchError) await removeIfSameFile(partial, file);
             throw e;
           }
           offset = verifier.seen;
@@ -480,14 +495,15 @@ export class LayoutStore implements Store {
         try {
           verifier.finish();
         } catch (e) {
-          await file.truncate(0);
           if (resumedPartial) {
             // The kept partial file may have been the bad part: one more try from zero.
+            await file.truncate(0);
             verifier = new Verifier(desc.digest, desc.size);
             offset = 0;
             resumedPartial = false;
             continue;
           }
+          await removeIfSameFile(partial, file);
           throw e;
         }
         break;

@@ -1,0 +1,261 @@
+// Where credentials for a registry come from, in the order Docker, Podman and skopeo users
+// expect:
+//
+//   1. explicit flags (--creds, --username + --password-stdin, --src-creds/--dest-creds)
+//   2. --authfile FILE (then only that file), else $REGISTRY_AUTH_FILE, else
+//      $XDG_RUNTIME_DIR/containers/auth.json, ~/.config/containers/auth.json,
+//      $DOCKER_CONFIG/config.json or ~/.docker/config.json (first file with an answer wins)
+//
+// Within one file: credHelpers[registry], then credsStore, then `auths` with the most
+// specific key first (host/ns/repo, host/ns, host). Docker Hub is stored under
+// `https://index.docker.io/v1/` by Docker and under `docker.io` by Podman; both match.
+import { join } from "node:path";
+import { UserError } from "../../errors.ts";
+
+export type Credential =
+  | { kind: "basic"; username: string; password: string }
+  | { kind: "identityToken"; token: string; username?: string };
+
+export interface CredentialOptions {
+  /** USER[:PASS] from the command line; PASS may also come from `password`. */
+  creds?: { username: string; password: string };
+  /** Only this file (--authfile). */
+  authFile?: string;
+  /** Never look anything up (--no-creds). */
+  noCreds?: boolean;
+  /** Where to report what was used (never the secret). */
+  debug?: (message: string) => void;
+}
+
+const DOCKER_HUB_KEYS = ["docker.io", "index.docker.io", "registry-1.docker.io"];
+const MAX_CONFIG_SIZE = 1024 * 1024;
+
+function env(name: string): string | undefined {
+  try {
+    const v = Deno.env.get(name);
+    return v === "" ? undefined : v;
+  } catch {
+    return undefined; // no --allow-env for it
+  }
+}
+
+/** The credential files to consult, most important first. */
+export function credentialFiles(authFile?: string): string[] {
+  if (authFile) return [authFile];
+  const files: string[] = [];
+  const registryAuthFile = env("REGISTRY_AUTH_FILE");
+  if (registryAuthFile) return [registryAuthFile];
+  const home = env("HOME");
+  const runtime = env("XDG_RUNTIME_DIR");
+  if (runtime) files.push(join(runtime, "containers", "auth.json"));
+  const configHome = env("XDG_CONFIG_HOME") ?? (home ? join(home, ".config") : undefined);
+  if (configHome) files.push(join(configHome, "containers", "auth.json"));
+  const dockerConfig = env("DOCKER_CONFIG");
+  if (dockerConfig) files.push(join(dockerConfig, "config.json"));
+  else if (home) files.push(join(home, ".docker", "config.json"));
+  return files;
+}
+
+/** Normalize a key of `auths` to host[/path] (no scheme, no Docker Hub /v1/ suffix). */
+export function normalizeKey(key: string): string {
+  let k = key.trim();
+  const hadScheme = /^[a-z]+:\/\//i.test(k);
+  k = k.replace(/^[a-z]+:\/\//i, "");
+  if (hadScheme) k = k.split("/")[0]; // a URL key names a registry, not a repository
+  k = k.replace(/\/+$/, "");
+  const [host, ...rest] = k.split("/");
+  const h = DOCKER_HUB_KEYS.includes(host.toLowerCase()) ? "docker.io" : host.toLowerCase();
+  return [h, ...rest].join("/");
+}
+
+/** Keys to try for a repository, most specific first: host/a/b/c, host/a/b, host/a, host. */
+function lookupKeys(registry: string, repository: string): string[] {
+  const host = normalizeKey(registry);
+  const parts = repository.split("/");
+  const keys: string[] = [];
+  for (let i = parts.length; i > 0; i--) keys.push(`${host}/${parts.slice(0, i).join("/")}`);
+  keys.push(host);
+  return keys;
+}
+
+interface ConfigFile {
+  auths?: Record<
+    string,
+    { auth?: string; identitytoken?: string; username?: string; password?: string }
+  >;
+  credHelpers?: Record<string, string>;
+  credsStore?: string;
+}
+
+async function readConfig(path: string): Promise<ConfigFile | undefined> {
+  let text: string;
+  try {
+    const info = await Deno.stat(path);
+    if (!info.isFile || info.size > MAX_CONFIG_SIZE) return undefined;
+    text = await Deno.readTextFile(path);
+  } catch {
+    return undefined; // absent or unreadable: simply not a source
+  }
+  try {
+    const doc = JSON.parse(text);
+    return typeof doc === "object" && doc !== null ? doc as ConfigFile : undefined;
+  } catch {
+    throw new UserError(`credential file ${path} is not valid JSON`);
+  }
+}
+
+function decodeAuth(value: string, where: string): { username: string; password: string } {
+  let text: string;
+  try {
+    text = new TextDecoder().decode(Uint8Array.from(atob(value.trim()), (c) => c.charCodeAt(0)));
+  } catch {
+    throw new UserError(`${where}: "auth" is not valid base64`);
+  }
+  const i = text.indexOf(":");
+  if (i <= 0) throw new UserError(`${where}: "auth" does not hold USER:PASSWORD`);
+  return { username: text.slice(0, i), password: text.slice(i + 1).replace(/\0+$/, "") };
+}
+
+/** Ask `docker-credential-NAME get` for the credentials of `server`. */
+export async function runCredentialHelper(
+  name: string,
+  server: string,
+): Promise<Credential | undefined> {
+  if (!/^[A-Za-z0-9._-]+$/.test(name)) {
+    throw new UserError(`invalid credential helper name ${name}`);
+  }
+  const program = `docker-credential-${name}`;
+  let out: Deno.CommandOutput;
+  try {
+    const child = new Deno.Command(program, {
+      args: ["get"],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "piped",
+    }).spawn();
+    const w = child.stdin.getWriter();
+    await w.write(new TextEncoder().encode(server));
+    await w.close();
+    out = await child.output();
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) {
+      throw new UserError(`credential helper ${program} not found on PATH`);
+    }
+    throw new UserError(`credential helper ${program} failed to start: ${(e as Error).message}`);
+  }
+  const stdout = new TextDecoder().decode(out.stdout).trim();
+  if (!out.success) {
+    const said = `${stdout} ${new TextDecoder().decode(out.stderr)}`;
+    if (/credentials not found/i.test(said)) return undefined;
+    // Never echo its output: it may contain a secret.
+    throw new UserError(`credential helper ${program} failed (exit code ${out.code})`);
+  }
+  let doc: { Username?: string; Secret?: string };
+  try {
+    doc = JSON.parse(stdout);
+  } catch {
+    throw new UserError(`credential helper ${program} printed something that is not JSON`);
+  }
+  if (!doc.Secret) return undefined;
+  if (doc.Username === "<token>") return { kind: "identityToken", token: doc.Secret };
+  return { kind: "basic", username: doc.Username ?? "", password: doc.Secret };
+}
+
+/** The server name a credential helper is asked about. */
+function helperServer(registry: string): string {
+  return normalizeKey(registry) === "docker.io" ? "https://index.docker.io/v1/" : registry;
+}
+
+async function fromFile(
+  path: string,
+  registry: string,
+  repository: string,
+  debug: (m: string) => void,
+): Promise<Credential | undefined> {
+  const cfg = await readConfig(path);
+  if (!cfg) return undefined;
+  const host = normalizeKey(registry);
+  if (cfg.credHelpers && typeof cfg.credHelpers === "object") {
+    for (const [key, helper] of Object.entries(cfg.credHelpers)) {
+      if (normalizeKey(key) === host && typeof helper === "string") {
+        debug(`credentials for ${registry}: credHelpers in ${path} (docker-credential-${helper})`);
+        const c = await runCredentialHelper(helper, helperServer(registry));
+        if (c) return c;
+      }
+    }
+  }
+  if (typeof cfg.credsStore === "string" && cfg.credsStore !== "") {
+    const c = await runCredentialHelper(cfg.credsStore, helperServer(registry));
+    if (c) {
+      debug(
+        `credentials for ${registry}: credsStore in ${path} (docker-credential-${cfg.credsStore})`,
+      );
+      return c;
+    }
+  }
+  if (cfg.auths && typeof cfg.auths === "object") {
+    const entries = new Map<string, NonNullable<ConfigFile["auths"]>[string]>();
+    for (const [key, value] of Object.entries(cfg.auths)) {
+      if (value && typeof value === "object") entries.set(normalizeKey(key), value);
+    }
+    for (const key of lookupKeys(registry, repository)) {
+      const entry = entries.get(key);
+      if (!entry) continue;
+      const where = `${path}: auths["${key}"]`;
+      if (entry.identitytoken) {
+        debug(`credentials for ${registry}: identity token from ${where}`);
+        const user = entry.auth ? decodeAuth(entry.auth, where).username : undefined;
+        return { kind: "identityToken", token: entry.identitytoken, username: user };
+      }
+      if (entry.auth) {
+        debug(`credentials for ${registry}: ${where}`);
+        return { kind: "basic", ...decodeAuth(entry.auth, where) };
+      }
+      if (entry.username && entry.password) {
+        return { kind: "basic", username: entry.username, password: entry.password };
+      }
+      // An empty entry only marks that a helper holds the secret: keep looking.
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Find the credentials for `registry`/`repository`, or undefined for anonymous access.
+ * The result is cached by the caller per registry.
+ */
+export async function findCredentials(
+  registry: string,
+  repository: string,
+  opts: CredentialOptions = {},
+): Promise<Credential | undefined> {
+  const debug = opts.debug ?? (() => {});
+  if (opts.noCreds) return undefined;
+  if (opts.creds) {
+    debug(`credentials for ${registry}: from the command line`);
+    return { kind: "basic", ...opts.creds };
+  }
+  for (const file of credentialFiles(opts.authFile)) {
+    const c = await fromFile(file, registry, repository, debug);
+    if (c) return c;
+  }
+  if (opts.authFile) {
+    try {
+      await Deno.stat(opts.authFile);
+    } catch {
+      throw new UserError(`--authfile ${opts.authFile}: no such file`);
+    }
+  }
+  return undefined;
+}
+
+/** Parse `USER[:PASS]` as given to --creds. */
+export function parseCredsFlag(
+  text: string,
+  flag: string,
+): { username: string; password?: string } {
+  const i = text.indexOf(":");
+  const username = i === -1 ? text : text.slice(0, i);
+  if (username === "") throw new UserError(`--${flag}: empty user name`);
+  return { username, password: i === -1 ? undefined : text.slice(i + 1) };
+}
