@@ -37,7 +37,9 @@ async function run(cmd: string, args: string[], quiet = false): Promise<boolean>
     stderr: quiet ? "piped" : "inherit",
   }).output();
   if (!out.success && quiet) {
-    const lines = new TextDecoder().decode(out.stderr).replace(/\x1b\[[0-9;]*m/g, "").split("\n");
+    // deno-lint-ignore no-control-regex
+    const ansi = /\x1b\[[0-9;]*m/g;
+    const lines = new TextDecoder().decode(out.stderr).replace(ansi, "").split("\n");
     const cause = lines.find((l) => /^\s*1: /.test(l))?.replace(/^\s*1: /, "") ?? "";
     const text = lines.find((l) => /error/i.test(l))?.trim() ?? lines[0] ?? "";
     if (cause) console.error(`  ${cause.trim()}`);
