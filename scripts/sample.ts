@@ -43,7 +43,9 @@ export function tar(files: Record<string, string | Uint8Array>): Uint8Array {
 }
 
 async function gzip(bytes: Uint8Array): Promise<Uint8Array> {
-  const stream = ReadableStream.from([bytes]).pipeThrough(new CompressionStream("gzip"));
+  const stream = new Blob([bytes as Uint8Array<ArrayBuffer>]).stream().pipeThrough(
+    new CompressionStream("gzip"),
+  );
   return new Uint8Array(await new Response(stream).arrayBuffer());
 }
 
