@@ -2,15 +2,51 @@
 import { type CopyEvent, copyGraph } from "../copy.ts";
 import { UsageError } from "../errors.ts";
 import { isIndexType } from "../media.ts";
-import { formatReference, parseReference, type Reference } from "../reference.ts";
+import {
+  formatReference,
+  parseReference,
+  type Reference,
+  type RegistryReference,
+} from "../reference.ts";
+import { type RegistryOptions, RegistryStore } from "../store/registry/registry.ts";
+import { VERSION } from "../version.ts";
 import { LayoutStore } from "../store/layout.ts";
 import { openStore } from "../store/open.ts";
 import type { Store } from "../store/store.ts";
-import { flagHelp, type FlagSpec, parseCount, parseFlags } from "./flags.ts";
+import { flagHelp, type FlagSpec, parseCount, parseFlags, parseSize } from "./flags.ts";
 import { formatBytes, type Logger } from "./log.ts";
 import { Progress } from "./progress.ts";
 
 export const COPY_FLAGS: Record<string, FlagSpec> = {
+  "plain-http": {
+    type: "boolean",
+    help: "talk to registries over http:// instead of https:// (no fallback)",
+  },
+  "tls-verify": {
+    type: "boolean",
+    value: "BOOL",
+    help: "verify registry TLS certificates (default true; --tls-verify=false to skip)",
+  },
+  "cacert": {
+    type: "string",
+    multiple: true,
+    value: "FILE",
+    help: "trust the CA certificates in this PEM file (repeatable)",
+  },
+  "cert-dir": {
+    type: "string",
+    value: "DIR",
+    help: "certificates in the layout of /etc/docker/certs.d: DIR/HOST[:PORT]/*.crt",
+  },
+  "trace-requests": {
+    type: "boolean",
+    help: "print every HTTP request and response on stderr (secrets redacted)",
+  },
+  "chunk-size": {
+    type: "string",
+    value: "SIZE",
+    help: "upload blobs larger than this in chunks of this size (default 16MiB)",
+  },
   "jobs": {
     type: "string",
     short: "j",
@@ -37,17 +73,24 @@ against its digest while it streams, content already at DST is not transferred a
 and manifests are copied byte for byte, so every digest is preserved.
 
 SRC and DST are each one of:
-  DIR[:TAG]     an OCI image layout directory (TAG defaults to "latest")
-  DIR@DIGEST    a manifest or index in a layout, by digest (SRC only)
+  DIR[:TAG]                               an OCI image layout (TAG defaults to "latest")
+  DIR@DIGEST                              a manifest or index in a layout (SRC only)
+  oci://HOST[:PORT]/REPO[:TAG|@DIGEST]    a repository in a registry
+  docker://[HOST[:PORT]/]REPO[:TAG|@DIGEST]
+                                          the same with Docker's defaults (docker.io,
+                                          library/ for one-part names)
 
-A DST layout that does not exist is created.
+A DST layout that does not exist is created. Registries are reached over https unless
+--plain-http is given.
 
 Flags:
 ${flagHelp(COPY_FLAGS)}
 
 Examples:
   umoci copy opensuse:42.2 backup:stable
-  umoci copy ./layout@sha256:4f5c… ./other:pinned
+  umoci copy --plain-http oci://localhost:8080/opensuse/amd64:42.2 opensuse:42.2
+  umoci copy --plain-http opensuse:42.2 oci://localhost:8080/opensuse/amd64:42.2
+  umoci copy oci://registry.example/app:v1 oci://mirror.example/app:v1
 `;
 
 export async function copyCommand(args: string[], logger: Logger): Promise<number> {
@@ -71,18 +114,46 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       `destination ${JSON.stringify(dst.text)}: a layout destination needs a tag, not a digest`,
     );
   }
+  if (dst.kind === "registry" && dst.digest && dst.tag) {
+    throw new UsageError(
+      `destination ${JSON.stringify(dst.text)}: give a tag or a digest, not both`,
+    );
+  }
+  const registry: RegistryOptions = {
+    plainHttp: values["plain-http"] === true,
+    tlsVerify: values["tls-verify"] !== false,
+    caCertFiles: values.cacert as string[] | undefined,
+    certDir: values["cert-dir"] as string | undefined,
+    chunkSize: values["chunk-size"] === undefined
+      ? undefined
+      : parseSize(String(values["chunk-size"]), "chunk-size"),
+    trace: values["trace-requests"] ? (line) => logger.raw(line) : undefined,
+    userAgent: `umoci-copy/${VERSION}`,
+  };
 
   const progress = Progress.forTerminal(logger);
   let source: Store | undefined;
   let target: Store | undefined;
   try {
-    source = await openStore(src);
+    source = await openStore(src, { registry });
+    if (source instanceof RegistryStore && src.kind === "registry") {
+      logger.info(registryLine(source, src));
+      logger.info("Checking if manifest available in registry");
+    }
     const root = await source.resolve({ tag: src.tag, digest: src.digest });
+    if (dst.kind === "registry" && dst.digest && dst.digest !== root.digest) {
+      throw new UsageError(
+        `destination digest ${dst.digest} does not match the source's ${root.digest}`,
+      );
+    }
     logger.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
     logger.debug(
       `${describe(src)} resolved to ${root.mediaType} ${root.digest} (${root.size} bytes)`,
     );
-    target = await openStore(dst, { create: true });
+    target = await openStore(dst, { create: true, registry });
+    if (target instanceof RegistryStore && dst.kind === "registry") {
+      logger.info(registryLine(target, dst));
+    }
     const stats = await copyGraph(source, target, root, {
       jobs,
       onEvent: (e) => report(e, logger, progress, target!),
@@ -92,8 +163,11 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     if (tag) {
       if (target instanceof LayoutStore) {
         logger.info(`Saving reference '${tag}' to index in ${target.path}`);
-      }
+      } else logger.info(`Tagging ${root.digest} as '${tag}'`);
       await target.tag(root, tag);
+    }
+    if (target instanceof RegistryStore) {
+      logger.info(`Successfully copied to remote ${target.registry}`);
     }
     logger.info(
       `Copied ${stats.blobsCopied} blobs (${formatBytes(stats.bytesCopied)}), skipped ${
@@ -112,6 +186,11 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     await source?.close().catch(() => {});
     await target?.close().catch(() => {});
   }
+}
+
+function registryLine(store: RegistryStore, ref: RegistryReference): string {
+  const what = ref.digest ? `digest: ${ref.digest}` : `tag: ${ref.tag}`;
+  return `Registry address: ${store.baseUrl}, namespace: ${store.repository}, ${what}`;
 }
 
 function describe(ref: Reference): string {

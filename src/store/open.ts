@@ -1,14 +1,17 @@
 // Turn a parsed reference into the Store that serves it.
 import type { Reference } from "../reference.ts";
 import { LayoutStore } from "./layout.ts";
+import { type RegistryOptions, RegistryStore } from "./registry/registry.ts";
 import type { Store } from "./store.ts";
 
 export interface StoreOptions {
   /** Create a layout that does not exist yet (destinations). */
   create?: boolean;
+  /** Settings for a registry reference. */
+  registry?: RegistryOptions;
 }
 
 export async function openStore(ref: Reference, opts: StoreOptions = {}): Promise<Store> {
   if (ref.kind === "layout") return await LayoutStore.open(ref.path, { create: opts.create });
-  throw new Error("registry references are not supported yet");
+  return await RegistryStore.open(ref, opts.registry ?? {});
 }

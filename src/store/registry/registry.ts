@@ -1,0 +1,497 @@
+// A repository in an OCI distribution registry as a Store.
+//
+// Layers of this store, bottom up:
+//   transport.ts  HTTP: connection pool, TLS, redirects, tracing;
+//   auth.ts       WWW-Authenticate, bearer tokens, Basic;
+//   upload.ts     the blob upload protocol and cross-repository mounts;
+//   this file     the Store methods in terms of distribution-spec endpoints, plus the
+//                 authenticated request helper and the decoding of registry errors.
+//
+// Manifests are handled as exact bytes: what is read is verified against its digest and
+// handed on unchanged, what is pushed is sent byte for byte. Manifest bytes seen in this
+// session (fetched or pushed) are kept by digest, so tag() and repeated reads cost no GET.
+import { digestOf, isValidDigest, parseDigest, verifyBytes } from "../../digest.ts";
+import { NotFoundError, UserError } from "../../errors.ts";
+import {
+  baseMediaType,
+  checkDescriptor,
+  type Descriptor,
+  isManifestType,
+  isSchema1,
+  MANIFEST_TYPES,
+  MAX_MANIFEST_SIZE,
+  OCI_INDEX,
+  sniffMediaType,
+} from "../../media.ts";
+import type { RegistryReference } from "../../reference.ts";
+import { VERSION } from "../../version.ts";
+import type { BlobReader, BlobSource, MountingStore, Store } from "../store.ts";
+import { Authenticator, type Credentials } from "./auth.ts";
+import { type HttpResponse, Transport } from "./transport.ts";
+import { DEFAULT_CHUNK_SIZE, mountBlob, type UploadApi, uploadBlob } from "./upload.ts";
+
+export type { Credential, CredentialProvider, Credentials } from "./auth.ts";
+
+export interface RegistryOptions {
+  /** Use http:// instead of https:// (no fallback in either direction). */
+  plainHttp?: boolean;
+  /** Verify TLS certificates (default true). */
+  tlsVerify?: boolean;
+  /** PEM files with extra CA certificates (--cacert). */
+  caCertFiles?: string[];
+  /** A certs.d-style directory: CERTDIR/HOST[:PORT]/*.crt, client NAME.cert + NAME.key. */
+  certDir?: string;
+  /** Receives one line per HTTP request and one per response, secrets redacted. */
+  trace?: (line: string) => void;
+  /** Blobs up to this size go in one PUT, larger ones in PATCH chunks of this size (16 MiB). */
+  chunkSize?: number;
+  /** Username/password, identity token, or a provider looking them up per host. */
+  credentials?: Credentials;
+  userAgent?: string;
+}
+
+/** Error bodies larger than this are not read (containers/image uses the same cap). */
+const MAX_ERROR_BODY = 1024 * 1024;
+const ACCEPT_MANIFESTS = MANIFEST_TYPES.join(", ");
+const encoder = new TextEncoder();
+
+/** A string from a registry, made safe for a one-line message. */
+function oneLine(s: string, max = 300): string {
+  // deno-lint-ignore no-control-regex
+  const flat = s.replace(/[\u0000-\u001f\u007f]+/g, " ").trim();
+  return flat.length > max ? flat.slice(0, max) + "…" : flat;
+}
+
+/** The distribution-spec error codes and messages in a JSON error body, as one string. */
+function decodeErrorBody(bytes: Uint8Array): string | undefined {
+  try {
+    const doc = JSON.parse(new TextDecoder().decode(bytes));
+    const errors = Array.isArray(doc?.errors) ? doc.errors : [];
+    const parts = errors
+      .filter((e: unknown) => typeof e === "object" && e !== null)
+      .slice(0, 3)
+      .map((e: { code?: unknown; message?: unknown }) => {
+        const code = typeof e.code === "string" ? e.code : "";
+        const message = typeof e.message === "string" ? e.message : "";
+        return [code, message].filter(Boolean).join(": ");
+      })
+      .filter(Boolean);
+    return parts.length ? oneLine(parts.join("; ")) : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export class RegistryStore implements MountingStore {
+  /** `REGISTRY/REPOSITORY`, e.g. `localhost:5000/library/app`. */
+  readonly name: string;
+  readonly local = false;
+  /** Registry as the user named it (`docker.io`, `localhost:5000`). */
+  readonly registry: string;
+  /** Host[:port] connected to. */
+  readonly host: string;
+  readonly repository: string;
+  /** Scheme, host and port, e.g. `http://localhost:5000`. */
+  readonly baseUrl: string;
+
+  readonly #transport: Transport;
+  readonly #auth: Authenticator;
+  readonly #chunkSize: number;
+  /** Manifest bytes fetched or pushed in this session, by digest (all verified). */
+  readonly #manifests = new Map<string, Uint8Array>();
+  readonly #api: UploadApi;
+
+  private constructor(ref: RegistryReference, transport: Transport, opts: RegistryOptions) {
+    this.registry = ref.registry;
+    this.host = ref.host;
+    this.repository = ref.repository;
+    this.name = `${ref.registry}/${ref.repository}`;
+    this.#transport = transport;
+    this.baseUrl = transport.baseUrl.origin;
+    this.#auth = new Authenticator(transport, ref.registry, ref.repository, opts.credentials);
+    this.#chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
+    this.#api = {
+      name: this.registry,
+      repository: this.repository,
+      url: (path) => this.#url(path),
+      send: (req, scopes) => this.#send(req, scopes ?? this.#pushScopes()),
+      fail: (res, method, url) => this.#fail(res, method, url),
+    };
+  }
+
+  /** Open a repository. No request is made until the first operation. */
+  static async open(ref: RegistryReference, opts: RegistryOptions = {}): Promise<RegistryStore> {
+    if (
+      opts.chunkSize !== undefined && (!Number.isSafeInteger(opts.chunkSize) || opts.chunkSize < 1)
+    ) {
+      throw new UserError(`invalid upload chunk size ${opts.chunkSize}`);
+    }
+    const transport = await Transport.create(ref.registry, ref.host, {
+      plainHttp: opts.plainHttp,
+      tlsVerify: opts.tlsVerify,
+      caCertFiles: opts.caCertFiles,
+      certDir: opts.certDir,
+      trace: opts.trace,
+      userAgent: opts.userAgent ?? `umoci-copy/${VERSION}`,
+    });
+    return new RegistryStore(ref, transport, opts);
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Request plumbing
+
+  /** `/v2/<repository>/<path>` on the registry. The repository name was validated by the parser. */
+  #url(path: string): URL {
+    return new URL(`/v2/${this.repository}/${path}`, this.#transport.baseUrl);
+  }
+
+  #pullScopes(): string[] {
+    return [`repository:${this.repository}:pull`];
+  }
+
+  #pushScopes(): string[] {
+    return [`repository:${this.repository}:pull,push`];
+  }
+
+  /**
+   * One request with authentication. Authorization is attached only when the URL is the
+   * registry's own origin (upload Locations may point elsewhere); a 401 is answered by
+   * learning the challenge and retrying once.
+   */
+  async #send(
+    req: { method: string; url: URL; headers?: Record<string, string>; body?: Uint8Array },
+    scopes: string[],
+  ): Promise<HttpResponse> {
+    const ours = this.#transport.isRegistryOrigin(req.url);
+    const wanted = [...scopes];
+    for (let attempt = 0;; attempt++) {
+      const authorization = ours ? await this.#auth.header(wanted) : undefined;
+      const res = await this.#transport.request({
+        ...req,
+        headers: { ...req.headers, authorization },
+      });
+      if (res.status !== 401 || attempt > 0 || !ours) return res;
+      if (!(await this.#auth.unauthorized(res, wanted, authorization))) return res;
+      await res.discard();
+    }
+  }
+
+  /** A one-line UserError for an unexpected response; reads (at most 1 MiB of) the body. */
+  async #fail(res: HttpResponse, method: string, url: URL): Promise<UserError> {
+    let detail: string | undefined;
+    if (res.method !== "HEAD") {
+      try {
+        detail = decodeErrorBody(await res.bytes(MAX_ERROR_BODY, "error body"));
+      } catch {
+        await res.discard();
+      }
+    } else {
+      await res.discard();
+    }
+    const status = `${res.status}${detail ? "" : res.statusText ? " " + res.statusText : ""}`;
+    const what = `${method} ${url.pathname}: ${status}${detail ? " " + detail : ""}`;
+    if (res.status === 401) {
+      return new UserError(`authentication failed for ${this.registry}: ${what}`);
+    }
+    if (res.status === 403) {
+      return new UserError(`access denied to ${this.name}: ${what}`);
+    }
+    if (res.status === 429) {
+      return new UserError(`${this.registry}: ${what} (rate limited; try again later)`);
+    }
+    return new UserError(`${this.registry}: ${what}`);
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Manifests
+
+  /**
+   * GET a manifest by tag or digest: Content-Length over the limit is refused before
+   * reading and the read is capped; Content-Type parameters are ignored; a document whose
+   * own mediaType contradicts the Content-Type is refused; schema1 is refused.
+   */
+  async #getManifest(reference: string): Promise<{ bytes: Uint8Array; mediaType: string }> {
+    const url = this.#url(`manifests/${reference}`);
+    const res = await this.#send(
+      { method: "GET", url, headers: { accept: ACCEPT_MANIFESTS } },
+      this.#pullScopes(),
+    );
+    if (res.status === 404) {
+      await res.discard();
+      throw new NotFoundError(`manifest ${reference} not found in ${this.name}`);
+    }
+    if (res.status !== 200) throw await this.#fail(res, "GET", url);
+    const contentType = baseMediaType(res.headers.get("content-type"));
+    const bytes = await res.bytes(MAX_MANIFEST_SIZE, `manifest ${reference} in ${this.name}`);
+    const own = sniffMediaType(bytes);
+    if (isSchema1(contentType) || (own !== undefined && isSchema1(own))) {
+      throw new UserError(`${this.name}@${reference}: Docker schema1 manifests are not supported`);
+    }
+    let declared: unknown;
+    try {
+      declared = JSON.parse(new TextDecoder().decode(bytes))?.mediaType;
+    } catch {
+      throw new UserError(`manifest ${reference} in ${this.name} is not valid JSON`);
+    }
+    if (
+      typeof declared === "string" && isManifestType(contentType) && declared !== contentType
+    ) {
+      throw new UserError(
+        `manifest ${reference} in ${this.name}: mediaType ${JSON.stringify(declared)} ` +
+          `contradicts Content-Type ${JSON.stringify(contentType)}; refused`,
+      );
+    }
+    const mediaType = isManifestType(contentType) ? contentType : own ?? contentType;
+    return { bytes, mediaType };
+  }
+
+  async resolve(ref: { tag?: string; digest?: string }): Promise<Descriptor> {
+    if (ref.digest !== undefined) parseDigest(ref.digest);
+    const reference = ref.digest ?? ref.tag ?? "latest";
+    const url = this.#url(`manifests/${reference}`);
+    const head = await this.#send(
+      { method: "HEAD", url, headers: { accept: ACCEPT_MANIFESTS } },
+      this.#pullScopes(),
+    );
+    if (head.status === 404) {
+      await head.discard();
+      throw new NotFoundError(`manifest ${reference} not found in ${this.name}`);
+    }
+    // A server that does not do HEAD (405) is asked with GET below.
+    if (head.status !== 200 && head.status !== 405) throw await this.#fail(head, "HEAD", url);
+    const usable = head.status === 200;
+    const contentType = baseMediaType(head.headers.get("content-type"));
+    const headerDigest = usable ? head.headers.get("docker-content-digest")?.trim() : undefined;
+    const size = head.contentLength;
+    await head.discard();
+    if (isSchema1(contentType)) {
+      throw new UserError(`${this.name}:${reference}: Docker schema1 manifests are not supported`);
+    }
+    if (
+      headerDigest && isValidDigest(headerDigest) && size !== undefined &&
+      isManifestType(contentType) && (ref.digest === undefined || headerDigest === ref.digest)
+    ) {
+      return { mediaType: contentType, digest: headerDigest, size };
+    }
+    // No usable Docker-Content-Digest (or a type we must see to believe): GET and hash.
+    const { bytes, mediaType } = await this.#getManifest(reference);
+    const digest = ref.digest ?? digestOf(bytes);
+    verifyBytes(bytes, digest, bytes.length);
+    if (!isManifestType(mediaType)) {
+      throw new UserError(
+        `${this.name}:${reference}: unsupported manifest media type ${JSON.stringify(mediaType)}`,
+      );
+    }
+    this.#manifests.set(digest, bytes);
+    return { mediaType, digest, size: bytes.length };
+  }
+
+  async fetchManifest(desc: Descriptor): Promise<Uint8Array> {
+    parseDigest(desc.digest);
+    if (desc.size > MAX_MANIFEST_SIZE) {
+      throw new UserError(`manifest ${desc.digest} is larger than ${MAX_MANIFEST_SIZE} bytes`);
+    }
+    const cached = this.#manifests.get(desc.digest);
+    if (cached) {
+      verifyBytes(cached, desc.digest, desc.size);
+      return cached;
+    }
+    const { bytes } = await this.#getManifest(desc.digest);
+    verifyBytes(bytes, desc.digest, desc.size);
+    this.#manifests.set(desc.digest, bytes);
+    return bytes;
+  }
+
+  async pushManifest(desc: Descriptor, bytes: Uint8Array): Promise<void> {
+    verifyBytes(bytes, desc.digest, desc.size);
+    if (bytes.length > MAX_MANIFEST_SIZE) {
+      throw new UserError(`manifest ${desc.digest} is larger than ${MAX_MANIFEST_SIZE} bytes`);
+    }
+    const subjectHeader = await this.#putManifest(desc, bytes, desc.digest);
+    this.#manifests.set(desc.digest, bytes);
+
+    // A referrer (manifest with `subject`) on a registry without the referrers API (no
+    // OCI-Subject in the answer): maintain the fallback tag ourselves.
+    if (subjectHeader !== null) return;
+    let doc: Record<string, unknown>;
+    try {
+      doc = JSON.parse(new TextDecoder().decode(bytes));
+    } catch {
+      return;
+    }
+    if (doc?.subject === undefined) return;
+    const subject = checkDescriptor(doc.subject, `manifest ${desc.digest}`);
+    await this.#updateReferrersTag(subject, desc, doc);
+  }
+
+  /** PUT manifest bytes under a digest or tag; returns the OCI-Subject header (or null). */
+  async #putManifest(
+    desc: Descriptor,
+    bytes: Uint8Array,
+    reference: string,
+  ): Promise<string | null> {
+    const url = this.#url(`manifests/${reference}`);
+    const res = await this.#send(
+      { method: "PUT", url, headers: { "content-type": desc.mediaType }, body: bytes },
+      this.#pushScopes(),
+    );
+    if (res.status !== 201 && res.status !== 200) throw await this.#fail(res, "PUT", url);
+    const got = res.headers.get("docker-content-digest")?.trim();
+    const subject = res.headers.get("oci-subject");
+    await res.discard();
+    if (got && got !== desc.digest && got.split(":")[0] === desc.digest.split(":")[0]) {
+      throw new UserError(
+        `${this.registry}: PUT ${url.pathname}: registry reports digest ${got}, expected ${desc.digest}`,
+      );
+    }
+    return subject;
+  }
+
+  /**
+   * The referrers tag schema (distribution-spec "Pushing Manifests with Subject"): the tag
+   * `ALG-HEX` of the subject holds an OCI index listing its referrers. Read it (404 → a new
+   * empty index), add this manifest unless already listed, and put it back.
+   */
+  async #updateReferrersTag(
+    subject: Descriptor,
+    desc: Descriptor,
+    doc: Record<string, unknown>,
+  ): Promise<void> {
+    const { algorithm, encoded } = parseDigest(subject.digest);
+    const tag = `${algorithm.slice(0, 32)}-${encoded.slice(0, 64)}`;
+    let index: { manifests: Descriptor[]; [key: string]: unknown };
+    try {
+      const { bytes, mediaType } = await this.#getManifest(tag);
+      const parsed = JSON.parse(new TextDecoder().decode(bytes));
+      if (mediaType !== OCI_INDEX || !Array.isArray(parsed?.manifests)) {
+        throw new UserError(
+          `referrers tag ${tag} in ${this.name} is not an OCI image index; not updated`,
+        );
+      }
+      index = parsed;
+    } catch (e) {
+      if (!(e instanceof NotFoundError)) throw e;
+      index = { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] };
+    }
+    if (index.manifests.some((m) => m?.digest === desc.digest)) return;
+    const entry: Descriptor = { mediaType: desc.mediaType, digest: desc.digest, size: desc.size };
+    const config = doc.config as { mediaType?: unknown } | undefined;
+    const artifactType = typeof doc.artifactType === "string"
+      ? doc.artifactType
+      : typeof config?.mediaType === "string"
+      ? config.mediaType
+      : undefined;
+    if (artifactType) entry.artifactType = artifactType;
+    if (typeof doc.annotations === "object" && doc.annotations !== null) {
+      entry.annotations = doc.annotations as Record<string, string>;
+    }
+    index.manifests.push(entry);
+    const bytes = encoder.encode(JSON.stringify(index));
+    const indexDesc: Descriptor = {
+      mediaType: OCI_INDEX,
+      digest: digestOf(bytes),
+      size: bytes.length,
+    };
+    await this.#putManifest(indexDesc, bytes, tag);
+  }
+
+  async tag(desc: Descriptor, tag: string): Promise<void> {
+    if (!isManifestType(desc.mediaType)) {
+      throw new UserError(
+        `cannot tag ${desc.digest} in ${this.name}: ${desc.mediaType} is not a manifest type`,
+      );
+    }
+    const bytes = this.#manifests.get(desc.digest) ?? await this.fetchManifest(desc);
+    await this.#putManifest(desc, bytes, encodeURIComponent(tag));
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Blobs
+
+  async exists(desc: Descriptor): Promise<boolean> {
+    parseDigest(desc.digest);
+    const manifest = isManifestType(desc.mediaType) || isSchema1(desc.mediaType);
+    const url = this.#url(`${manifest ? "manifests" : "blobs"}/${desc.digest}`);
+    const res = await this.#send(
+      { method: "HEAD", url, headers: manifest ? { accept: ACCEPT_MANIFESTS } : {} },
+      this.#pullScopes(),
+    );
+    if (res.status === 404) {
+      await res.discard();
+      return false;
+    }
+    if (res.status !== 200) throw await this.#fail(res, "HEAD", url);
+    const length = res.contentLength;
+    await res.discard();
+    return length === undefined || length === desc.size;
+  }
+
+  /**
+   * GET a blob, following redirects (a cross-origin hop loses the Authorization header).
+   * From `offset` > 0 a closed Range `bytes=OFFSET-LAST` is asked for: a 206 must start
+   * exactly there; a registry that ignores Range answers 200 and the whole blob comes back
+   * with offset 0. A Content-Length that contradicts the descriptor fails before reading.
+   */
+  async fetch(desc: Descriptor, offset = 0): Promise<BlobReader> {
+    parseDigest(desc.digest);
+    if (offset >= desc.size && offset > 0) {
+      // Nothing left to read (the previous stream broke off right at the end).
+      return { stream: new ReadableStream({ start: (c) => c.close() }), offset: desc.size };
+    }
+    const url = this.#url(`blobs/${desc.digest}`);
+    const headers: Record<string, string> = {};
+    if (offset > 0) headers.range = `bytes=${offset}-${desc.size - 1}`;
+    const res = await this.#send({ method: "GET", url, headers }, this.#pullScopes());
+    if (res.status === 404) {
+      await res.discard();
+      throw new NotFoundError(`blob ${desc.digest} not found in ${this.name}`);
+    }
+    const length = res.contentLength;
+    if (res.status === 206 && offset > 0) {
+      const m = /^\s*bytes\s+(\d+)-(\d+)\/(\d+|\*)\s*$/.exec(
+        res.headers.get("content-range") ?? "",
+      );
+      const ok = m !== null && Number(m[1]) === offset && Number(m[2]) === desc.size - 1 &&
+        (m[3] === "*" || Number(m[3]) === desc.size) &&
+        (length === undefined || length === desc.size - offset);
+      if (!ok) {
+        await res.discard();
+        throw new UserError(
+          `${this.registry}: GET ${url.pathname}: invalid partial response for bytes ${offset}-`,
+        );
+      }
+      return { stream: res.stream(), offset };
+    }
+    if (res.status !== 200) throw await this.#fail(res, "GET", url);
+    if (length !== undefined && length !== desc.size) {
+      await res.discard();
+      throw new UserError(
+        `blob ${desc.digest} in ${this.name} is ${length} bytes, its descriptor says ${desc.size}`,
+      );
+    }
+    return { stream: res.stream(), offset: 0 };
+  }
+
+  async push(
+    desc: Descriptor,
+    source: BlobSource,
+    onProgress?: (bytes: number) => void,
+  ): Promise<void> {
+    parseDigest(desc.digest);
+    await uploadBlob(this.#api, desc, source, { chunkSize: this.#chunkSize, onProgress });
+  }
+
+  /** Mount from another repository of the same registry; false when not applicable or refused. */
+  async mount(desc: Descriptor, from: Store): Promise<boolean> {
+    if (!(from instanceof RegistryStore)) return false;
+    if (from.baseUrl !== this.baseUrl || from.repository === this.repository) return false;
+    parseDigest(desc.digest);
+    return await mountBlob(this.#api, desc, from.repository);
+  }
+
+  close(): Promise<void> {
+    this.#manifests.clear();
+    this.#transport.close();
+    return Promise.resolve();
+  }
+}

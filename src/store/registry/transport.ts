@@ -1,0 +1,584 @@
+// The HTTP layer under the registry store: one connection pool per store, TLS settings,
+// redirects followed by hand, and request tracing with secrets blanked out.
+//
+// Everything above this file (auth, uploads, the Store methods) sends requests through
+// Transport.request() and gets an HttpResponse back. This file knows nothing about the
+// distribution API; it only knows HTTP and the safety rules for following redirects:
+//
+// - fetch() runs with `redirect: "manual"`, so we see every 3xx and decide ourselves;
+// - a Location is resolved against the URL that answered (it may be relative);
+// - the Authorization header is dropped as soon as a hop leaves the origin (scheme, host,
+//   port) and is not put back if a later hop returns, as in the WHATWG fetch rules;
+// - https → http is refused, and at most MAX_REDIRECTS hops are followed;
+// - every other header (Range included) is sent again on every hop.
+//
+// Request bodies are always Uint8Array (never a stream): Deno drops Content-Length on
+// streamed request bodies and falls back to chunked transfer encoding, which some
+// registries and proxies reject. Callers therefore send sized chunks.
+//
+// TLS: certificate verification is on by default. Extra CA roots come from `caCertFiles`
+// and from `certDir/HOST[:PORT]/*.crt` (the /etc/docker/certs.d layout, where a
+// `NAME.cert` + `NAME.key` pair is a client certificate). Deno.createHttpClient has no
+// option to skip verification, so with `tlsVerify: false` https requests go through
+// node:https with `rejectUnauthorized: false` instead of fetch (see NodeBackend below);
+// plain http and verified https always use fetch.
+//
+// Trace lines (TransportOptions.trace), one per request and one per response:
+//   > METHOD URL name: "value" …                  request headers we send (not User-Agent)
+//   < STATUS METHOD URL 12ms name: "value" …      selected response headers, time to headers
+//   < ERROR METHOD URL 3ms MESSAGE                 the request failed at the network level
+// Authorization, Cookie, Set-Cookie and Proxy-Authorization values print as <redacted>
+// (Authorization keeps its scheme word), as do token/access_token/password/refresh_token
+// query parameters in URLs and Location values. Bodies are never printed.
+import https from "node:https";
+import { Buffer } from "node:buffer";
+import { Readable } from "node:stream";
+import { join } from "node:path";
+import { UserError } from "../../errors.ts";
+
+/** Redirect hops followed for one request before giving up. */
+export const MAX_REDIRECTS = 10;
+
+/** How much of an unwanted body we read (to keep the connection reusable) before cancelling. */
+const DISCARD_LIMIT = 64 * 1024;
+
+export interface TransportOptions {
+  /** Talk http:// instead of https:// (no fallback either way). */
+  plainHttp?: boolean;
+  /** Verify the server certificate (default true). */
+  tlsVerify?: boolean;
+  /** PEM files with extra CA certificates to trust. */
+  caCertFiles?: string[];
+  /** A directory laid out like /etc/docker/certs.d: DIR/HOST[:PORT]/{*.crt,*.cert,*.key}. */
+  certDir?: string;
+  /** Gets one line per request and one per response. */
+  trace?: (line: string) => void;
+  /** User-Agent header value. */
+  userAgent?: string;
+}
+
+export interface HttpRequest {
+  method: string;
+  url: URL;
+  /** Header names are case-insensitive; undefined values are left out. */
+  headers?: Record<string, string | undefined>;
+  /** A sized body; never a stream (see the file comment). */
+  body?: Uint8Array;
+  /** Follow 3xx responses (default true). With false the 3xx itself is returned. */
+  followRedirects?: boolean;
+}
+
+/** A response whose body the caller must consume once: stream(), bytes(), text() or discard(). */
+export class HttpResponse {
+  readonly status: number;
+  readonly statusText: string;
+  readonly headers: Headers;
+  /** The URL that produced this response (after any redirects): base for relative Locations. */
+  readonly url: URL;
+  readonly method: string;
+  #body: ReadableStream<Uint8Array> | null;
+
+  constructor(
+    init: {
+      status: number;
+      statusText: string;
+      headers: Headers;
+      url: URL;
+      method: string;
+      body: ReadableStream<Uint8Array> | null;
+    },
+  ) {
+    this.status = init.status;
+    this.statusText = init.statusText;
+    this.headers = init.headers;
+    this.url = init.url;
+    this.method = init.method;
+    this.#body = init.body;
+  }
+
+  get ok(): boolean {
+    return this.status >= 200 && this.status < 300;
+  }
+
+  /** Content-Length as a number, or undefined when absent or malformed. */
+  get contentLength(): number | undefined {
+    const v = this.headers.get("content-length");
+    if (v === null || !/^\d+$/.test(v.trim())) return undefined;
+    return Number(v.trim());
+  }
+
+  /** Take the body as a stream; the caller now owns it (read it or cancel it). */
+  stream(): ReadableStream<Uint8Array> {
+    const body = this.#body;
+    this.#body = null;
+    return body ?? new ReadableStream({ start: (c) => c.close() });
+  }
+
+  /**
+   * Read the whole body, refusing more than `cap` bytes: a Content-Length above the cap
+   * fails before reading, and a longer body is cut off at cap+1 bytes.
+   */
+  async bytes(cap: number, what = "response body"): Promise<Uint8Array> {
+    const body = this.#body;
+    this.#body = null;
+    if (body === null) return new Uint8Array(0);
+    const declared = this.contentLength;
+    if (declared !== undefined && declared > cap) {
+      await body.cancel().catch(() => {});
+      throw new UserError(`${what} is ${declared} bytes, more than the ${cap} allowed; refused`);
+    }
+    const parts: Uint8Array[] = [];
+    let total = 0;
+    const reader = body.getReader();
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        total += value.byteLength;
+        if (total > cap) {
+          await reader.cancel().catch(() => {});
+          throw new UserError(`${what} is more than the ${cap} bytes allowed; refused`);
+        }
+        parts.push(value);
+      }
+    } finally {
+      reader.releaseLock();
+    }
+    if (parts.length === 1) return parts[0];
+    const out = new Uint8Array(total);
+    let off = 0;
+    for (const p of parts) {
+      out.set(p, off);
+      off += p.byteLength;
+    }
+    return out;
+  }
+
+  async text(cap: number, what?: string): Promise<string> {
+    return new TextDecoder().decode(await this.bytes(cap, what));
+  }
+
+  /**
+   * Throw the body away. Small bodies are read to the end so the connection can be
+   * reused; anything longer than DISCARD_LIMIT is cancelled. Never throws.
+   */
+  async discard(): Promise<void> {
+    const body = this.#body;
+    this.#body = null;
+    if (body === null) return;
+    try {
+      const reader = body.getReader();
+      let total = 0;
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        total += value.byteLength;
+        if (total > DISCARD_LIMIT) {
+          await reader.cancel();
+          break;
+        }
+      }
+      reader.releaseLock();
+    } catch {
+      // A broken body is as good as a discarded one.
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Redaction for traces and messages.
+
+const SECRET_HEADERS = new Set(["authorization", "cookie", "set-cookie", "proxy-authorization"]);
+const SECRET_PARAMS = new Set(["token", "access_token", "password", "refresh_token"]);
+const REDACTED = "<redacted>";
+
+/** A URL as text with secret query parameters and any password blanked out. */
+export function redactUrl(url: URL | string): string {
+  let u: URL;
+  try {
+    u = new URL(String(url));
+  } catch {
+    return String(url);
+  }
+  const password = u.password !== "";
+  const search = u.search;
+  u.search = "";
+  u.hash = "";
+  if (password) u.password = "redacted";
+  let text = u.toString();
+  if (search.length > 1) {
+    const parts = search.slice(1).split("&").map((kv) => {
+      const eq = kv.indexOf("=");
+      const rawName = eq === -1 ? kv : kv.slice(0, eq);
+      let name = rawName;
+      try {
+        name = decodeURIComponent(rawName.replaceAll("+", " "));
+      } catch { /* keep raw */ }
+      return SECRET_PARAMS.has(name.toLowerCase()) ? `${rawName}=${REDACTED}` : kv;
+    });
+    text += "?" + parts.join("&");
+  }
+  return text;
+}
+
+/** One header value as it may be shown: secrets replaced, URLs redacted. */
+function showHeader(name: string, value: string): string {
+  const lower = name.toLowerCase();
+  if (SECRET_HEADERS.has(lower)) {
+    // Keep the scheme word (Bearer/Basic) — useful when debugging, not a secret.
+    const scheme = lower === "authorization" || lower === "proxy-authorization"
+      ? /^\s*([A-Za-z][A-Za-z0-9-]*)\s/.exec(value)?.[1]
+      : undefined;
+    return scheme ? `${scheme} ${REDACTED}` : REDACTED;
+  }
+  if (lower === "location" || lower === "content-location") return redactUrl(value);
+  return value;
+}
+
+/** Response headers worth a trace line. */
+const TRACED_RESPONSE_HEADERS = [
+  "content-type",
+  "content-length",
+  "content-range",
+  "docker-content-digest",
+  "location",
+  "range",
+  "www-authenticate",
+  "oci-subject",
+  "oci-chunk-min-length",
+  "docker-upload-uuid",
+  "retry-after",
+  "warning",
+  "set-cookie",
+];
+
+function formatHeaders(entries: [string, string][]): string {
+  return entries.map(([k, v]) => `${k}: ${JSON.stringify(showHeader(k, v))}`).join(" ");
+}
+
+// ---------------------------------------------------------------------------------------
+// TLS material.
+
+interface TlsMaterial {
+  caCerts: string[];
+  cert?: string;
+  key?: string;
+}
+
+function looksLikePem(text: string): boolean {
+  return /-----BEGIN CERTIFICATE-----/.test(text);
+}
+
+async function readPem(path: string, what: string): Promise<string> {
+  let text: string;
+  try {
+    text = await Deno.readTextFile(path);
+  } catch (e) {
+    throw new UserError(`cannot read ${what} ${path}: ${(e as Error).message}`);
+  }
+  return text;
+}
+
+/**
+ * Collect CA roots and a client certificate for `host` (HOST or HOST:PORT as written in
+ * the reference): every --cacert file, then certDir/HOST/*.crt, and the first
+ * certDir/HOST/NAME.cert with a matching NAME.key.
+ */
+export async function loadTlsMaterial(host: string, opts: TransportOptions): Promise<TlsMaterial> {
+  const out: TlsMaterial = { caCerts: [] };
+  for (const file of opts.caCertFiles ?? []) {
+    const pem = await readPem(file, "CA certificate");
+    if (!looksLikePem(pem)) throw new UserError(`${file} holds no PEM certificate`);
+    out.caCerts.push(pem);
+  }
+  if (opts.certDir) {
+    const dir = join(opts.certDir, host);
+    const names: string[] = [];
+    try {
+      for await (const e of Deno.readDir(dir)) {
+        if (e.isFile || e.isSymlink) names.push(e.name);
+      }
+    } catch (e) {
+      if (!(e instanceof Deno.errors.NotFound)) {
+        throw new UserError(`cannot read certificate directory ${dir}: ${(e as Error).message}`);
+      }
+    }
+    names.sort();
+    for (const name of names) {
+      if (!name.endsWith(".crt")) continue;
+      const pem = await readPem(join(dir, name), "CA certificate");
+      if (!looksLikePem(pem)) throw new UserError(`${join(dir, name)} holds no PEM certificate`);
+      out.caCerts.push(pem);
+    }
+    for (const name of names) {
+      if (!name.endsWith(".cert")) continue;
+      const keyName = name.slice(0, -".cert".length) + ".key";
+      if (!names.includes(keyName)) {
+        throw new UserError(`client certificate ${join(dir, name)} has no matching ${keyName}`);
+      }
+      out.cert = await readPem(join(dir, name), "client certificate");
+      out.key = await readPem(join(dir, keyName), "client key");
+      break;
+    }
+  }
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------
+// Backends: fetch (the normal case) and node:https (TLS without verification).
+
+interface RawResponse {
+  status: number;
+  statusText: string;
+  headers: Headers;
+  body: ReadableStream<Uint8Array> | null;
+}
+
+interface Backend {
+  send(
+    method: string,
+    url: URL,
+    headers: Headers,
+    body: Uint8Array | undefined,
+  ): Promise<RawResponse>;
+  close(): void;
+}
+
+class FetchBackend implements Backend {
+  #client: Deno.HttpClient;
+  constructor(tls: TlsMaterial) {
+    this.#client = tls.cert && tls.key
+      ? Deno.createHttpClient({ caCerts: tls.caCerts, cert: tls.cert, key: tls.key })
+      : Deno.createHttpClient({ caCerts: tls.caCerts });
+  }
+  async send(method: string, url: URL, headers: Headers, body: Uint8Array | undefined) {
+    const res = await fetch(url, {
+      method,
+      headers,
+      body: body as BodyInit | undefined,
+      redirect: "manual",
+      client: this.#client,
+    });
+    return { status: res.status, statusText: res.statusText, headers: res.headers, body: res.body };
+  }
+  close() {
+    this.#client.close();
+  }
+}
+
+/**
+ * https without certificate verification. Deno's fetch cannot do this in-process (the
+ * only switch is the process-wide --unsafely-ignore-certificate-errors flag), while its
+ * node:https/node:tls compatibility layer honours `rejectUnauthorized: false`. One
+ * keep-alive Agent gives connection reuse like the fetch client does. Plain-http URLs
+ * reached by redirects still go through fetch.
+ */
+class NodeBackend implements Backend {
+  #agent: https.Agent;
+  #fallback: FetchBackend;
+  constructor(tls: TlsMaterial) {
+    this.#agent = new https.Agent({
+      keepAlive: true,
+      rejectUnauthorized: false,
+      cert: tls.cert,
+      key: tls.key,
+    });
+    this.#fallback = new FetchBackend(tls);
+  }
+  send(method: string, url: URL, headers: Headers, body: Uint8Array | undefined) {
+    if (url.protocol !== "https:") return this.#fallback.send(method, url, headers, body);
+    return new Promise<RawResponse>((resolve, reject) => {
+      const outgoing: Record<string, string> = {};
+      headers.forEach((v, k) => outgoing[k] = v);
+      if (body !== undefined) outgoing["content-length"] = String(body.byteLength);
+      const req = https.request(url, { method, headers: outgoing, agent: this.#agent }, (res) => {
+        const h = new Headers();
+        const raw = res.rawHeaders;
+        for (let i = 0; i + 1 < raw.length; i += 2) h.append(raw[i], raw[i + 1]);
+        const status = res.statusCode ?? 0;
+        let stream: ReadableStream<Uint8Array> | null = null;
+        if (method === "HEAD" || status === 204 || status === 304) {
+          res.resume();
+        } else {
+          stream = Readable.toWeb(res) as unknown as ReadableStream<Uint8Array>;
+        }
+        resolve({ status, statusText: res.statusMessage ?? "", headers: h, body: stream });
+      });
+      req.on("error", reject);
+      req.end(
+        body === undefined ? undefined : Buffer.from(body.buffer, body.byteOffset, body.byteLength),
+      );
+    });
+  }
+  close() {
+    this.#agent.destroy();
+    this.#fallback.close();
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+
+function isRedirect(status: number): boolean {
+  return status === 301 || status === 302 || status === 303 || status === 307 || status === 308;
+}
+
+/** A network-level failure as one readable line, without the URL (messages add their own). */
+function describeNetworkError(e: unknown): string {
+  const err = e as Error;
+  let msg = String((err?.cause as Error | undefined)?.message ?? err?.message ?? e);
+  msg = msg.replace(/^error sending request for url \([^)]*\):\s*/, "");
+  msg = msg.replace(/^client error \(Connect\):\s*/, "");
+  if (/certificate|UnknownIssuer|CaUsedAsEndEntity|NotValidForName|tls handshake/i.test(msg)) {
+    msg += " (TLS verification failed: add the CA with --cacert or a certs.d directory, " +
+      "or turn verification off for this registry)";
+  }
+  return msg;
+}
+
+export class Transport {
+  /** Registry as named in messages. */
+  readonly name: string;
+  /** `http://HOST[:PORT]` or `https://HOST[:PORT]`. */
+  readonly baseUrl: URL;
+  readonly #backend: Backend;
+  readonly #trace?: (line: string) => void;
+  readonly #userAgent: string;
+  #closed = false;
+
+  private constructor(name: string, baseUrl: URL, backend: Backend, opts: TransportOptions) {
+    this.name = name;
+    this.baseUrl = baseUrl;
+    this.#backend = backend;
+    this.#trace = opts.trace;
+    this.#userAgent = opts.userAgent ?? "umoci-copy";
+  }
+
+  /** Create the transport for one registry host (`HOST[:PORT]`). */
+  static async create(name: string, host: string, opts: TransportOptions = {}): Promise<Transport> {
+    const baseUrl = new URL(`${opts.plainHttp ? "http" : "https"}://${host}`);
+    const tls = opts.plainHttp ? { caCerts: [] } : await loadTlsMaterial(host, opts);
+    let backend: Backend;
+    try {
+      backend = opts.tlsVerify === false && !opts.plainHttp
+        ? new NodeBackend(tls)
+        : new FetchBackend(tls);
+    } catch (e) {
+      throw new UserError(`cannot set up TLS for ${name}: ${(e as Error).message}`);
+    }
+    return new Transport(name, baseUrl, backend, opts);
+  }
+
+  /** True when `url` has the same scheme, host and port as the registry. */
+  isRegistryOrigin(url: URL): boolean {
+    return url.origin === this.baseUrl.origin;
+  }
+
+  /**
+   * Send one request, following redirects unless told not to. The returned response's
+   * body must be consumed by the caller. Network failures become UserErrors.
+   */
+  async request(req: HttpRequest): Promise<HttpResponse> {
+    if (this.#closed) throw new Error(`transport for ${this.name} is closed`);
+    let url = new URL(req.url);
+    let method = req.method.toUpperCase();
+    let body = req.body;
+    const headers = new Headers();
+    for (const [k, v] of Object.entries(req.headers ?? {})) {
+      if (v !== undefined) headers.set(k, v);
+    }
+    if (!headers.has("user-agent")) headers.set("user-agent", this.#userAgent);
+    // Blobs are already compressed, and byte ranges only make sense on the raw bytes.
+    if (!headers.has("accept-encoding")) headers.set("accept-encoding", "identity");
+    if (method === "GET" || method === "HEAD") body = undefined;
+    const firstUrl = url;
+
+    for (let hop = 0;; hop++) {
+      const res = await this.#send(method, url, headers, body);
+      if (!isRedirect(res.status) || req.followRedirects === false) return res;
+
+      const location = res.headers.get("location");
+      await res.discard();
+      const where = `${this.name}: ${req.method} ${firstUrl.pathname}`;
+      if (!location) throw new UserError(`${where}: ${res.status} redirect without a Location`);
+      if (hop + 1 > MAX_REDIRECTS) {
+        throw new UserError(`${where}: more than ${MAX_REDIRECTS} redirects; giving up`);
+      }
+      let next: URL;
+      try {
+        next = new URL(location, url);
+      } catch {
+        throw new UserError(`${where}: redirect to an invalid URL`);
+      }
+      if (next.protocol !== "http:" && next.protocol !== "https:") {
+        throw new UserError(`${where}: redirect to unsupported scheme ${next.protocol}`);
+      }
+      if (url.protocol === "https:" && next.protocol === "http:") {
+        throw new UserError(`${where}: refusing redirect from https to http (${redactUrl(next)})`);
+      }
+      // Credentials never cross an origin boundary, and stay dropped afterwards.
+      if (next.origin !== url.origin) {
+        headers.delete("authorization");
+        headers.delete("cookie");
+      }
+      // 303 (and 301/302 after a POST, as browsers do) turns the request into a GET.
+      if (
+        (res.status === 303 && method !== "HEAD") ||
+        ((res.status === 301 || res.status === 302) && method === "POST")
+      ) {
+        method = "GET";
+        body = undefined;
+        for (const h of ["content-type", "content-range", "content-length"]) headers.delete(h);
+      }
+      url = next;
+    }
+  }
+
+  async #send(
+    method: string,
+    url: URL,
+    headers: Headers,
+    body: Uint8Array | undefined,
+  ): Promise<HttpResponse> {
+    const trace = this.#trace;
+    const started = performance.now();
+    if (trace) {
+      const shown: [string, string][] = [];
+      headers.forEach((v, k) => {
+        if (k !== "user-agent" && k !== "accept-encoding") shown.push([k, v]);
+      });
+      if (body !== undefined) shown.push(["content-length", String(body.byteLength)]);
+      trace(`> ${method} ${redactUrl(url)}${shown.length ? " " + formatHeaders(shown) : ""}`);
+    }
+    let raw: RawResponse;
+    try {
+      raw = await this.#backend.send(method, url, headers, body);
+    } catch (e) {
+      const msg = describeNetworkError(e);
+      trace?.(
+        `< ERROR ${method} ${redactUrl(url)} ${Math.round(performance.now() - started)}ms ${msg}`,
+      );
+      throw new UserError(`${this.name}: ${method} ${redactUrl(url)}: ${msg}`);
+    }
+    if (trace) {
+      const shown: [string, string][] = [];
+      for (const k of TRACED_RESPONSE_HEADERS) {
+        const v = raw.headers.get(k);
+        if (v !== null) shown.push([k, v]);
+      }
+      const ms = Math.round(performance.now() - started);
+      trace(
+        `< ${raw.status} ${method} ${redactUrl(url)} ${ms}ms${
+          shown.length ? " " + formatHeaders(shown) : ""
+        }`,
+      );
+    }
+    return new HttpResponse({ ...raw, url, method });
+  }
+
+  /** Close the connection pool. Responses not yet consumed must be discarded first. */
+  close(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#backend.close();
+  }
+}
