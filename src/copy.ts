@@ -39,6 +39,8 @@ export interface CopyStats {
   bytesCopied: number;
   manifestsCopied: number;
   manifestsSkipped: number;
+  /** The root manifest's bytes, when the root is a manifest (for tagging). */
+  rootBytes?: Uint8Array;
 }
 
 /** A counting semaphore: at most `limit` functions run at once. */
@@ -123,6 +125,7 @@ export async function copyGraph(
 
   async function copyManifest(desc: Descriptor, ancestors: string[]): Promise<void> {
     const bytes = await readManifest(desc);
+    if (ancestors.length === 0) stats.rootBytes = bytes;
     const node = parseNode(bytes, desc.mediaType, desc.digest);
     const path = [...ancestors, desc.digest];
     const manifests = node.children.filter((c) => isManifestType(c.mediaType));

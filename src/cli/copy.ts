@@ -146,7 +146,6 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
         `destination digest ${dst.digest} does not match the source's ${root.digest}`,
       );
     }
-    logger.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
     logger.debug(
       `${describe(src)} resolved to ${root.mediaType} ${root.digest} (${root.size} bytes)`,
     );
@@ -154,6 +153,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     if (target instanceof RegistryStore && dst.kind === "registry") {
       logger.info(registryLine(target, dst));
     }
+    logger.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
     const stats = await copyGraph(source, target, root, {
       jobs,
       onEvent: (e) => report(e, logger, progress, target!),
@@ -164,7 +164,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       if (target instanceof LayoutStore) {
         logger.info(`Saving reference '${tag}' to index in ${target.path}`);
       } else logger.info(`Tagging ${root.digest} as '${tag}'`);
-      await target.tag(root, tag);
+      await target.tag(root, tag, stats.rootBytes);
     }
     if (target instanceof RegistryStore) {
       logger.info(`Successfully copied to remote ${target.registry}`);

@@ -49,8 +49,11 @@ export interface Store {
   /** Store a manifest or index (bytes exactly as given, verified against desc). */
   pushManifest(desc: Descriptor, bytes: Uint8Array): Promise<void>;
 
-  /** Point `tag` at desc (which must already be stored). */
-  tag(desc: Descriptor, tag: string): Promise<void>;
+  /**
+   * Point `tag` at desc (which must already be stored). `bytes`, when the caller has them,
+   * are the manifest's bytes (a registry needs them to tag; it need not fetch them again).
+   */
+  tag(desc: Descriptor, tag: string, bytes?: Uint8Array): Promise<void>;
 
   /** Release resources (locks, connections). */
   close(): Promise<void>;

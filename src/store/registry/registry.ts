@@ -395,13 +395,14 @@ export class RegistryStore implements MountingStore {
     await this.#putManifest(indexDesc, bytes, tag);
   }
 
-  async tag(desc: Descriptor, tag: string): Promise<void> {
+  async tag(desc: Descriptor, tag: string, known?: Uint8Array): Promise<void> {
     if (!isManifestType(desc.mediaType)) {
       throw new UserError(
         `cannot tag ${desc.digest} in ${this.name}: ${desc.mediaType} is not a manifest type`,
       );
     }
-    const bytes = this.#manifests.get(desc.digest) ?? await this.fetchManifest(desc);
+    if (known) verifyBytes(known, desc.digest, desc.size);
+    const bytes = known ?? this.#manifests.get(desc.digest) ?? await this.fetchManifest(desc);
     await this.#putManifest(desc, bytes, encodeURIComponent(tag));
   }
 
