@@ -13,7 +13,15 @@ import { VERSION } from "../version.ts";
 import { LayoutStore } from "../store/layout.ts";
 import { openStore } from "../store/open.ts";
 import type { Store } from "../store/store.ts";
-import { flagHelp, type FlagSpec, parseCount, parseFlags, parseSize } from "./flags.ts";
+import {
+  flagHelp,
+  type FlagSpec,
+  type FlagValues,
+  parseCount,
+  parseFlags,
+  parseSize,
+} from "./flags.ts";
+import { findCredentials, parseCredsFlag } from "../store/registry/credentials.ts";
 import { formatBytes, type Logger } from "./log.ts";
 import { Progress } from "./progress.ts";
 
@@ -41,6 +49,31 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
   "trace-requests": {
     type: "boolean",
     help: "print every HTTP request and response on stderr (secrets redacted)",
+  },
+  "creds": {
+    type: "string",
+    value: "USER[:PASS]",
+    help: "registry credentials for both sides (asks for PASS on a terminal when omitted)",
+  },
+  "src-creds": { type: "string", value: "USER[:PASS]", help: "credentials for SRC only" },
+  "dest-creds": { type: "string", value: "USER[:PASS]", help: "credentials for DST only" },
+  "username": { type: "string", value: "USER", help: "user name; the password comes from stdin" },
+  "password-stdin": { type: "boolean", help: "read the password for --username from stdin" },
+  "authfile": {
+    type: "string",
+    value: "FILE",
+    help: "read credentials only from this auth.json/config.json",
+  },
+  "no-creds": { type: "boolean", help: "access registries anonymously" },
+  "retries": {
+    type: "string",
+    value: "N",
+    help: "retry a failed request or broken transfer up to N times (default 5)",
+  },
+  "retry-max-wait": {
+    type: "string",
+    value: "SECONDS",
+    help: "longest wait between retries, also caps Retry-After (default 60)",
   },
   "chunk-size": {
     type: "string",
@@ -119,6 +152,17 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       `destination ${JSON.stringify(dst.text)}: give a tag or a digest, not both`,
     );
   }
+  const creds = await credentialFlags(values, logger);
+  const registryFor = (side: "src" | "dest"): RegistryOptions => ({
+    ...registry,
+    credentials: (host, repository) =>
+      findCredentials(host, repository, {
+        creds: creds[side],
+        authFile: values.authfile as string | undefined,
+        noCreds: values["no-creds"] === true,
+        debug: (m) => logger.debug(m),
+      }),
+  });
   const registry: RegistryOptions = {
     plainHttp: values["plain-http"] === true,
     tlsVerify: values["tls-verify"] !== false,
@@ -128,6 +172,13 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       ? undefined
       : parseSize(String(values["chunk-size"]), "chunk-size"),
     trace: values["trace-requests"] ? (line) => logger.raw(line) : undefined,
+    retries: values.retries === undefined
+      ? 5
+      : parseCount(String(values.retries), "retries", 0, 100),
+    retryMaxWait: 1000 *
+      (values["retry-max-wait"] === undefined
+        ? 60
+        : parseCount(String(values["retry-max-wait"]), "retry-max-wait", 0, 3600)),
     userAgent: `umoci-copy/${VERSION}`,
   };
 
@@ -135,7 +186,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
   let source: Store | undefined;
   let target: Store | undefined;
   try {
-    source = await openStore(src, { registry });
+    source = await openStore(src, { registry: registryFor("src") });
     if (source instanceof RegistryStore && src.kind === "registry") {
       logger.info(registryLine(source, src));
       logger.info("Checking if manifest available in registry");
@@ -149,7 +200,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     logger.debug(
       `${describe(src)} resolved to ${root.mediaType} ${root.digest} (${root.size} bytes)`,
     );
-    target = await openStore(dst, { create: true, registry });
+    target = await openStore(dst, { create: true, registry: registryFor("dest") });
     if (target instanceof RegistryStore && dst.kind === "registry") {
       logger.info(registryLine(target, dst));
     }
@@ -186,6 +237,62 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     await source?.close().catch(() => {});
     await target?.close().catch(() => {});
   }
+}
+
+type Creds = { username: string; password: string };
+
+/** Credentials given on the command line, per side. */
+async function credentialFlags(
+  values: FlagValues,
+  logger: Logger,
+): Promise<{ src?: Creds; dest?: Creds }> {
+  const one = async (flag: string): Promise<Creds | undefined> => {
+    const text = values[flag];
+    if (typeof text !== "string") return undefined;
+    const { username, password } = parseCredsFlag(text, flag);
+    return { username, password: password ?? await askPassword(username, logger) };
+  };
+  if (values["no-creds"] && (values.creds || values["src-creds"] || values["dest-creds"])) {
+    throw new UsageError("--no-creds cannot be combined with --creds");
+  }
+  if (values.username !== undefined || values["password-stdin"]) {
+    if (typeof values.username !== "string" || !values["password-stdin"]) {
+      throw new UsageError("--username and --password-stdin go together");
+    }
+    if (values.creds) throw new UsageError("--username cannot be combined with --creds");
+    const text = await new Response(Deno.stdin.readable).text();
+    const password = text.replace(/\r?\n$/, "");
+    if (password === "") throw new UsageError("--password-stdin: no password on stdin");
+    const both = { username: values.username, password };
+    return { src: both, dest: both };
+  }
+  const both = await one("creds");
+  return { src: (await one("src-creds")) ?? both, dest: (await one("dest-creds")) ?? both };
+}
+
+/** Ask for a password on the terminal without echoing it. */
+async function askPassword(username: string, logger: Logger): Promise<string> {
+  if (!Deno.stdin.isTerminal()) {
+    throw new UsageError(`no password given for ${username} (use USER:PASS or --password-stdin)`);
+  }
+  logger.overlay?.clear();
+  await Deno.stderr.write(new TextEncoder().encode(`Password for ${username}: `));
+  Deno.stdin.setRaw(true);
+  const chars: number[] = [];
+  try {
+    const buf = new Uint8Array(1);
+    for (;;) {
+      const n = await Deno.stdin.read(buf);
+      if (n === null || buf[0] === 13 || buf[0] === 10) break;
+      if (buf[0] === 3) throw new UsageError("interrupted");
+      if (buf[0] === 127 || buf[0] === 8) chars.pop();
+      else chars.push(buf[0]);
+    }
+  } finally {
+    Deno.stdin.setRaw(false);
+    await Deno.stderr.write(new TextEncoder().encode("\n"));
+  }
+  return new TextDecoder().decode(new Uint8Array(chars));
 }
 
 function registryLine(store: RegistryStore, ref: RegistryReference): string {

@@ -45,6 +45,10 @@ export interface RegistryOptions {
   trace?: (line: string) => void;
   /** Blobs up to this size go in one PUT, larger ones in PATCH chunks of this size (16 MiB). */
   chunkSize?: number;
+  /** Retries of a failed request or broken transfer (default 5). */
+  retries?: number;
+  /** Longest wait between retries in ms, also the cap on Retry-After (default 60 000). */
+  retryMaxWait?: number;
   /** Username/password, identity token, or a provider looking them up per host. */
   credentials?: Credentials;
   userAgent?: string;
