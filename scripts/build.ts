@@ -107,36 +107,43 @@ async function sha256File(path: string): Promise<string> {
   return createHash("sha256").update(await Deno.readFile(path)).digest("hex");
 }
 
-const [command, ...flags] = Deno.args;
-await Deno.mkdir(dist, { recursive: true });
-if (command === "bundle") {
-  await bundle();
-} else if (command === "compile") {
-  const denort = Deno.env.get("DENORT_BIN");
-  if (denort) console.log(`using the denort base binary from DENORT_BIN=${denort}`);
-  if (flags.includes("--release")) {
-    const sums: string[] = [];
-    for (const [name, target] of Object.entries(TARGETS)) {
-      const out = join(dist, `umoci-${name}`);
-      console.log(`building dist/umoci-${name} (${target})`);
-      if (await compile(out, target)) sums.push(`${await sha256File(out)}  umoci-${name}`);
-      else console.error(`  skipped umoci-${name}: its denort base binary could not be obtained`);
-    }
-    await Deno.writeTextFile(join(dist, "SHA256SUMS"), sums.join("\n") + (sums.length ? "\n" : ""));
-    console.log(`dist/SHA256SUMS: ${sums.length} of ${Object.keys(TARGETS).length} targets`);
-    if (sums.length === 0) Deno.exit(1);
-  } else {
-    const out = join(dist, "umoci");
-    if (!await compile(out)) {
-      console.error(
-        "deno compile could not obtain its denort base binary; on an offline build host set " +
-          "DENORT_BIN=/path/to/denort (or use `deno task bundle` for dist/umoci.js)",
+if (import.meta.main) await main();
+
+async function main(): Promise<void> {
+  const [command, ...flags] = Deno.args;
+  await Deno.mkdir(dist, { recursive: true });
+  if (command === "bundle") {
+    await bundle();
+  } else if (command === "compile") {
+    const denort = Deno.env.get("DENORT_BIN");
+    if (denort) console.log(`using the denort base binary from DENORT_BIN=${denort}`);
+    if (flags.includes("--release")) {
+      const sums: string[] = [];
+      for (const [name, target] of Object.entries(TARGETS)) {
+        const out = join(dist, `umoci-${name}`);
+        console.log(`building dist/umoci-${name} (${target})`);
+        if (await compile(out, target)) sums.push(`${await sha256File(out)}  umoci-${name}`);
+        else console.error(`  skipped umoci-${name}: its denort base binary could not be obtained`);
+      }
+      await Deno.writeTextFile(
+        join(dist, "SHA256SUMS"),
+        sums.join("\n") + (sums.length ? "\n" : ""),
       );
-      Deno.exit(1);
+      console.log(`dist/SHA256SUMS: ${sums.length} of ${Object.keys(TARGETS).length} targets`);
+      if (sums.length === 0) Deno.exit(1);
+    } else {
+      const out = join(dist, "umoci");
+      if (!await compile(out)) {
+        console.error(
+          "deno compile could not obtain its denort base binary; on an offline build host set " +
+            "DENORT_BIN=/path/to/denort (or use `deno task bundle` for dist/umoci.js)",
+        );
+        Deno.exit(1);
+      }
+      console.log(`dist/umoci: ${((await Deno.stat(out)).size / 1048576).toFixed(1)} MiB`);
     }
-    console.log(`dist/umoci: ${((await Deno.stat(out)).size / 1048576).toFixed(1)} MiB`);
+  } else {
+    console.error("usage: deno run -A scripts/build.ts bundle|compile [--release]");
+    Deno.exit(2);
   }
-} else {
-  console.error("usage: deno run -A scripts/build.ts bundle|compile [--release]");
-  Deno.exit(2);
 }

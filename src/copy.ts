@@ -4,6 +4,7 @@
 // every child before its parent, skips what the destination already has without reading
 // a byte of it from the source, mounts instead of copying where the destination can, and
 // runs at most `jobs` blob transfers at once, largest blobs first.
+import { loadFastHash } from "./digest.ts";
 import { UserError } from "./errors.ts";
 import { type Descriptor, isManifestType, isSchema1, parseNode } from "./media.ts";
 import { canMount, type Store } from "./store/store.ts";
@@ -112,6 +113,7 @@ export async function copyGraph(
         return;
       }
       emit({ type: "blob-start", desc, n, total, role });
+      await loadFastHash();
       await dst.push(
         desc,
         (offset) => src.fetch(desc, offset),
@@ -124,6 +126,7 @@ export async function copyGraph(
   }
 
   async function copyManifest(desc: Descriptor, ancestors: string[]): Promise<void> {
+    if (!desc.digest.startsWith("sha256:")) await loadFastHash();
     const bytes = await readManifest(desc);
     if (ancestors.length === 0) stats.rootBytes = bytes;
     const node = parseNode(bytes, desc.mediaType, desc.digest);

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { digestOf, parseDigest, Verifier, verifyBytes } from "../src/digest.ts";
+import { digestOf, loadFastHash, parseDigest, Verifier, verifyBytes } from "../src/digest.ts";
+import { Sha256 } from "../src/sha256.ts";
 import { parseNode } from "../src/media.ts";
 
 const enc = new TextEncoder();
@@ -31,7 +32,7 @@ Deno.test("parseDigest accepts sha256 and sha512 in their exact form only", () =
   assert.throws(() => parseDigest("md5:d41d8cd98f00b204e9800998ecf8427e"), /unsupported/);
 });
 
-Deno.test("Verifier checks size and digest, and fails at once on overrun", () => {
+Deno.test("Verifier checks size and digest, and fails at once on overrun", async () => {
   const data = new Uint8Array(100_000).map((_, i) => (i * 7919) % 251);
   const digest = "sha256:" + createHash("sha256").update(data).digest("hex");
   assert.equal(digestOf(data), digest);
@@ -45,6 +46,7 @@ Deno.test("Verifier checks size and digest, and fails at once on overrun", () =>
   const flipped = data.slice();
   flipped[7] ^= 1;
   assert.throws(() => verifyBytes(flipped, digest, data.length), /digest mismatch/);
+  await loadFastHash(); // sha512 has no JS fallback
   const d512 = "sha512:" + createHash("sha512").update(data).digest("hex");
   verifyBytes(data, d512, data.length);
 });
@@ -123,4 +125,31 @@ Deno.test("parseNode refuses contradictions, ambiguity, schema1 and bad descript
       ),
     /invalid size/,
   );
+});
+
+Deno.test("the JS SHA-256 used before node:crypto loads agrees with node:crypto", () => {
+  for (const n of [0, 1, 55, 56, 63, 64, 65, 119, 120, 1000, 100_000]) {
+    const data = new Uint8Array(n).map((_, i) => (i * 31 + 7) & 255);
+    const js = new Sha256().update(data.subarray(0, n >> 1)).update(data.subarray(n >> 1)).hex();
+    assert.equal(js, createHash("sha256").update(data).digest("hex"), `length ${n}`);
+  }
+});
+
+Deno.test("path helpers behave like node:path for the paths the tool builds", async () => {
+  const { join, resolve } = await import("../src/path.ts");
+  const nodePath = await import("node:path");
+  const cases = [
+    ["a", "b"],
+    ["/a/", "b"],
+    ["a", "../b"],
+    ["./x", "blobs", "sha256", "abc"],
+    ["/", ".."],
+    ["..", "..", "a"],
+    ["a/b", "../../.."],
+    [""],
+  ];
+  for (const c of cases) {
+    assert.equal(join(...c), nodePath.join(...c), JSON.stringify(c));
+    assert.equal(resolve(...c), nodePath.resolve(...c), JSON.stringify(c));
+  }
 });

@@ -8,8 +8,14 @@
 //   renamed into blobs/, so content that does not match never appears there;
 // - index.json is rewritten with temp + rename under an exclusive lock (flock on the
 //   oci-layout file, which nobody replaces), re-read under the lock.
-import { join, resolve as resolvePath } from "node:path";
-import { DigestMismatchError, parseDigest, Verifier, verifyBytes } from "../digest.ts";
+import { join, resolve as resolvePath } from "../path.ts";
+import {
+  DigestMismatchError,
+  loadFastHash,
+  parseDigest,
+  Verifier,
+  verifyBytes,
+} from "../digest.ts";
 import { describeError, NotFoundError, UserError } from "../errors.ts";
 import {
   checkDescriptor,
@@ -375,6 +381,7 @@ export class LayoutStore implements Store {
   }
 
   async fetchManifest(desc: Descriptor): Promise<Uint8Array> {
+    if (!desc.digest.startsWith("sha256:")) await loadFastHash();
     if (desc.size > MAX_MANIFEST_SIZE) {
       throw new UserError(`manifest ${desc.digest} is larger than ${MAX_MANIFEST_SIZE} bytes`);
     }
@@ -427,6 +434,7 @@ export class LayoutStore implements Store {
   ): Promise<void> {
     const final = await this.blobPath(desc.digest, true);
     if (await this.exists(desc)) return;
+    await loadFastHash();
     const { algorithm, encoded } = parseDigest(desc.digest);
     const { path: partial, file } = await this.#openPartial(`${algorithm}-${encoded}.partial`);
     try {
