@@ -13,13 +13,18 @@ import { fileURLToPath } from "node:url";
 const root = fileURLToPath(new URL("../", import.meta.url));
 const dist = join(root, "dist");
 
-/** The permissions the tool needs: network, files, env (credential files), run (helpers). */
+/**
+ * The permissions the tool needs: network, files, env (credential files), run (credential
+ * helpers), and sys, which node:https asks for ("ca") when --tls-verify=false routes a
+ * registry's requests through it (Deno has no narrower sys descriptor for that).
+ */
 export const PERMISSIONS = [
   "--allow-net",
   "--allow-read",
   "--allow-write",
   "--allow-env",
   "--allow-run",
+  "--allow-sys",
 ];
 
 const TARGETS: Record<string, string> = {

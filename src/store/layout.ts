@@ -178,6 +178,8 @@ export class LayoutStore implements Store {
   readonly local = true;
   readonly path: string;
   #checkedAlgDirs = new Set<string>();
+  /** Blobs were renamed into blobs/ since the last directory fsync. */
+  #renamed = false;
 
   private constructor(path: string) {
     this.path = path;
@@ -518,6 +520,7 @@ export class LayoutStore implements Store {
       }
       await file.sync();
       await Deno.rename(partial, final);
+      this.#renamed = true;
     } finally {
       file.close();
     }
@@ -535,7 +538,9 @@ export class LayoutStore implements Store {
 
   /** Make every blob rename durable (one directory fsync per algorithm). */
   async sync(): Promise<void> {
+    if (!this.#renamed) return;
     for (const dir of this.#checkedAlgDirs) await syncDir(dir);
+    this.#renamed = false;
   }
 
   /**
@@ -547,29 +552,38 @@ export class LayoutStore implements Store {
       throw new UserError(`cannot tag ${desc.digest}: not present in ${this.path}`);
     }
     await this.sync();
+    const entry: Descriptor = {
+      mediaType: desc.mediaType,
+      digest: desc.digest,
+      size: desc.size,
+    };
+    if (desc.artifactType) entry.artifactType = desc.artifactType;
+    if (desc.platform) entry.platform = desc.platform;
+    entry.annotations = { ...desc.annotations, [REF_NAME_ANNOTATION]: tag };
+    const wanted = JSON.stringify(entry);
+    const named = (index: ImageIndex) =>
+      index.manifests.filter((m) => m?.annotations?.[REF_NAME_ANNOTATION] === tag);
+    // Already so (a re-pull): leave index.json alone, no lock, no write, no fsync.
+    const current = named(await this.readIndex());
+    if (current.length === 1 && JSON.stringify(current[0]) === wanted) return;
     await this.updateIndex((index) => {
-      const entry: Descriptor = {
-        mediaType: desc.mediaType,
-        digest: desc.digest,
-        size: desc.size,
-      };
-      if (desc.artifactType) entry.artifactType = desc.artifactType;
-      if (desc.platform) entry.platform = desc.platform;
-      entry.annotations = { ...desc.annotations, [REF_NAME_ANNOTATION]: tag };
+      const now = named(index);
+      if (now.length === 1 && JSON.stringify(now[0]) === wanted) return false;
       index.manifests = index.manifests.filter((m) =>
         m?.annotations?.[REF_NAME_ANNOTATION] !== tag
       );
       index.manifests.push(entry);
+      return true;
     });
   }
 
-  /** Read-modify-write index.json under the layout lock. */
-  async updateIndex(change: (index: ImageIndex) => void): Promise<void> {
+  /** Read-modify-write index.json under the layout lock; `change` returns false for no-op. */
+  async updateIndex(change: (index: ImageIndex) => boolean | void): Promise<void> {
     const lock = await Deno.open(join(this.path, "oci-layout"), { read: true });
     try {
       await lock.lock(true);
       const index = await this.readIndex();
-      change(index);
+      if (change(index) === false) return;
       await writeFileAtomic(this.path, "index.json", encoder.encode(JSON.stringify(index)));
     } finally {
       lock.close();
