@@ -1,5 +1,6 @@
 // Registry authentication: WWW-Authenticate parsing, bearer tokens from the token
-// server named by the challenge (anonymous or with credentials), Basic, and a token cache.
+// server named by the challenge (anonymous, Basic credentials, or an OAuth2 refresh
+// token), Basic, and a token cache.
 //
 // How it is used (see RegistryStore.#send): before each request the store asks
 // header(scopes) for an Authorization value; nothing is sent until the registry has
@@ -8,11 +9,19 @@
 // failed, and says whether one retry is worth it. After that, a request needing new scopes
 // fetches its token up front instead of collecting another 401.
 //
-// Credentials come from a provider function so a later credential-file implementation
-// (docker config.json, containers auth.json, helpers) can be plugged in without touching
-// this file's callers.
+// Tokens are cached per (realm, service, scopes) until shortly before they expire, and
+// concurrent requests needing the same scopes share one token request, so a copy asks
+// the token server once per scope set, never once per blob.
+//
+// Wrong credentials are reported as exactly `authentication failed for HOST`: when the
+// token server refuses them, or, for a Basic registry, when one GET /v2/ with them is
+// answered 401 (checked once, the first time the registry asks for Basic).
+//
+// Credentials come from a provider function (credentials.ts looks them up in flags,
+// auth.json, docker config.json and credential helpers), called at most once, and only
+// when the registry actually asks for authentication.
 import { UserError } from "../../errors.ts";
-import { type HttpResponse, redactUrl, type Transport } from "./transport.ts";
+import type { HttpResponse, Transport } from "./transport.ts";
 
 /**
  * A username/password pair, or an OAuth2 refresh token ("identitytoken" in docker
@@ -131,8 +140,9 @@ export function parseChallenges(header: string): Challenge[] {
     // Otherwise the word is the scheme of a new challenge.
     current = { scheme: word.toLowerCase(), params: {} };
     out.push(current);
-    // A token68 value right after the scheme (`Negotiate abc==`) is not a parameter: skip it.
-    const t68 = /^[A-Za-z0-9\-._~+/]+=+/.exec(header.slice(i));
+    // A token68 value right after the scheme (`Negotiate abc==`, `Foo abc`) is not a
+    // parameter: skip it (a parameter is `name=value`, so something follows its `=`).
+    const t68 = /^[A-Za-z0-9\-._~+/]+=*/.exec(header.slice(i));
     if (t68) {
       const after = header.slice(i + t68[0].length).trimStart();
       if (after === "" || after.startsWith(",")) i += t68[0].length;
@@ -190,6 +200,85 @@ function mergeScopes(scopes: Iterable<string>): string[] {
 }
 
 // ---------------------------------------------------------------------------------------
+// Realm safety
+//
+// The registry names the token realm, so a hostile or compromised registry could point
+// it anywhere. Secrets (Basic credentials, refresh tokens) therefore go to a realm only
+// when all of these hold:
+//   - https, or http when the registry itself is plain http (the user chose --plain-http);
+//   - the realm's host is the registry's host, or shares its registrable domain (the last
+//     two DNS labels: registry-1.docker.io → auth.docker.io); an IP address must be the
+//     registry's own (the port may differ);
+// and no realm is used at all (not even anonymously) when it carries user info, has a
+// scheme other than http(s), or is a link-local address (cloud metadata endpoints) other
+// than the registry's own host. Token requests never follow a redirect to another origin.
+// A realm refused for credentials is an error, never a silent anonymous fallback: the
+// user asked for authenticated access.
+
+/** Last two DNS labels: `registry-1.docker.io` and `auth.docker.io` share `docker.io`. */
+export function effectiveDomain(hostname: string): string {
+  if (isIpAddress(hostname)) return hostname;
+  return hostname.split(".").slice(-2).join(".");
+}
+
+function isIpAddress(hostname: string): boolean {
+  return /^\d{1,3}(\.\d{1,3}){3}$/.test(hostname) || hostname.startsWith("[");
+}
+
+/** 169.254.0.0/16 and fe80::/10: where cloud metadata services live. */
+function isLinkLocal(hostname: string): boolean {
+  return /^169\.254\.\d{1,3}\.\d{1,3}$/.test(hostname) || /^\[fe[89ab][0-9a-f]:/i.test(hostname);
+}
+
+/** A realm as shown in messages: scheme, host, port and path, nothing else. */
+function showRealm(url: URL): string {
+  return `${url.protocol}//${url.host}${url.pathname}`;
+}
+
+export interface RealmCheck {
+  url: URL;
+  /** Why credentials must not be sent to this realm; undefined when they may. */
+  refuseCredentials?: string;
+}
+
+/**
+ * Vet a token realm announced by the registry at `registry` (its base URL). Throws a
+ * UserError for a realm that may not be used at all; otherwise says whether credentials
+ * may go to it.
+ */
+export function checkRealm(realm: string, registry: URL, name: string): RealmCheck {
+  let url: URL;
+  try {
+    url = new URL(realm);
+  } catch {
+    throw new UserError(`${name}: token realm ${JSON.stringify(realm)} is not a URL`);
+  }
+  if (url.protocol !== "https:" && url.protocol !== "http:") {
+    throw new UserError(`${name}: token realm uses unsupported scheme ${url.protocol}; refused`);
+  }
+  if (url.username || url.password) {
+    throw new UserError(`${name}: token realm ${showRealm(url)} carries user info; refused`);
+  }
+  if (isLinkLocal(url.hostname) && url.hostname !== registry.hostname) {
+    throw new UserError(
+      `${name}: token realm ${showRealm(url)} is a link-local address; refused`,
+    );
+  }
+  url.hash = "";
+  let refuseCredentials: string | undefined;
+  if (url.protocol === "http:" && registry.protocol === "https:") {
+    refuseCredentials = "it is plain http while the registry is https";
+  } else if (isIpAddress(url.hostname) || isIpAddress(registry.hostname)) {
+    if (url.hostname !== registry.hostname) {
+      refuseCredentials = `its host is not the registry's (${registry.hostname})`;
+    }
+  } else if (effectiveDomain(url.hostname) !== effectiveDomain(registry.hostname)) {
+    refuseCredentials = `its domain is not the registry's (${effectiveDomain(registry.hostname)})`;
+  }
+  return { url, refuseCredentials };
+}
+
+// ---------------------------------------------------------------------------------------
 // The authenticator
 
 interface CachedToken {
@@ -200,17 +289,25 @@ interface CachedToken {
   expiresAt: number;
 }
 
-/** Last two DNS labels: `registry-1.docker.io` and `auth.docker.io` share `docker.io`. */
-function effectiveDomain(hostname: string): string {
-  if (/^[\d.]+$/.test(hostname) || hostname.startsWith("[")) return hostname;
-  return hostname.split(".").slice(-2).join(".");
-}
+/** Sent as client_id in OAuth2 token requests. */
+const CLIENT_ID = "umoci-copy";
+/** Same-origin redirects followed by a token GET (cross-origin ones never are). */
+const MAX_TOKEN_REDIRECTS = 3;
+/** Characters a bearer token may have to be usable in a header (no spaces, no controls). */
+const TOKEN_CHARS = /^[\x21-\x7e]+$/;
+/** OAuth2 error codes (RFC 6749 §5.2) that mean the credential itself was refused. */
+const OAUTH_REFUSED = new Set(["invalid_grant", "invalid_client", "unauthorized_client"]);
 
 function basicHeader(username: string, password: string): string {
   const bytes = new TextEncoder().encode(`${username}:${password}`);
   let bin = "";
   for (const b of bytes) bin += String.fromCharCode(b);
   return `Basic ${btoa(bin)}`;
+}
+
+function isRedirect(status: number): boolean {
+  return status === 301 || status === 302 || status === 303 || status === 307 ||
+    status === 308;
 }
 
 export class Authenticator {
@@ -224,8 +321,12 @@ export class Authenticator {
   /** The challenge the registry last sent; undefined until the first 401. */
   #challenge?: Challenge;
   #tokens: CachedToken[] = [];
-  /** Token requests in flight, so concurrent requests share one token GET. */
+  /** Token requests in flight, so concurrent requests share one token request. */
   #pending = new Map<string, Promise<CachedToken>>();
+  /** Basic credentials checked against /v2/ (by header value): accepted or not. */
+  #basicChecks = new Map<string, Promise<boolean>>();
+  /** Set once the token server refused our credentials: every later request fails alike. */
+  #refused?: UserError;
 
   constructor(
     transport: Transport,
@@ -250,6 +351,11 @@ export class Authenticator {
     return this.#credential;
   }
 
+  /** The one error for credentials the registry or its token server refused. */
+  #authFailed(): UserError {
+    return new UserError(`authentication failed for ${this.#name}`);
+  }
+
   /** Authorization value for a registry request needing `scopes`, if auth is known to be needed. */
   async header(scopes: string[]): Promise<string | undefined> {
     const ch = this.#challenge;
@@ -267,7 +373,8 @@ export class Authenticator {
   /**
    * The registry answered 401. Learn its challenge and forget the Authorization value
    * that was refused. Returns true when a retry can succeed (a new token or credentials
-   * to try); the caller retries once at most.
+   * to try); the caller retries once at most. Throws `authentication failed for HOST`
+   * (after discarding `res`) when the credentials themselves are wrong.
    */
   async unauthorized(res: HttpResponse, scopes: string[], used?: string): Promise<boolean> {
     const challenges = parseChallenges(res.headers.get("www-authenticate") ?? "");
@@ -275,16 +382,54 @@ export class Authenticator {
       challenges.find((c) => c.scheme === "basic");
     if (!chosen) return false;
     if (used) this.#tokens = this.#tokens.filter((t) => t.header !== used);
-    this.#challenge = chosen;
     if (chosen.scheme === "basic") {
-      const cred = await this.#getCredential();
-      if (!cred || !("basic" in cred)) return false;
-      // Retrying with the same credentials that were just refused would not help.
-      return used !== basicHeader(cred.basic.username, cred.basic.password);
+      let cred: Secret | undefined;
+      let accepted = true;
+      try {
+        cred = await this.#getCredential();
+        if (cred && "basic" in cred) {
+          const header = basicHeader(cred.basic.username, cred.basic.password);
+          // Retrying with the same credentials that were just refused would not help.
+          if (used === header) return false;
+          accepted = await this.#basicAccepted(header);
+        }
+      } catch (e) {
+        await res.discard();
+        throw e;
+      }
+      if (!accepted) {
+        await res.discard();
+        throw this.#authFailed();
+      }
+      this.#challenge = chosen;
+      return cred !== undefined && "basic" in cred;
     }
+    this.#challenge = chosen;
     // insufficient_scope names the scope it wanted; ask for it too.
     if (chosen.params.scope) scopes.push(...chosen.params.scope.split(" ").filter(Boolean));
     return true;
+  }
+
+  /**
+   * Whether the registry accepts these Basic credentials: one GET /v2/ with them, shared by
+   * every concurrent caller. A 401 there means the user name or password is wrong, which
+   * is reported as such instead of as a failure of whatever request came first.
+   */
+  #basicAccepted(header: string): Promise<boolean> {
+    let p = this.#basicChecks.get(header);
+    if (!p) {
+      p = (async () => {
+        const res = await this.#transport.request({
+          method: "GET",
+          url: new URL("/v2/", this.#transport.baseUrl),
+          headers: { authorization: header },
+        });
+        await res.discard();
+        return res.status !== 401;
+      })();
+      this.#basicChecks.set(header, p);
+    }
+    return p;
   }
 
   async #token(ch: Challenge, scopes: string[]): Promise<CachedToken> {
@@ -307,73 +452,126 @@ export class Authenticator {
     return await p;
   }
 
-  /** Check the realm URL and decide whether credentials may be sent to it. */
-  #checkRealm(realm: string): { url: URL; mayCarryCredentials: boolean } {
-    let url: URL;
-    try {
-      url = new URL(realm);
-    } catch {
-      throw new UserError(`${this.#name}: token realm ${JSON.stringify(realm)} is not a URL`);
-    }
-    const registry = this.#transport.baseUrl;
-    if (url.protocol !== "https:" && url.protocol !== "http:") {
-      throw new UserError(`${this.#name}: token realm uses unsupported scheme ${url.protocol}`);
-    }
-    if (url.username || url.password) {
-      throw new UserError(`${this.#name}: token realm carries user info; refused`);
-    }
-    if (url.protocol === "http:" && registry.protocol === "https:") {
-      throw new UserError(`${this.#name}: token realm ${redactUrl(url)} is plain http; refused`);
-    }
-    // Credentials only go to the registry itself or a host of the same domain
-    // (registry-1.docker.io → auth.docker.io), never to an arbitrary realm.
-    const mayCarryCredentials = url.host === registry.host ||
-      effectiveDomain(url.hostname) === effectiveDomain(registry.hostname);
-    return { url, mayCarryCredentials };
-  }
-
   async #fetchToken(realm: string, service: string, scopes: string[]): Promise<CachedToken> {
-    const { url, mayCarryCredentials } = this.#checkRealm(realm);
-    const cred = mayCarryCredentials ? await this.#getCredential() : undefined;
+    if (this.#refused) throw this.#refused;
+    const { url, refuseCredentials } = checkRealm(realm, this.#transport.baseUrl, this.#name);
+    const cred = await this.#getCredential();
+    if (cred && refuseCredentials) {
+      throw new UserError(
+        `${this.#name}: refusing to send credentials to token realm ${
+          showRealm(url)
+        }: ${refuseCredentials}`,
+      );
+    }
+    const started = Date.now();
     let res: HttpResponse;
     if (cred && "refreshToken" in cred) {
       // OAuth2 refresh-token grant: POST a form, scopes in one space-separated value.
       const form = new URLSearchParams({
         grant_type: "refresh_token",
         refresh_token: cred.refreshToken,
-        client_id: "umoci-copy",
+        client_id: CLIENT_ID,
       });
       if (service) form.set("service", service);
       if (scopes.length) form.set("scope", scopes.join(" "));
-      res = await this.#transport.request({
+      res = await this.#tokenRequest({
         method: "POST",
         url,
         headers: { "content-type": "application/x-www-form-urlencoded" },
         body: new TextEncoder().encode(form.toString()),
-        followRedirects: false,
       });
-    } else {
-      // Token GET: keep any query the realm already has, one scope parameter per scope.
-      if (service) url.searchParams.set("service", service);
-      for (const s of scopes) url.searchParams.append("scope", s);
-      const headers: Record<string, string> = {};
-      if (cred) {
-        headers.authorization = basicHeader(cred.basic.username, cred.basic.password);
-        url.searchParams.set("account", cred.basic.username);
+      if (res.status === 404 || res.status === 405) {
+        // No OAuth2 endpoint: the plain token GET. A refresh token is never sent there, so
+        // this one is anonymous (as Docker does for an identity token without a password).
+        await res.discard();
+        res = await this.#tokenGet(url, service, scopes);
       }
-      res = await this.#transport.request({ method: "GET", url, headers, followRedirects: false });
+    } else {
+      res = await this.#tokenGet(url, service, scopes, cred?.basic);
     }
-    const started = Date.now();
+    return await this.#readToken(res, realm, service, scopes, started);
+  }
+
+  /** Token GET: keep any query the realm already has, one scope parameter per scope. */
+  #tokenGet(
+    realm: URL,
+    service: string,
+    scopes: string[],
+    basic?: { username: string; password: string },
+  ): Promise<HttpResponse> {
+    const url = new URL(realm);
+    if (service) url.searchParams.set("service", service);
+    for (const s of scopes) url.searchParams.append("scope", s);
+    const headers: Record<string, string> = {};
+    if (basic) {
+      headers.authorization = basicHeader(basic.username, basic.password);
+      url.searchParams.set("account", basic.username);
+    }
+    return this.#tokenRequest({ method: "GET", url, headers });
+  }
+
+  /**
+   * One token request. Redirects are followed by hand and only within the realm's origin
+   * (GET only); anything else is an error, so credentials never cross an origin.
+   */
+  async #tokenRequest(
+    req: { method: string; url: URL; headers: Record<string, string>; body?: Uint8Array },
+  ): Promise<HttpResponse> {
+    let url = req.url;
+    for (let hop = 0;; hop++) {
+      const res = await this.#transport.request({ ...req, url, followRedirects: false });
+      if (!isRedirect(res.status)) return res;
+      const location = res.headers.get("location");
+      await res.discard();
+      let next: URL | undefined;
+      try {
+        next = location ? new URL(location, url) : undefined;
+      } catch {
+        next = undefined;
+      }
+      if (
+        next === undefined || next.origin !== url.origin || req.method !== "GET" ||
+        hop >= MAX_TOKEN_REDIRECTS
+      ) {
+        throw new UserError(
+          `${this.#name}: token server ${url.origin} answered ${res.status}${
+            next && next.origin !== url.origin ? ` (to ${next.origin})` : ""
+          }; token requests do not follow that redirect`,
+        );
+      }
+      url = next;
+    }
+  }
+
+  async #readToken(
+    res: HttpResponse,
+    realm: string,
+    service: string,
+    scopes: string[],
+    started: number,
+  ): Promise<CachedToken> {
+    const origin = res.url.origin;
     if (res.status === 401 || res.status === 403) {
       await res.discard();
-      throw new UserError(
-        `authentication failed for ${this.#name}: token server ${url.origin} answered ${res.status}`,
-      );
+      throw this.#refused = this.#authFailed();
+    }
+    if (res.status === 400 && res.method === "POST") {
+      // OAuth2 reports a bad refresh token as 400 invalid_grant (RFC 6749 §5.2).
+      let error: unknown;
+      try {
+        error = JSON.parse(await res.text(64 * 1024, "token error"))?.error;
+      } catch {
+        error = undefined;
+      }
+      if (typeof error === "string" && OAUTH_REFUSED.has(error)) {
+        throw this.#refused = this.#authFailed();
+      }
+      throw new UserError(`${this.#name}: token server ${origin} answered 400`);
     }
     if (res.status !== 200) {
       await res.discard();
       throw new UserError(
-        `${this.#name}: token server ${url.origin} answered ${res.status} ${res.statusText}`.trim(),
+        `${this.#name}: token server ${origin} answered ${res.status} ${res.statusText}`.trim(),
       );
     }
     let doc: Record<string, unknown>;
@@ -381,25 +579,42 @@ export class Authenticator {
       doc = JSON.parse(await res.text(MAX_TOKEN_BODY, "token response"));
     } catch (e) {
       if (e instanceof UserError) throw e;
-      throw new UserError(`${this.#name}: token server ${url.origin} sent invalid JSON`);
+      throw new UserError(`${this.#name}: token server ${origin} sent invalid JSON`);
     }
-    const token = typeof doc?.token === "string" && doc.token
+    if (typeof doc !== "object" || doc === null) {
+      throw new UserError(`${this.#name}: token server ${origin} sent no token`);
+    }
+    // `token` and `access_token` should be the same; containers/image prefers `token`.
+    const token = typeof doc.token === "string" && doc.token
       ? doc.token
-      : typeof doc?.access_token === "string" && doc.access_token
+      : typeof doc.access_token === "string" && doc.access_token
       ? doc.access_token
       : undefined;
-    if (!token) throw new UserError(`${this.#name}: token server ${url.origin} sent no token`);
-    const lifetime = Math.max(
-      MIN_TOKEN_LIFETIME_S,
-      typeof doc.expires_in === "number" && Number.isFinite(doc.expires_in) ? doc.expires_in : 0,
-    );
+    if (!token) throw new UserError(`${this.#name}: token server ${origin} sent no token`);
+    // Never echo it: an unusable token is still a secret.
+    if (!TOKEN_CHARS.test(token)) {
+      throw new UserError(`${this.#name}: token server ${origin} sent a malformed token`);
+    }
+    const expiresIn = typeof doc.expires_in === "number"
+      ? doc.expires_in
+      : typeof doc.expires_in === "string" && /^\d+$/.test(doc.expires_in)
+      ? Number(doc.expires_in)
+      : 0;
+    const lifetime = Math.max(MIN_TOKEN_LIFETIME_S, Number.isFinite(expiresIn) ? expiresIn : 0);
+    // The lifetime counts from when we asked (conservative); issued_at (the server's clock)
+    // only ever makes it shorter, and is ignored when it is implausible (in our future, or
+    // older than the whole lifetime: the clocks disagree).
+    let base = started;
+    const issued = typeof doc.issued_at === "string" ? Date.parse(doc.issued_at) : NaN;
+    if (Number.isFinite(issued) && issued < started && started - issued < lifetime * 1000) {
+      base = issued;
+    }
     const entry: CachedToken = {
       realm,
       service,
       atoms: scopeAtoms(scopes),
       header: `Bearer ${token}`,
-      // Counted from our clock (issued_at from the server's clock would add skew).
-      expiresAt: started + lifetime * 1000 - EXPIRY_MARGIN_MS,
+      expiresAt: base + lifetime * 1000 - EXPIRY_MARGIN_MS,
     };
     this.#tokens.push(entry);
     return entry;

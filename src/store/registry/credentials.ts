@@ -9,6 +9,16 @@
 // Within one file: credHelpers[registry], then credsStore, then `auths` with the most
 // specific key first (host/ns/repo, host/ns, host). Docker Hub is stored under
 // `https://index.docker.io/v1/` by Docker and under `docker.io` by Podman; both match.
+//
+// Helpers are `docker-credential-NAME get` on PATH: the server on stdin, JSON
+// {ServerURL, Username, Secret} on stdout; Username "<token>" makes Secret an identity
+// (OAuth2 refresh) token. A helper gets HELPER_TIMEOUT_MS to answer. A credsStore helper
+// that is not installed is skipped (a config.json copied from another machine must not
+// break every registry); a credHelpers entry naming this registry is the user's explicit
+// choice, so its helper missing is an error.
+//
+// No secret is ever put in a message: errors name the file, key or helper, never the
+// value, and a helper's output is never echoed.
 import { join } from "node:path";
 import { UserError } from "../../errors.ts";
 
@@ -25,23 +35,44 @@ export interface CredentialOptions {
   noCreds?: boolean;
   /** Where to report what was used (never the secret). */
   debug?: (message: string) => void;
+  /**
+   * The environment to read (HOME, XDG_RUNTIME_DIR, XDG_CONFIG_HOME, DOCKER_CONFIG,
+   * REGISTRY_AUTH_FILE) instead of the process's; helpers also run with it laid over the
+   * process environment (PATH included). For tests.
+   */
+  env?: Record<string, string | undefined>;
 }
+
+/** How long a credential helper may take. */
+export const HELPER_TIMEOUT_MS = 30_000;
 
 const DOCKER_HUB_KEYS = ["docker.io", "index.docker.io", "registry-1.docker.io"];
 const MAX_CONFIG_SIZE = 1024 * 1024;
 
-function env(name: string): string | undefined {
+type Env = (name: string) => string | undefined;
+
+function processEnv(name: string): string | undefined {
   try {
-    const v = Deno.env.get(name);
-    return v === "" ? undefined : v;
+    return Deno.env.get(name);
   } catch {
     return undefined; // no --allow-env for it
   }
 }
 
+function envReader(vars?: Record<string, string | undefined>): Env {
+  return (name) => {
+    const v = vars ? vars[name] : processEnv(name);
+    return v === "" ? undefined : v;
+  };
+}
+
 /** The credential files to consult, most important first. */
-export function credentialFiles(authFile?: string): string[] {
+export function credentialFiles(
+  authFile?: string,
+  vars?: Record<string, string | undefined>,
+): string[] {
   if (authFile) return [authFile];
+  const env = envReader(vars);
   const files: string[] = [];
   const registryAuthFile = env("REGISTRY_AUTH_FILE");
   if (registryAuthFile) return [registryAuthFile];
@@ -116,32 +147,60 @@ function decodeAuth(value: string, where: string): { username: string; password:
   return { username: text.slice(0, i), password: text.slice(i + 1).replace(/\0+$/, "") };
 }
 
-/** Ask `docker-credential-NAME get` for the credentials of `server`. */
+/** A credential helper that is not installed (NotFound from spawning it). */
+export class HelperNotFoundError extends UserError {}
+
+/**
+ * Ask `docker-credential-NAME get` for the credentials of `server`; undefined when it has
+ * none. `env` is laid over the process environment for the helper (and for finding it).
+ */
 export async function runCredentialHelper(
   name: string,
   server: string,
+  env?: Record<string, string | undefined>,
 ): Promise<Credential | undefined> {
   if (!/^[A-Za-z0-9._-]+$/.test(name)) {
-    throw new UserError(`invalid credential helper name ${name}`);
+    throw new UserError(`invalid credential helper name ${JSON.stringify(name)}`);
   }
   const program = `docker-credential-${name}`;
-  let out: Deno.CommandOutput;
+  const childEnv: Record<string, string> = {};
+  for (const [k, v] of Object.entries(env ?? {})) if (v !== undefined) childEnv[k] = v;
+  let child: Deno.ChildProcess;
   try {
-    const child = new Deno.Command(program, {
+    child = new Deno.Command(program, {
       args: ["get"],
+      env: childEnv,
       stdin: "piped",
       stdout: "piped",
       stderr: "piped",
     }).spawn();
-    const w = child.stdin.getWriter();
-    await w.write(new TextEncoder().encode(server));
-    await w.close();
-    out = await child.output();
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) {
-      throw new UserError(`credential helper ${program} not found on PATH`);
+      throw new HelperNotFoundError(`credential helper ${program} not found on PATH`);
     }
     throw new UserError(`credential helper ${program} failed to start: ${(e as Error).message}`);
+  }
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already gone */ }
+  }, HELPER_TIMEOUT_MS);
+  let out: Deno.CommandOutput;
+  try {
+    const w = child.stdin.getWriter();
+    // A helper that exits without reading stdin makes this write fail: that is fine.
+    await w.write(new TextEncoder().encode(server)).catch(() => {});
+    await w.close().catch(() => {});
+    out = await child.output();
+  } finally {
+    clearTimeout(timer);
+  }
+  if (timedOut) {
+    throw new UserError(
+      `credential helper ${program} did not answer within ${HELPER_TIMEOUT_MS / 1000} s`,
+    );
   }
   const stdout = new TextDecoder().decode(out.stdout).trim();
   if (!out.success) {
@@ -150,15 +209,18 @@ export async function runCredentialHelper(
     // Never echo its output: it may contain a secret.
     throw new UserError(`credential helper ${program} failed (exit code ${out.code})`);
   }
-  let doc: { Username?: string; Secret?: string };
+  let doc: { Username?: unknown; Secret?: unknown };
   try {
     doc = JSON.parse(stdout);
   } catch {
     throw new UserError(`credential helper ${program} printed something that is not JSON`);
   }
-  if (!doc.Secret) return undefined;
-  if (doc.Username === "<token>") return { kind: "identityToken", token: doc.Secret };
-  return { kind: "basic", username: doc.Username ?? "", password: doc.Secret };
+  if (typeof doc !== "object" || doc === null || typeof doc.Secret !== "string" || !doc.Secret) {
+    return undefined;
+  }
+  const username = typeof doc.Username === "string" ? doc.Username : "";
+  if (username === "<token>") return { kind: "identityToken", token: doc.Secret };
+  return { kind: "basic", username, password: doc.Secret };
 }
 
 /** The server name a credential helper is asked about. */
@@ -171,6 +233,7 @@ async function fromFile(
   registry: string,
   repository: string,
   debug: (m: string) => void,
+  env?: Record<string, string | undefined>,
 ): Promise<Credential | undefined> {
   const cfg = await readConfig(path);
   if (!cfg) return undefined;
@@ -179,13 +242,19 @@ async function fromFile(
     for (const [key, helper] of Object.entries(cfg.credHelpers)) {
       if (normalizeKey(key) === host && typeof helper === "string") {
         debug(`credentials for ${registry}: credHelpers in ${path} (docker-credential-${helper})`);
-        const c = await runCredentialHelper(helper, helperServer(registry));
+        const c = await runCredentialHelper(helper, helperServer(registry), env);
         if (c) return c;
       }
     }
   }
   if (typeof cfg.credsStore === "string" && cfg.credsStore !== "") {
-    const c = await runCredentialHelper(cfg.credsStore, helperServer(registry));
+    let c: Credential | undefined;
+    try {
+      c = await runCredentialHelper(cfg.credsStore, helperServer(registry), env);
+    } catch (e) {
+      if (!(e instanceof HelperNotFoundError)) throw e;
+      debug(`credsStore in ${path}: ${e.message}; skipped`);
+    }
     if (c) {
       debug(
         `credentials for ${registry}: credsStore in ${path} (docker-credential-${cfg.credsStore})`,
@@ -202,17 +271,25 @@ async function fromFile(
       const entry = entries.get(key);
       if (!entry) continue;
       const where = `${path}: auths["${key}"]`;
-      if (entry.identitytoken) {
+      if (typeof entry.identitytoken === "string" && entry.identitytoken) {
         debug(`credentials for ${registry}: identity token from ${where}`);
-        const user = entry.auth ? decodeAuth(entry.auth, where).username : undefined;
+        let user: string | undefined;
+        try {
+          user = entry.auth ? decodeAuth(entry.auth, where).username : undefined;
+        } catch {
+          user = undefined; // the user name is only informative next to an identity token
+        }
         return { kind: "identityToken", token: entry.identitytoken, username: user };
       }
-      if (entry.auth) {
+      if (typeof entry.auth === "string" && entry.auth) {
         debug(`credentials for ${registry}: ${where}`);
         return { kind: "basic", ...decodeAuth(entry.auth, where) };
       }
-      if (entry.username && entry.password) {
-        return { kind: "basic", username: entry.username, password: entry.password };
+      if (typeof entry.username === "string" && typeof entry.password === "string") {
+        if (entry.username && entry.password) {
+          debug(`credentials for ${registry}: ${where} (username/password fields)`);
+          return { kind: "basic", username: entry.username, password: entry.password };
+        }
       }
       // An empty entry only marks that a helper holds the secret: keep looking.
     }
@@ -235,8 +312,8 @@ export async function findCredentials(
     debug(`credentials for ${registry}: from the command line`);
     return { kind: "basic", ...opts.creds };
   }
-  for (const file of credentialFiles(opts.authFile)) {
-    const c = await fromFile(file, registry, repository, debug);
+  for (const file of credentialFiles(opts.authFile, opts.env)) {
+    const c = await fromFile(file, registry, repository, debug, opts.env);
     if (c) return c;
   }
   if (opts.authFile) {
@@ -246,6 +323,7 @@ export async function findCredentials(
       throw new UserError(`--authfile ${opts.authFile}: no such file`);
     }
   }
+  debug(`credentials for ${registry}: none found; anonymous`);
   return undefined;
 }
 
