@@ -30,6 +30,8 @@ export type BlobRole = "config" | "layer" | "blob";
 export interface CopyOptions {
   /** Blob transfers at once (default 4). */
   jobs?: number;
+  /** How often a broken transfer may be resumed (passed to the destination's push). */
+  retries?: number;
   onEvent?: (event: CopyEvent) => void;
 }
 
@@ -66,6 +68,31 @@ export class Limiter {
   }
 }
 
+interface PlannedManifest {
+  desc: Descriptor;
+  bytes: Uint8Array;
+  /** Child manifests (and a subject the source has), pushed before this one. */
+  manifests: Descriptor[];
+}
+
+interface PlannedBlob {
+  desc: Descriptor;
+  n: number;
+  total: number;
+  role: BlobRole;
+}
+
+/**
+ * Copy the graph under `root` from `src` to `dst`, in three steps:
+ *
+ * 1. plan: read every manifest and index (from the destination when it already has them and
+ *    reading there is cheaper), verify and parse them, and collect the blobs; a local source
+ *    is also checked to hold every blob with the right size. Nothing is written yet, so bad
+ *    input found here leaves the destination untouched.
+ * 2. blobs: what the destination lacks is mounted or transferred, `jobs` at a time, the
+ *    largest first across the whole graph.
+ * 3. manifests: pushed children before parents, each after everything it refers to.
+ */
 export async function copyGraph(
   src: Store,
   dst: Store,
@@ -82,9 +109,8 @@ export async function copyGraph(
   };
   const emit = opts.onEvent ?? (() => {});
   const limiter = new Limiter(Math.max(1, opts.jobs ?? 4));
-  const visited = new Map<string, Promise<void>>();
-  // Once one transfer fails, the others stop starting new work.
-  let failed: unknown = undefined;
+  const manifests = new Map<string, Promise<PlannedManifest>>();
+  const blobs = new Map<string, PlannedBlob>();
 
   async function readManifest(desc: Descriptor): Promise<Uint8Array> {
     if (!src.local && dst.local && (await dst.exists(desc))) {
@@ -94,12 +120,73 @@ export async function copyGraph(
     return await src.fetchManifest(desc);
   }
 
-  async function copyBlob(
-    desc: Descriptor,
-    n: number,
-    total: number,
-    role: BlobRole,
-  ): Promise<void> {
+  function checkCopyable(desc: Descriptor, ancestors: string[]): void {
+    if (ancestors.includes(desc.digest)) {
+      throw new UserError(`manifest ${desc.digest} refers to itself (cycle)`);
+    }
+    if (isSchema1(desc.mediaType)) {
+      throw new UserError(`${desc.digest}: Docker schema1 manifests are not supported`);
+    }
+  }
+
+  // 1. plan
+  function plan(desc: Descriptor, ancestors: string[]): Promise<PlannedManifest> {
+    try {
+      checkCopyable(desc, ancestors);
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    let p = manifests.get(desc.digest);
+    if (!p) {
+      p = (async () => {
+        if (!desc.digest.startsWith("sha256:")) await loadFastHash();
+        const bytes = await readManifest(desc);
+        const node = parseNode(bytes, desc.mediaType, desc.digest);
+        const path = [...ancestors, desc.digest];
+        const addBlob = (d: Descriptor, n: number, total: number, role: BlobRole) => {
+          checkCopyable(d, path);
+          if (!blobs.has(d.digest)) blobs.set(d.digest, { desc: d, n, total, role });
+        };
+        if (node.config) addBlob(node.config, 1, 1, "config");
+        node.layers.forEach((d, i) => addBlob(d, i + 1, node.layers.length, "layer"));
+        const other = node.children.filter((c) =>
+          !isManifestType(c.mediaType) && c !== node.config && !node.layers.includes(c)
+        );
+        other.forEach((d, i) => addBlob(d, i + 1, other.length, "blob"));
+        const children = node.children.filter((c) => isManifestType(c.mediaType));
+        // A referrer's subject is a weak reference: copy it along when the source has it.
+        if (node.subject && isManifestType(node.subject.mediaType)) {
+          if (await src.exists(node.subject).catch(() => false)) children.push(node.subject);
+        }
+        await settleAll(children.map((c) => plan(c, path)));
+        return { desc, bytes, manifests: children };
+      })();
+      manifests.set(desc.digest, p);
+    }
+    return p;
+  }
+
+  const rootIsManifest = isManifestType(root.mediaType) || isSchema1(root.mediaType);
+  if (rootIsManifest) {
+    stats.rootBytes = (await plan(root, [])).bytes;
+  } else {
+    // A bare blob as the root (e.g. DIR@DIGEST of a layer): copy it as is.
+    blobs.set(root.digest, { desc: root, n: 1, total: 1, role: "blob" });
+  }
+  if (src.local) {
+    // Cheap for a layout: refuse a missing or truncated blob before writing anything.
+    await settleAll([...blobs.values()].map(async ({ desc }) => {
+      if (!(await src.exists(desc))) {
+        throw new UserError(
+          `${src.name}: blob ${desc.digest} (${desc.size} bytes) is missing or has another size`,
+        );
+      }
+    }));
+  }
+
+  // 2. blobs, largest first
+  let failed: unknown = undefined;
+  async function copyBlob({ desc, n, total, role }: PlannedBlob): Promise<void> {
     await limiter.run(async () => {
       if (failed !== undefined) throw failed;
       if (await dst.exists(desc)) {
@@ -118,88 +205,46 @@ export async function copyGraph(
         desc,
         (offset) => src.fetch(desc, offset),
         (bytes) => emit({ type: "blob-progress", desc, bytes }),
+        { retries: opts.retries },
       );
       stats.blobsCopied++;
       stats.bytesCopied += desc.size;
       emit({ type: "blob-done", desc, n, total });
+    }).catch((e) => {
+      failed ??= e;
+      throw e;
     });
   }
+  const ordered = [...blobs.values()].sort((a, b) => b.desc.size - a.desc.size);
+  await settleAll(ordered.map(copyBlob));
 
-  async function copyManifest(desc: Descriptor, ancestors: string[]): Promise<void> {
-    if (!desc.digest.startsWith("sha256:")) await loadFastHash();
-    const bytes = await readManifest(desc);
-    if (ancestors.length === 0) stats.rootBytes = bytes;
-    const node = parseNode(bytes, desc.mediaType, desc.digest);
-    const path = [...ancestors, desc.digest];
-    const manifests = node.children.filter((c) => isManifestType(c.mediaType));
-    const blobs: { d: Descriptor; n: number; total: number; role: BlobRole }[] = [];
-    if (node.config) blobs.push({ d: node.config, n: 1, total: 1, role: "config" });
-    node.layers.forEach((d, i) =>
-      blobs.push({ d, n: i + 1, total: node.layers.length, role: "layer" })
-    );
-    const other = node.children.filter((c) =>
-      !isManifestType(c.mediaType) && c !== node.config && !node.layers.includes(c)
-    );
-    other.forEach((d, i) => blobs.push({ d, n: i + 1, total: other.length, role: "blob" }));
-    // Largest first: the long transfers start early and the small ones fill the gaps.
-    blobs.sort((a, b) => b.d.size - a.d.size);
-    const work: Promise<void>[] = [
-      ...blobs.map((b) => visit(b.d, path, () => copyBlob(b.d, b.n, b.total, b.role))),
-      ...manifests.map((m) => visit(m, path, () => copyManifest(m, path))),
-    ];
-    if (node.subject && isManifestType(node.subject.mediaType)) {
-      // A referrer's subject is a weak reference: copy it along when the source has it.
-      const subject = node.subject;
-      if (await src.exists(subject).catch(() => false)) {
-        work.push(visit(subject, path, () => copyManifest(subject, path)));
-      }
-    }
-    await settleAll(work);
-    if (await dst.exists(desc)) {
-      stats.manifestsSkipped++;
-      emit({ type: "manifest-skip", desc });
-      return;
-    }
-    await dst.pushManifest(desc, bytes);
-    stats.manifestsCopied++;
-    emit({ type: "manifest-done", desc });
-  }
-
-  function visit(
-    desc: Descriptor,
-    ancestors: string[],
-    run: () => Promise<void>,
-  ): Promise<void> {
-    if (ancestors.includes(desc.digest)) {
-      return Promise.reject(new UserError(`manifest ${desc.digest} refers to itself (cycle)`));
-    }
-    if (isSchema1(desc.mediaType)) {
-      return Promise.reject(
-        new UserError(`${desc.digest}: Docker schema1 manifests are not supported`),
-      );
-    }
-    let p = visited.get(desc.digest);
+  // 3. manifests, children before parents
+  const pushed = new Map<string, Promise<void>>();
+  function pushManifest(digest: string): Promise<void> {
+    let p = pushed.get(digest);
     if (!p) {
-      p = run().catch((e) => {
-        failed ??= e;
-        throw e;
-      });
-      visited.set(desc.digest, p);
+      p = (async () => {
+        const m = await manifests.get(digest)!;
+        await settleAll(m.manifests.map((c) => pushManifest(c.digest)));
+        if (await dst.exists(m.desc)) {
+          stats.manifestsSkipped++;
+          emit({ type: "manifest-skip", desc: m.desc });
+          return;
+        }
+        await dst.pushManifest(m.desc, m.bytes);
+        stats.manifestsCopied++;
+        emit({ type: "manifest-done", desc: m.desc });
+      })();
+      pushed.set(digest, p);
     }
     return p;
   }
-
-  if (isManifestType(root.mediaType) || isSchema1(root.mediaType)) {
-    await visit(root, [], () => copyManifest(root, []));
-  } else {
-    // A bare blob as the root (e.g. DIR@DIGEST of a layer): copy it as is.
-    await visit(root, [], () => copyBlob(root, 1, 1, "blob"));
-  }
+  if (rootIsManifest) await pushManifest(root.digest);
   return stats;
 }
 
 /** Wait for all promises; reject with the first failure only after all have settled. */
-async function settleAll(work: Promise<void>[]): Promise<void> {
+async function settleAll(work: Promise<unknown>[]): Promise<void> {
   const results = await Promise.allSettled(work);
   const failure = results.find((r): r is PromiseRejectedResult => r.status === "rejected");
   if (failure) throw failure.reason;

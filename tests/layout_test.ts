@@ -99,11 +99,16 @@ Deno.test("layout: opens a layout written by umoci and resolves its tag", async 
   });
 });
 
-Deno.test("layout: create makes a new layout (parents too), reopened without create", async () => {
+Deno.test("layout: create makes a new layout (parents too) on the first write, reopened without create", async () => {
   await fx.withTempDir(async (tmp) => {
     const dir = join(tmp, "a", "b", "new");
+    const bytes = randomBytes(100);
     await withStore(dir, async (s) => {
       assert.deepEqual((await s.readIndex()).manifests, []);
+      assert.equal(await s.exists(descOf(bytes)), false);
+      // Nothing is on disk until something is written: a failed copy leaves nothing.
+      assert.equal(await exists(join(tmp, "a")), false);
+      await s.push(descOf(bytes), sourceOf(bytes));
     });
     const layout = JSON.parse(await Deno.readTextFile(join(dir, "oci-layout")));
     assert.deepEqual(layout, { imageLayoutVersion: "1.0.0" });
@@ -111,6 +116,7 @@ Deno.test("layout: create makes a new layout (parents too), reopened without cre
     assert.equal(index.schemaVersion, 2);
     assert.deepEqual(index.manifests, []);
     assert.ok((await Deno.lstat(join(dir, "blobs", "sha256"))).isDirectory);
+    assert.deepEqual(await Deno.readFile(fx.blobFile(dir, descOf(bytes).digest)), bytes);
     // Nothing left behind beside it.
     const siblings = [...Deno.readDirSync(join(tmp, "a", "b"))].map((e) => e.name);
     assert.deepEqual(siblings, ["new"]);
@@ -127,6 +133,9 @@ Deno.test("layout: an empty directory becomes a layout with create, is refused w
     await assert.rejects(LayoutStore.open(dir), UserError);
     assert.deepEqual([...Deno.readDirSync(dir)], []);
     await withStore(dir, async () => {});
+    assert.deepEqual([...Deno.readDirSync(dir)], [], "nothing written before the first write");
+    const bytes = randomBytes(10);
+    await withStore(dir, (s) => s.push(descOf(bytes), sourceOf(bytes)));
     assert.ok(await exists(join(dir, "oci-layout")));
     assert.ok(await exists(join(dir, "index.json")));
   });
@@ -384,7 +393,7 @@ Deno.test("layout: a push that gives up keeps its partial outside blobs/; the ne
           ),
           offset,
         });
-      await assert.rejects(s.push(desc, failing, undefined, 1), /broke off/);
+      await assert.rejects(s.push(desc, failing, undefined, { retries: 1 }), /broke off/);
       assert.deepEqual(await fx.listBlobs(dir), []);
       assert.equal(await s.exists(desc), false);
       const partials = await tmpFiles(dir);
@@ -411,7 +420,7 @@ Deno.test("layout: a corrupted partial file is not trusted: the push starts over
     await withStore(dir, async (s) => {
       const failing: BlobSource = (offset) =>
         Promise.resolve({ stream: breakingStream(bytes.slice(offset, 2 * 1024 * 1024)), offset });
-      await assert.rejects(s.push(desc, failing, undefined, 0), /broke off/);
+      await assert.rejects(s.push(desc, failing, undefined, { retries: 0 }), /broke off/);
     });
     const [partial] = await tmpFiles(dir);
     const path = join(dir, ".umoci-copy-tmp", partial);
@@ -436,6 +445,7 @@ Deno.test("layout: a push survives another writer's close() removing the empty t
   // running a second store's close() right after the temp directory is created.
   await fx.withTempDir(async (tmp) => {
     const dir = join(tmp, "l");
+    await fx.initLayout(dir);
     await withStore(dir, async (s) => {
       const other = await LayoutStore.open(dir);
       const deno = Deno as { mkdir: typeof Deno.mkdir };

@@ -172,6 +172,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       ? undefined
       : parseSize(String(values["chunk-size"]), "chunk-size"),
     trace: values["trace-requests"] ? (line) => logger.raw(line) : undefined,
+    onRetry: (line) => logger.info(line),
     retries: values.retries === undefined
       ? 5
       : parseCount(String(values.retries), "retries", 0, 100),
@@ -207,6 +208,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     logger.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
     const stats = await copyGraph(source, target, root, {
       jobs,
+      retries: registry.retries,
       onEvent: (e) => report(e, logger, progress, target!),
     });
     progress?.stop();

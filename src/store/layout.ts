@@ -9,13 +9,7 @@
 // - index.json is rewritten with temp + rename under an exclusive lock (flock on the
 //   oci-layout file, which nobody replaces), re-read under the lock.
 import { join, resolve as resolvePath } from "../path.ts";
-import {
-  DigestMismatchError,
-  loadFastHash,
-  parseDigest,
-  Verifier,
-  verifyBytes,
-} from "../digest.ts";
+import { loadFastHash, parseDigest, Verifier, verifyBytes } from "../digest.ts";
 import { describeError, NotFoundError, UserError } from "../errors.ts";
 import {
   checkDescriptor,
@@ -26,7 +20,7 @@ import {
   REF_NAME_ANNOTATION,
   sniffMediaType,
 } from "../media.ts";
-import type { BlobReader, BlobSource, Store } from "./store.ts";
+import type { BlobReader, BlobSource, PushOptions, Store } from "./store.ts";
 import { tempFiles } from "../tempfiles.ts";
 import { ChunkReader, reclaim } from "../stream.ts";
 
@@ -180,6 +174,16 @@ export class LayoutStore implements Store {
   #checkedAlgDirs = new Set<string>();
   /** Blobs were renamed into blobs/ since the last directory fsync. */
   #renamed = false;
+  /** The layout does not exist yet; it is created by the first write. */
+  #pending = false;
+
+  /** Create the layout if this store was opened for a path that does not exist yet. */
+  async #ensure(): Promise<void> {
+    if (!this.#pending) return;
+    await this.#initialize();
+    await this.#validate();
+    this.#pending = false;
+  }
 
   private constructor(path: string) {
     this.path = path;
@@ -198,7 +202,9 @@ export class LayoutStore implements Store {
     });
     if (info === null) {
       if (!opts.create) throw new NotFoundError(`${path}: no such OCI image layout`);
-      await store.#initialize();
+      // Created on the first write, so a copy that fails before writing leaves nothing.
+      store.#pending = true;
+      return store;
     } else if (!info.isDirectory) {
       throw new UserError(`${path} exists and is not a directory (not an OCI image layout)`);
     } else if ((await lstatOrNull(join(path, "oci-layout"))) === null) {
@@ -210,7 +216,8 @@ export class LayoutStore implements Store {
       if (!empty || !opts.create) {
         throw new UserError(`${path} exists and is not an OCI image layout (no oci-layout file)`);
       }
-      await store.#initialize();
+      store.#pending = true;
+      return store;
     }
     await store.#validate();
     return store;
@@ -277,6 +284,7 @@ export class LayoutStore implements Store {
 
   /** Read and check index.json. */
   async readIndex(): Promise<ImageIndex> {
+    if (this.#pending) return { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] };
     const file = join(this.path, "index.json");
     const info = await lstatOrNull(file);
     if (info === null) {
@@ -324,6 +332,10 @@ export class LayoutStore implements Store {
   }
 
   async #blobInfo(digest: string): Promise<Deno.FileInfo | null> {
+    if (this.#pending) {
+      parseDigest(digest);
+      return null;
+    }
     const path = await this.blobPath(digest);
     const info = await lstatOrNull(path);
     if (info === null) return null;
@@ -432,8 +444,10 @@ export class LayoutStore implements Store {
     desc: Descriptor,
     source: BlobSource,
     onProgress?: (bytes: number) => void,
-    retries = 5,
+    opts: PushOptions = {},
   ): Promise<void> {
+    const retries = opts.retries ?? 5;
+    await this.#ensure();
     const final = await this.blobPath(desc.digest, true);
     if (await this.exists(desc)) return;
     await loadFastHash();
@@ -485,7 +499,9 @@ export class LayoutStore implements Store {
           await pump(reader.stream, file, verifier, onProgress);
         } catch (e) {
           if (!(e instanceof SourceError)) {
-            if (e instanceof DigestMismatchError) await removeIfSameFile(partial, file);
+            // Wrong bytes, or the disk failed (full, read-only): the partial file is no use
+            // to a rerun and would keep the disk full. Only a broken source keeps it.
+            await removeIfSameFile(partial, file);
             throw e;
           }
           offset = verifier.seen;
@@ -579,6 +595,7 @@ export class LayoutStore implements Store {
 
   /** Read-modify-write index.json under the layout lock; `change` returns false for no-op. */
   async updateIndex(change: (index: ImageIndex) => boolean | void): Promise<void> {
+    await this.#ensure();
     const lock = await Deno.open(join(this.path, "oci-layout"), { read: true });
     try {
       await lock.lock(true);

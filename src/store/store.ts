@@ -14,6 +14,11 @@ export interface BlobReader {
  */
 export type BlobSource = (offset: number) => Promise<BlobReader>;
 
+export interface PushOptions {
+  /** How often a transfer whose source broke off may be resumed (default 5). */
+  retries?: number;
+}
+
 export interface Store {
   /** Short human description, e.g. `layout ./opensuse` or `localhost:5000/library/app`. */
   readonly name: string;
@@ -44,7 +49,12 @@ export interface Store {
    * that does not match is never made visible. A store may call `source` again with a
    * later offset to resume after the source broke off. `onProgress` gets the byte count.
    */
-  push(desc: Descriptor, source: BlobSource, onProgress?: (bytes: number) => void): Promise<void>;
+  push(
+    desc: Descriptor,
+    source: BlobSource,
+    onProgress?: (bytes: number) => void,
+    opts?: PushOptions,
+  ): Promise<void>;
 
   /** Store a manifest or index (bytes exactly as given, verified against desc). */
   pushManifest(desc: Descriptor, bytes: Uint8Array): Promise<void>;

@@ -27,7 +27,7 @@ import type { RegistryReference } from "../../reference.ts";
 import { VERSION } from "../../version.ts";
 import type { BlobReader, BlobSource, MountingStore, Store } from "../store.ts";
 import { Authenticator, type Credentials } from "./auth.ts";
-import { type HttpResponse, Transport } from "./transport.ts";
+import { type HttpResponse, type RetryPolicy, Transport } from "./transport.ts";
 import { DEFAULT_CHUNK_SIZE, mountBlob, type UploadApi, uploadBlob } from "./upload.ts";
 
 export type { Credential, CredentialProvider, Credentials } from "./auth.ts";
@@ -49,6 +49,14 @@ export interface RegistryOptions {
   retries?: number;
   /** Longest wait between retries in ms, also the cap on Retry-After (default 60 000). */
   retryMaxWait?: number;
+  /** First retry wait in ms before jitter, doubling per retry (default 200). */
+  retryBaseWait?: number;
+  /**
+   * Gets one line per retry: a request sent again, a download resumed, an upload continued
+   * or started over (what failed, attempt N of M, the wait). Without it retries go to
+   * `trace`, when set.
+   */
+  onRetry?: (line: string) => void;
   /** Username/password, identity token, or a provider looking them up per host. */
   credentials?: Credentials;
   userAgent?: string;
@@ -57,6 +65,8 @@ export interface RegistryOptions {
 /** Error bodies larger than this are not read (containers/image uses the same cap). */
 const MAX_ERROR_BODY = 1024 * 1024;
 const ACCEPT_MANIFESTS = MANIFEST_TYPES.join(", ");
+/** A resumed download that got this much further than the last one earns fresh retries. */
+const PROGRESS_RESETS_RETRIES = 1024 * 1024;
 const encoder = new TextEncoder();
 
 /** A string from a registry, made safe for a one-line message. */
@@ -104,6 +114,8 @@ export class RegistryStore implements MountingStore {
   /** Manifest bytes fetched or pushed in this session, by digest (all verified). */
   readonly #manifests = new Map<string, Uint8Array>();
   readonly #api: UploadApi;
+  /** Blobs handed out by fetch() in this session: re-opens after a break, and where. */
+  readonly #opened = new Map<string, { failures: number; mark: number }>();
 
   private constructor(ref: RegistryReference, transport: Transport, opts: RegistryOptions) {
     this.registry = ref.registry;
@@ -137,6 +149,10 @@ export class RegistryStore implements MountingStore {
       certDir: opts.certDir,
       trace: opts.trace,
       userAgent: opts.userAgent ?? `umoci-copy/${VERSION}`,
+      retries: opts.retries,
+      retryMaxWait: opts.retryMaxWait,
+      retryBaseWait: opts.retryBaseWait,
+      onRetry: opts.onRetry,
     });
     return new RegistryStore(ref, transport, opts);
   }
@@ -157,13 +173,25 @@ export class RegistryStore implements MountingStore {
     return [`repository:${this.repository}:pull,push`];
   }
 
+  /** The retry settings of this store (from RegistryOptions). */
+  get #retry(): RetryPolicy {
+    return this.#transport.retry;
+  }
+
   /**
    * One request with authentication. Authorization is attached only when the URL is the
    * registry's own origin (upload Locations may point elsewhere); a 401 is answered by
-   * learning the challenge and retrying once.
+   * learning the challenge and retrying once. Transient failures are retried by the
+   * transport unless `retry` is false.
    */
   async #send(
-    req: { method: string; url: URL; headers?: Record<string, string>; body?: Uint8Array },
+    req: {
+      method: string;
+      url: URL;
+      headers?: Record<string, string>;
+      body?: Uint8Array;
+      retry?: boolean;
+    },
     scopes: string[],
   ): Promise<HttpResponse> {
     const ours = this.#transport.isRegistryOrigin(req.url);
@@ -433,39 +461,60 @@ export class RegistryStore implements MountingStore {
 
   /**
    * GET a blob, following redirects (a cross-origin hop loses the Authorization header).
-   * From `offset` > 0 a closed Range `bytes=OFFSET-LAST` is asked for: a 206 must start
-   * exactly there; a registry that ignores Range answers 200 and the whole blob comes back
-   * with offset 0. A Content-Length that contradicts the descriptor fails before reading.
+   * From `offset` > 0 an open range `Range: bytes=OFFSET-` is asked for: a 206 is accepted
+   * only when its Content-Range starts exactly there and ends at the blob's last byte; a
+   * registry that ignores Range answers 200 and the whole blob comes back with offset 0 (the
+   * consumer starts over); a 416 whose Content-Range says the blob is `offset` bytes long
+   * means nothing is left to read. A Content-Length that contradicts the descriptor fails
+   * before reading.
+   *
+   * Consumers call fetch() again with a later offset after a stream broke off; those
+   * re-opens spend the store's retry budget (RegistryOptions.retries), which progress of a
+   * MiB or more since the previous re-open refills, as the layout and upload resumers do.
    */
   async fetch(desc: Descriptor, offset = 0): Promise<BlobReader> {
     parseDigest(desc.digest);
-    if (offset >= desc.size && offset > 0) {
-      // Nothing left to read (the previous stream broke off right at the end).
-      return { stream: new ReadableStream({ start: (c) => c.close() }), offset: desc.size };
+    this.#countReopen(desc, offset);
+    if (offset > desc.size) {
+      throw new UserError(`${desc.digest}: cannot read from byte ${offset} of ${desc.size}`);
     }
     const url = this.#url(`blobs/${desc.digest}`);
     const headers: Record<string, string> = {};
-    if (offset > 0) headers.range = `bytes=${offset}-${desc.size - 1}`;
+    if (offset > 0) headers.range = `bytes=${offset}-`;
     const res = await this.#send({ method: "GET", url, headers }, this.#pullScopes());
     if (res.status === 404) {
       await res.discard();
       throw new NotFoundError(`blob ${desc.digest} not found in ${this.name}`);
     }
     const length = res.contentLength;
+    const contentRange = res.headers.get("content-range") ?? "";
     if (res.status === 206 && offset > 0) {
-      const m = /^\s*bytes\s+(\d+)-(\d+)\/(\d+|\*)\s*$/.exec(
-        res.headers.get("content-range") ?? "",
-      );
+      const m = /^\s*bytes\s+(\d+)-(\d+)\/(\d+|\*)\s*$/.exec(contentRange);
       const ok = m !== null && Number(m[1]) === offset && Number(m[2]) === desc.size - 1 &&
         (m[3] === "*" || Number(m[3]) === desc.size) &&
         (length === undefined || length === desc.size - offset);
       if (!ok) {
         await res.discard();
         throw new UserError(
-          `${this.registry}: GET ${url.pathname}: invalid partial response for bytes ${offset}-`,
+          `${this.registry}: GET ${url.pathname}: invalid partial response for bytes ${offset}- ` +
+            `(Content-Range ${JSON.stringify(oneLine(contentRange, 80))})`,
         );
       }
       return { stream: res.stream(), offset };
+    }
+    if (res.status === 416 && offset > 0) {
+      await res.discard();
+      const total = /^\s*bytes\s+\*\/(\d+)\s*$/.exec(contentRange)?.[1];
+      if (offset === desc.size && (total === undefined || Number(total) === offset)) {
+        // Nothing left to read: the consumer has every byte and verifies them.
+        return { stream: new ReadableStream({ start: (c) => c.close() }), offset };
+      }
+      throw new UserError(
+        `${this.registry}: GET ${url.pathname}: range from byte ${offset} not satisfiable ` +
+          `(the registry's blob is ${
+            total ?? "of unknown size"
+          }, the descriptor says ${desc.size})`,
+      );
     }
     if (res.status !== 200) throw await this.#fail(res, "GET", url);
     if (length !== undefined && length !== desc.size) {
@@ -477,13 +526,44 @@ export class RegistryStore implements MountingStore {
     return { stream: res.stream(), offset: 0 };
   }
 
+  /**
+   * Book a call of fetch(): a read from byte 0, or the first read of a blob (a kept partial
+   * download), is free; a later read from further on is a re-open after a broken stream and
+   * spends a retry (refilled by a MiB of progress). Throws when none is left, so that
+   * `--retries` bounds the resumes of any consumer.
+   */
+  #countReopen(desc: Descriptor, offset: number): void {
+    const seen = this.#opened.get(desc.digest);
+    if (seen === undefined || offset === 0) {
+      this.#opened.set(desc.digest, { failures: 0, mark: offset });
+      return;
+    }
+    if (offset - seen.mark >= PROGRESS_RESETS_RETRIES) seen.failures = 0;
+    seen.mark = offset;
+    const policy = this.#retry;
+    if (++seen.failures > policy.retries) {
+      throw new UserError(
+        `${desc.digest}: the download from ${this.name} broke off at byte ${offset} of ` +
+          `${desc.size} and no retries are left (${policy.retries}); run the copy again to resume`,
+      );
+    }
+    policy.report(
+      `! retry ${seen.failures} of ${policy.retries}: download of ${desc.digest} from ` +
+        `${this.name} broke off at byte ${offset} of ${desc.size}; resuming there`,
+    );
+  }
+
   async push(
     desc: Descriptor,
     source: BlobSource,
     onProgress?: (bytes: number) => void,
   ): Promise<void> {
     parseDigest(desc.digest);
-    await uploadBlob(this.#api, desc, source, { chunkSize: this.#chunkSize, onProgress });
+    await uploadBlob(this.#api, desc, source, {
+      chunkSize: this.#chunkSize,
+      onProgress,
+      retry: this.#retry,
+    });
   }
 
   /** Mount from another repository of the same registry; false when not applicable or refused. */

@@ -23,6 +23,17 @@
 // node:https with `rejectUnauthorized: false` instead of fetch (see NodeBackend below);
 // plain http and verified https always use fetch.
 //
+// Retries (TransportOptions.retries, default 5): a request that fails at the network level
+// (refused, reset, timed out; not TLS or DNS failures) or is answered 408, 429, 500, 502,
+// 503 or 504 is sent again, from its first URL (a redirect target is never reused), after
+// an exponential backoff with jitter (retryBaseWait · 2^n · [0.5, 1.5), at most
+// retryMaxWait). A Retry-After header (delay-seconds or an HTTP-date) replaces the backoff,
+// capped by retryMaxWait. Other 4xx answers (401, 403, 404, …) are returned at once. Bodies
+// are Uint8Array and so always re-readable; callers that must not resend blindly (upload
+// PATCH/PUT, whose effect on the session is unknown after a failure) pass `retry: false`
+// and recover themselves. Every retry is reported as one line to onRetry (or the trace):
+//   ! retry 2 of 5 in 0.4 s: GET http://host/v2/…: 503 Service Unavailable
+//
 // Trace lines (TransportOptions.trace), one per request and one per response:
 //   > METHOD URL name: "value" …                  request headers we send (not User-Agent)
 //   < STATUS METHOD URL 12ms name: "value" …      selected response headers, time to headers
@@ -55,6 +66,76 @@ export interface TransportOptions {
   trace?: (line: string) => void;
   /** User-Agent header value. */
   userAgent?: string;
+  /** Retries of a request after a transient failure (default 5; 0 turns retries off). */
+  retries?: number;
+  /** First backoff in ms before jitter (default 200); doubles on every retry. */
+  retryBaseWait?: number;
+  /** Longest wait between two attempts in ms, also the cap on Retry-After (default 60 000). */
+  retryMaxWait?: number;
+  /** Gets one line per retry (what failed, attempt N of M, the wait); else the trace does. */
+  onRetry?: (line: string) => void;
+  /** Longest wait for a response's status line and headers in ms (default 300 000). */
+  headersTimeout?: number;
+}
+
+export const DEFAULT_RETRIES = 5;
+export const DEFAULT_RETRY_BASE_WAIT = 200;
+export const DEFAULT_RETRY_MAX_WAIT = 60_000;
+const DEFAULT_HEADERS_TIMEOUT = 300_000;
+
+/** Statuses that say "try again later" rather than "no". */
+export const RETRYABLE_STATUSES: ReadonlySet<number> = new Set([408, 429, 500, 502, 503, 504]);
+
+/** The retry policy shared by the transport and the upload and download resumers. */
+export interface RetryPolicy {
+  retries: number;
+  baseWait: number;
+  maxWait: number;
+  /** Report one retry (already formatted). */
+  report(line: string): void;
+}
+
+/** Backoff before retry number `n` (1-based): base · 2^(n-1) · jitter, capped. */
+export function backoffDelay(policy: RetryPolicy, n: number): number {
+  const exp = policy.baseWait * 2 ** Math.min(30, Math.max(0, n - 1));
+  return Math.round(Math.min(policy.maxWait, exp * (0.5 + Math.random())));
+}
+
+/**
+ * The wait a Retry-After header asks for, in ms: delay-seconds or an HTTP-date (a past
+ * date means 0). Undefined when absent or unparsable. Not capped here.
+ */
+export function parseRetryAfter(value: string | null, now = Date.now()): number | undefined {
+  if (value === null) return undefined;
+  const v = value.trim();
+  if (/^\d+$/.test(v)) return Number(v) * 1000;
+  if (!/[a-z]/i.test(v)) return undefined;
+  const when = Date.parse(v);
+  if (Number.isNaN(when)) return undefined;
+  return Math.max(0, when - now);
+}
+
+/** Wait before retry `n`: Retry-After when the response has one (capped), else backoff. */
+export function retryDelay(policy: RetryPolicy, n: number, res?: HttpResponse): number {
+  const asked = res ? parseRetryAfter(res.headers.get("retry-after")) : undefined;
+  if (asked !== undefined) return Math.min(asked, policy.maxWait);
+  return backoffDelay(policy, n);
+}
+
+/** One retry as a log line. */
+export function retryLine(n: number, max: number, waitMs: number, what: string): string {
+  return `! retry ${n} of ${max} in ${(waitMs / 1000).toFixed(1)} s: ${what}`;
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** A request that failed below HTTP (no response); `retryable` for transient causes. */
+export class NetworkError extends UserError {
+  constructor(message: string, readonly retryable: boolean) {
+    super(message);
+  }
 }
 
 export interface HttpRequest {
@@ -66,6 +147,11 @@ export interface HttpRequest {
   body?: Uint8Array;
   /** Follow 3xx responses (default true). With false the 3xx itself is returned. */
   followRedirects?: boolean;
+  /**
+   * Retry network failures and 408/429/5xx answers (default true). With false the first
+   * answer (or failure) is returned, for requests whose repetition the caller manages.
+   */
+  retry?: boolean;
 }
 
 /** A response whose body the caller must consume once: stream(), bytes(), text() or discard(). */
@@ -340,6 +426,7 @@ interface Backend {
     url: URL,
     headers: Headers,
     body: Uint8Array | undefined,
+    signal: AbortSignal,
   ): Promise<RawResponse>;
   close(): void;
 }
@@ -351,13 +438,20 @@ class FetchBackend implements Backend {
       ? Deno.createHttpClient({ caCerts: tls.caCerts, cert: tls.cert, key: tls.key })
       : Deno.createHttpClient({ caCerts: tls.caCerts });
   }
-  async send(method: string, url: URL, headers: Headers, body: Uint8Array | undefined) {
+  async send(
+    method: string,
+    url: URL,
+    headers: Headers,
+    body: Uint8Array | undefined,
+    signal: AbortSignal,
+  ) {
     const res = await fetch(url, {
       method,
       headers,
       body: body as BodyInit | undefined,
       redirect: "manual",
       client: this.#client,
+      signal,
     });
     return { status: res.status, statusText: res.statusText, headers: res.headers, body: res.body };
   }
@@ -385,13 +479,20 @@ class NodeBackend implements Backend {
     });
     this.#fallback = new FetchBackend(tls);
   }
-  send(method: string, url: URL, headers: Headers, body: Uint8Array | undefined) {
-    if (url.protocol !== "https:") return this.#fallback.send(method, url, headers, body);
+  send(
+    method: string,
+    url: URL,
+    headers: Headers,
+    body: Uint8Array | undefined,
+    signal: AbortSignal,
+  ) {
+    if (url.protocol !== "https:") return this.#fallback.send(method, url, headers, body, signal);
     return new Promise<RawResponse>((resolve, reject) => {
       const outgoing: Record<string, string> = {};
       headers.forEach((v, k) => outgoing[k] = v);
       if (body !== undefined) outgoing["content-length"] = String(body.byteLength);
-      const req = https.request(url, { method, headers: outgoing, agent: this.#agent }, (res) => {
+      const options = { method, headers: outgoing, agent: this.#agent, signal };
+      const req = https.request(url, options, (res) => {
         const h = new Headers();
         const raw = res.rawHeaders;
         for (let i = 0; i + 1 < raw.length; i += 2) h.append(raw[i], raw[i + 1]);
@@ -435,6 +536,18 @@ function describeNetworkError(e: unknown): string {
   return msg;
 }
 
+/**
+ * Whether a network-level failure may go away by itself: refused, reset and timed-out
+ * connections do; certificate problems, a TLS handshake with a plain-http server and names
+ * that do not resolve do not.
+ */
+function isTransientNetworkError(e: unknown, message: string): boolean {
+  if (e instanceof DOMException && e.name === "TimeoutError") return true;
+  // `message` has the URL taken out (describeNetworkError), so a path cannot match here.
+  return !/certificate|UnknownIssuer|CaUsedAsEndEntity|NotValidForName|\btls\b|\bssl\b|corrupt message|InvalidContentType|dns error|lookup address|ENOTFOUND|EAI_AGAIN|invalid url|unsupported/i
+    .test(message);
+}
+
 export class Transport {
   /** Registry as named in messages. */
   readonly name: string;
@@ -443,6 +556,9 @@ export class Transport {
   readonly #backend: Backend;
   readonly #trace?: (line: string) => void;
   readonly #userAgent: string;
+  readonly #headersTimeout: number;
+  /** The retry settings, shared with the upload and download resumers above. */
+  readonly retry: RetryPolicy;
   #closed = false;
 
   private constructor(name: string, baseUrl: URL, backend: Backend, opts: TransportOptions) {
@@ -451,6 +567,14 @@ export class Transport {
     this.#backend = backend;
     this.#trace = opts.trace;
     this.#userAgent = opts.userAgent ?? "umoci-copy";
+    this.#headersTimeout = opts.headersTimeout ?? DEFAULT_HEADERS_TIMEOUT;
+    const report = opts.onRetry ?? opts.trace ?? (() => {});
+    this.retry = {
+      retries: Math.max(0, Math.floor(opts.retries ?? DEFAULT_RETRIES)),
+      baseWait: Math.max(0, opts.retryBaseWait ?? DEFAULT_RETRY_BASE_WAIT),
+      maxWait: Math.max(0, opts.retryMaxWait ?? DEFAULT_RETRY_MAX_WAIT),
+      report: (line) => report(line),
+    };
   }
 
   /** Create the transport for one registry host (`HOST[:PORT]`). */
@@ -474,10 +598,36 @@ export class Transport {
   }
 
   /**
-   * Send one request, following redirects unless told not to. The returned response's
-   * body must be consumed by the caller. Network failures become UserErrors.
+   * Send one request, following redirects unless told not to, and retrying transient
+   * failures (see the file comment) unless `req.retry` is false. The returned response's
+   * body must be consumed by the caller. Network failures become UserErrors (NetworkError).
    */
   async request(req: HttpRequest): Promise<HttpResponse> {
+    const policy = this.retry;
+    const max = req.retry === false ? 0 : policy.retries;
+    const what = `${req.method.toUpperCase()} ${redactUrl(req.url)}`;
+    for (let attempt = 0;; attempt++) {
+      let res: HttpResponse;
+      try {
+        res = await this.#requestOnce(req);
+      } catch (e) {
+        if (attempt >= max || !(e instanceof NetworkError) || !e.retryable) throw e;
+        const wait = backoffDelay(policy, attempt + 1);
+        policy.report(retryLine(attempt + 1, max, wait, e.message));
+        await sleep(wait);
+        continue;
+      }
+      if (attempt >= max || !RETRYABLE_STATUSES.has(res.status)) return res;
+      const wait = retryDelay(policy, attempt + 1, res);
+      const status = `${res.status}${res.statusText ? " " + res.statusText : ""}`;
+      await res.discard();
+      policy.report(retryLine(attempt + 1, max, wait, `${what}: ${status}`));
+      await sleep(wait);
+    }
+  }
+
+  /** One attempt of request(): the request and its redirect hops. */
+  async #requestOnce(req: HttpRequest): Promise<HttpResponse> {
     if (this.#closed) throw new Error(`transport for ${this.name} is closed`);
     let url = new URL(req.url);
     let method = req.method.toUpperCase();
@@ -550,14 +700,33 @@ export class Transport {
       trace(`> ${method} ${redactUrl(url)}${shown.length ? " " + formatHeaders(shown) : ""}`);
     }
     let raw: RawResponse;
+    // The timer covers the wait for the status line and headers only; it is cleared before
+    // the body is read, so a slow but moving body is never cut by it.
+    const aborter = new AbortController();
+    const timer = setTimeout(
+      () =>
+        aborter.abort(
+          new DOMException(
+            `no response within ${this.#headersTimeout / 1000} s`,
+            "TimeoutError",
+          ),
+        ),
+      this.#headersTimeout,
+    );
     try {
-      raw = await this.#backend.send(method, url, headers, body);
+      raw = await this.#backend.send(method, url, headers, body, aborter.signal);
     } catch (e) {
-      const msg = describeNetworkError(e);
+      const cause = aborter.signal.aborted ? aborter.signal.reason : e;
+      const msg = cause instanceof DOMException ? cause.message : describeNetworkError(cause);
       trace?.(
         `< ERROR ${method} ${redactUrl(url)} ${Math.round(performance.now() - started)}ms ${msg}`,
       );
-      throw new UserError(`${this.name}: ${method} ${redactUrl(url)}: ${msg}`);
+      throw new NetworkError(
+        `${this.name}: ${method} ${redactUrl(url)}: ${msg}`,
+        isTransientNetworkError(cause, msg),
+      );
+    } finally {
+      clearTimeout(timer);
     }
     if (trace) {
       const shown: [string, string][] = [];

@@ -13,20 +13,52 @@
 // The bytes are hashed as they are read. The closing PUT is only sent once the digest and
 // size match the descriptor; otherwise the session is DELETEd and nothing becomes visible.
 //
+// Failures (distribution-spec "Resuming" / "Upload Progress", checklist §2.6, §3):
+// - POST and HEAD are retried by the transport. PATCH and PUT are not resent blindly
+//   (`retry: false`): after a network failure, 408/429/5xx or 416 the registry is asked where
+//   the session stands (GET Location → 204 + `Range: 0-END`) and the upload continues from
+//   END+1 out of the chunk still held in memory;
+// - a session the registry no longer knows (404, BLOB_UPLOAD_UNKNOWN/INVALID), progress
+//   outside the chunk in hand, or an unanswerable progress query start the blob over with a
+//   new POST (the source is opened again from byte 0; a monolithic blob is kept in memory);
+// - a closing PUT whose answer was lost is checked with HEAD on the blob first: the blob may
+//   already be committed;
+// - the source stream breaking off (a pulled blob whose connection dropped) is reopened at
+//   the first byte not yet read;
+// - whenever an upload is given up, its session is cancelled with DELETE.
+// Each of these spends one retry of the store's budget (RegistryOptions.retries), reported
+// as one `! retry N of M …` line; a chunk or a source read that makes real progress again
+// earns fresh retries.
+//
 // Upload Locations are opaque: resolved against the URL of the response that carried them
 // (they may be relative), query kept, `digest` added with URLSearchParams. Whether the
 // Authorization header goes along is decided per request by the caller (UploadApi.send),
 // which only adds it for the registry's own origin.
 import { DigestMismatchError, Verifier } from "../../digest.ts";
-import { UserError } from "../../errors.ts";
+import { describeError, UserError } from "../../errors.ts";
 import type { Descriptor } from "../../media.ts";
 import type { BlobReader, BlobSource } from "../store.ts";
-import { type HttpResponse, redactUrl } from "./transport.ts";
+import {
+  backoffDelay,
+  DEFAULT_RETRIES,
+  DEFAULT_RETRY_BASE_WAIT,
+  DEFAULT_RETRY_MAX_WAIT,
+  type HttpResponse,
+  NetworkError,
+  redactUrl,
+  RETRYABLE_STATUSES,
+  retryDelay,
+  retryLine,
+  type RetryPolicy,
+  sleep,
+} from "./transport.ts";
 
 export const DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024;
 /** A registry asking for chunks larger than this (OCI-Chunk-Min-Length) is refused. */
 const MAX_CHUNK_SIZE = 256 * 1024 * 1024;
 const EMPTY = new Uint8Array(0);
+/** Progress that earns a fresh set of retries. */
+const PROGRESS_RESETS_RETRIES = 1024 * 1024;
 
 /** What uploads need from the registry store: authenticated requests and error decoding. */
 export interface UploadApi {
@@ -39,9 +71,16 @@ export interface UploadApi {
   /**
    * Send one request with the registry's auth (added only when `url` is the registry's
    * origin), retrying once after a 401. `scopes` defaults to pull+push on the repository.
+   * Transient failures are retried by the transport unless `retry` is false.
    */
   send(
-    req: { method: string; url: URL; headers?: Record<string, string>; body?: Uint8Array },
+    req: {
+      method: string;
+      url: URL;
+      headers?: Record<string, string>;
+      body?: Uint8Array;
+      retry?: boolean;
+    },
     scopes?: string[],
   ): Promise<HttpResponse>;
   /** Turn an unexpected response into a one-line UserError (consumes the body). */
@@ -51,7 +90,16 @@ export interface UploadApi {
 export interface UploadOptions {
   chunkSize?: number;
   onProgress?: (bytes: number) => void;
+  /** Retry budget and waits (default: 5 retries, 200 ms doubling, at most 60 s). */
+  retry?: RetryPolicy;
 }
+
+const DEFAULT_POLICY: RetryPolicy = {
+  retries: DEFAULT_RETRIES,
+  baseWait: DEFAULT_RETRY_BASE_WAIT,
+  maxWait: DEFAULT_RETRY_MAX_WAIT,
+  report: () => {},
+};
 
 /** Resolve the Location of an upload response and check it is safe to send to. */
 function uploadLocation(api: UploadApi, res: HttpResponse): URL {
@@ -78,46 +126,43 @@ function uploadLocation(api: UploadApi, res: HttpResponse): URL {
 /** A failure while reading the source (as opposed to the registry or the verifier). */
 class SourceError extends Error {
   constructor(override readonly cause: unknown) {
-    super(cause instanceof Error ? cause.message : String(cause));
+    super(describeError(cause));
   }
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
+/** This upload session cannot go on; the blob starts over in a new one. */
+class RestartUpload extends Error {}
 
 /**
  * Reads a blob source into caller-provided buffers, feeding every byte to the verifier as
  * it is read (the verifier throws as soon as more bytes arrive than the descriptor's size).
  *
  * When the source stream breaks off (a pulled blob whose connection dropped), the source
- * is reopened at the first byte not yet read, a few times with backoff. A source that can
- * only start over from byte 0 is read past what we already have; the digest stays that of
- * the bytes actually uploaded, because only first-time bytes reach the verifier.
+ * is reopened at the first byte not yet read, as often as the retry policy allows. A source
+ * that can only start over from byte 0 is read past what we already have; the digest stays
+ * that of the bytes actually uploaded, because only first-time bytes reach the verifier.
+ * Opening the source failing is final (the source's own transport has retried already).
  */
 class SourceReader {
   readonly #source: BlobSource;
   readonly #verifier: Verifier;
-  readonly #retries: number;
+  readonly #policy: RetryPolicy;
   #reader?: ReadableStreamDefaultReader<Uint8Array>;
   #leftover: Uint8Array = EMPTY;
   #done = false;
   /** Bytes still to drop from the current stream (it restarted before our position). */
   #skip = 0;
+  #failures = 0;
+  #mark = 0;
 
-  constructor(source: BlobSource, verifier: Verifier, retries = 5) {
+  constructor(source: BlobSource, verifier: Verifier, policy: RetryPolicy) {
     this.#source = source;
     this.#verifier = verifier;
-    this.#retries = retries;
+    this.#policy = policy;
   }
 
   async #open(offset: number): Promise<void> {
-    let opened: BlobReader;
-    try {
-      opened = await this.#source(offset);
-    } catch (e) {
-      throw new SourceError(e);
-    }
+    const opened: BlobReader = await this.#source(offset);
     if (opened.offset !== offset && opened.offset !== 0) {
       await opened.stream.cancel().catch(() => {});
       throw new UserError(
@@ -130,8 +175,6 @@ class SourceReader {
 
   /** The next piece of new bytes from the source, or undefined at the end. */
   async #next(): Promise<Uint8Array | undefined> {
-    let failures = 0;
-    let mark = this.#verifier.seen;
     for (;;) {
       try {
         if (!this.#reader) await this.#open(this.#verifier.seen);
@@ -160,15 +203,16 @@ class SourceReader {
           reader.releaseLock();
         }
         // Real progress since the last failure earns a fresh set of retries.
-        if (this.#verifier.seen - mark >= 1024 * 1024) failures = 0;
-        mark = this.#verifier.seen;
-        if (++failures > this.#retries) {
-          throw new UserError(
-            `${this.#verifier.expected}: reading the source broke off at byte ` +
-              `${this.#verifier.seen} of ${this.#verifier.size}: ${e.message}`,
-          );
-        }
-        await sleep(Math.min(5000, 100 * 2 ** failures) * (0.5 + Math.random()));
+        const seen = this.#verifier.seen;
+        if (seen - this.#mark >= PROGRESS_RESETS_RETRIES) this.#failures = 0;
+        this.#mark = seen;
+        const max = this.#policy.retries;
+        const what = `reading the source of ${this.#verifier.expected} broke off at byte ` +
+          `${seen} of ${this.#verifier.size}: ${e.message}`;
+        if (++this.#failures > max) throw new UserError(what);
+        const wait = backoffDelay(this.#policy, this.#failures);
+        this.#policy.report(retryLine(this.#failures, max, wait, what));
+        await sleep(wait);
       }
     }
   }
@@ -239,16 +283,96 @@ async function expectCreated(
 /** Best-effort DELETE of an upload session ("clients SHOULD ignore any failures"). */
 async function cancelSession(api: UploadApi, session: URL): Promise<void> {
   try {
-    const res = await api.send({ method: "DELETE", url: session });
+    const res = await api.send({ method: "DELETE", url: session, retry: false });
     await res.discard();
   } catch {
     // ignored
   }
 }
 
+/** HEAD the blob: true when the registry has it with the right size. */
+async function blobExists(api: UploadApi, desc: Descriptor): Promise<boolean> {
+  const url = api.url(`blobs/${desc.digest}`);
+  const res = await api.send({ method: "HEAD", url });
+  const length = res.contentLength;
+  await res.discard();
+  return res.status === 200 && (length === undefined || length === desc.size);
+}
+
+/** What one attempt of a PATCH or PUT came back with: an answer, or a network failure. */
+type Outcome = { res: HttpResponse; error?: undefined } | { res?: undefined; error: NetworkError };
+
+/** Send without transport retries; a transient network failure is returned, not thrown. */
+async function attempt(
+  api: UploadApi,
+  req: { method: string; url: URL; headers?: Record<string, string>; body?: Uint8Array },
+): Promise<Outcome> {
+  try {
+    return { res: await api.send({ ...req, retry: false }) };
+  } catch (e) {
+    if (e instanceof NetworkError && e.retryable) return { error: e };
+    throw e;
+  }
+}
+
+/** A failed attempt that is worth another try (anything else is answered by the caller). */
+function transient(o: Outcome): boolean {
+  return o.error !== undefined || RETRYABLE_STATUSES.has(o.res.status) || o.res.status === 416;
+}
+
+/**
+ * One line for a failed attempt, consuming the response: the registry's own error when it
+ * sent one (through api.fail), the network failure otherwise.
+ */
+async function describeOutcome(
+  api: UploadApi,
+  o: Outcome,
+  method: string,
+  url: URL,
+): Promise<string> {
+  if (o.error) return o.error.message;
+  return (await api.fail(o.res, method, url)).message;
+}
+
+/**
+ * Ask where an upload session stands (GET Location → 204 + Range). Returns the number of
+ * bytes the registry holds and the Location to continue with; a session it no longer
+ * knows, or an answer without a usable Range, means starting over.
+ */
+async function uploadProgress(
+  api: UploadApi,
+  session: URL,
+  expectedAtLeast: number,
+): Promise<{ have: number; session: URL }> {
+  const res = await api.send({ method: "GET", url: session });
+  if (res.status === 404) {
+    const error = await api.fail(res, "GET", session);
+    throw new RestartUpload(`upload session is gone (${error.message})`);
+  }
+  if (res.status !== 204 && res.status !== 200) {
+    const error = await api.fail(res, "GET", session);
+    throw new RestartUpload(`upload progress unknown (${error.message})`);
+  }
+  const end = parseUploadRange(res.headers.get("range"));
+  let next = session;
+  if (res.headers.get("location")) next = uploadLocation(api, res);
+  await res.discard();
+  if (end === undefined) {
+    // No Range: nothing received yet (a fresh session has none), or a registry that
+    // does not say. Only the former can be continued.
+    if (expectedAtLeast === 0) return { have: 0, session: next };
+    throw new RestartUpload("the registry did not report the upload's progress");
+  }
+  // distribution reports `0-0` for 0 bytes and for 1 byte; we send whole chunks, so 0-0
+  // where a chunk starts at 0 means nothing arrived.
+  const have = end === 0 && expectedAtLeast === 0 ? 0 : end + 1;
+  return { have, session: next };
+}
+
 /**
  * Upload one blob from a stream, verifying it against `desc` on the way. Nothing is
- * committed unless the digest and size match.
+ * committed unless the digest and size match. A session that breaks down is continued or
+ * started over (see the file comment) within the retry budget.
  */
 export async function uploadBlob(
   api: UploadApi,
@@ -256,8 +380,44 @@ export async function uploadBlob(
   blobSource: BlobSource,
   opts: UploadOptions = {},
 ): Promise<void> {
-  const verifier = new Verifier(desc.digest, desc.size);
-  const source = new SourceReader(blobSource, verifier);
+  const policy = opts.retry ?? DEFAULT_POLICY;
+  const state: UploadState = { restarts: 0 };
+  for (;;) {
+    try {
+      await uploadOnce(api, desc, blobSource, opts, policy, state);
+      return;
+    } catch (e) {
+      if (!(e instanceof RestartUpload)) throw e;
+      const what = `upload of ${desc.digest} to ${api.name}: ${e.message}`;
+      if (++state.restarts > policy.retries) {
+        throw new UserError(`${what}; no retries left (${policy.retries})`);
+      }
+      const wait = backoffDelay(policy, state.restarts);
+      policy.report(
+        retryLine(state.restarts, policy.retries, wait, `${what}; starting the blob over`),
+      );
+      await sleep(wait);
+    }
+  }
+}
+
+interface UploadState {
+  restarts: number;
+  /** A blob small enough for one PUT, read and verified once and kept across restarts. */
+  whole?: Uint8Array;
+}
+
+/** One upload session, from POST to the closing PUT. Throws RestartUpload to start over. */
+async function uploadOnce(
+  api: UploadApi,
+  desc: Descriptor,
+  blobSource: BlobSource,
+  opts: UploadOptions,
+  policy: RetryPolicy,
+  state: UploadState,
+): Promise<void> {
+  let verifier: Verifier | undefined;
+  let source: SourceReader | undefined;
   let session: URL | undefined;
   let committed = false;
   try {
@@ -281,32 +441,31 @@ export async function uploadBlob(
 
     if (desc.size <= chunkSize) {
       // Monolithic: the whole blob in one PUT.
-      const buf = new Uint8Array(desc.size);
-      const n = await source.fill(buf);
-      await source.drain();
-      verifier.finish(); // throws on short content or a digest mismatch
-      const put = new URL(session);
-      put.searchParams.set("digest", desc.digest);
-      const res = await api.send({
-        method: "PUT",
-        url: put,
-        headers: { "content-type": "application/octet-stream" },
-        body: buf.subarray(0, n),
-      });
-      await expectCreated(api, res, put, desc);
+      if (state.whole === undefined) {
+        verifier = new Verifier(desc.digest, desc.size);
+        source = new SourceReader(blobSource, verifier, policy);
+        const buf = new Uint8Array(desc.size);
+        const n = await source.fill(buf);
+        await source.drain();
+        verifier.finish(); // throws on short content or a digest mismatch
+        state.whole = buf.subarray(0, n);
+      }
+      await closeUpload(api, desc, session, state.whole, policy);
       committed = true;
       opts.onProgress?.(desc.size);
       return;
     }
 
     // Chunked: PATCH fixed-size chunks, reading the next one while the current is sent.
+    verifier = new Verifier(desc.digest, desc.size);
+    source = new SourceReader(blobSource, verifier, policy);
     const buffers = [new Uint8Array(chunkSize), new Uint8Array(chunkSize)];
     let which = 0;
     let offset = 0;
     let n = await source.fill(buffers[which]);
     while (n > 0) {
       const chunk = buffers[which].subarray(0, n);
-      const patch = sendChunk(api, session, chunk, offset);
+      const patch = sendChunk(api, session, chunk, offset, policy);
       // Read ahead into the other buffer; whatever happens, wait for the PATCH to settle.
       const [sent, next] = await Promise.allSettled([patch, source.fill(buffers[1 - which])]);
       if (sent.status === "rejected") throw sent.reason;
@@ -318,50 +477,141 @@ export async function uploadBlob(
       n = next.value;
     }
     verifier.finish();
-    const put = new URL(session);
-    put.searchParams.set("digest", desc.digest);
-    const res = await api.send({ method: "PUT", url: put, body: EMPTY });
-    await expectCreated(api, res, put, desc);
+    await closeUpload(api, desc, session, EMPTY, policy);
     committed = true;
   } catch (e) {
-    await source.close();
+    await source?.close();
     if (session && !committed) await cancelSession(api, session);
     if (e instanceof DigestMismatchError) {
       throw new DigestMismatchError(`not pushed to ${api.name}: ${e.message}`);
     }
     throw e;
   } finally {
-    await source.close();
+    await source?.close();
   }
 }
 
-/** PATCH one chunk; returns the session URL to use next. */
+/**
+ * The closing PUT ?digest= (with the whole blob, or empty after PATCHes). When its answer
+ * is lost or transient, the blob may be committed already (HEAD says so), the session may
+ * still be complete and waiting (PUT again), or it is gone (start over).
+ */
+async function closeUpload(
+  api: UploadApi,
+  desc: Descriptor,
+  session: URL,
+  body: Uint8Array,
+  policy: RetryPolicy,
+): Promise<void> {
+  const put = new URL(session);
+  put.searchParams.set("digest", desc.digest);
+  const headers: Record<string, string> = body.length > 0
+    ? { "content-type": "application/octet-stream" }
+    : {};
+  for (let failures = 0;;) {
+    const outcome = await attempt(api, { method: "PUT", url: put, headers, body });
+    if (outcome.res?.status === 201 || (outcome.res && !transient(outcome))) {
+      if (outcome.res.status === 404) {
+        // The session is gone: maybe because this very PUT committed it before.
+        const error = await api.fail(outcome.res, "PUT", put);
+        if (await blobExists(api, desc)) return;
+        throw new RestartUpload(`upload session is gone (${error.message})`);
+      }
+      await expectCreated(api, outcome.res, put, desc);
+      return;
+    }
+    const wait = retryDelay(policy, failures + 1, outcome.res);
+    const what = await describeOutcome(api, outcome, "PUT", put);
+    if (++failures > policy.retries) {
+      throw new UserError(`${what} (no retries left: ${policy.retries})`);
+    }
+    policy.report(retryLine(failures, policy.retries, wait, what));
+    await sleep(wait);
+    if (await blobExists(api, desc)) return;
+    if (body.length > 0) {
+      // A PUT that carried data may have left part of it in the session: use a new one.
+      throw new RestartUpload(`closing PUT failed (${what})`);
+    }
+    const progress = await uploadProgress(api, session, desc.size);
+    if (progress.have !== desc.size) {
+      throw new RestartUpload(
+        `closing PUT failed and the registry holds ${progress.have} of ${desc.size} bytes`,
+      );
+    }
+  }
+}
+
+/**
+ * PATCH one chunk; returns the session URL to use next. After a lost or transient answer
+ * the registry is asked how far it got, and the rest of the chunk (still in memory) is sent
+ * from there; progress outside this chunk, or a session the registry no longer knows,
+ * throws RestartUpload.
+ */
 async function sendChunk(
   api: UploadApi,
   session: URL,
   chunk: Uint8Array,
   offset: number,
+  policy: RetryPolicy,
 ): Promise<URL> {
   const end = offset + chunk.length - 1;
-  const res = await api.send({
-    method: "PATCH",
-    url: session,
-    headers: {
-      "content-type": "application/octet-stream",
-      "content-range": `${offset}-${end}`,
-    },
-    body: chunk,
-  });
-  if (res.status !== 202) throw await api.fail(res, "PATCH", session);
-  const next = uploadLocation(api, res);
-  const acknowledged = parseUploadRange(res.headers.get("range"));
-  await res.discard();
-  if (acknowledged !== undefined && acknowledged !== end) {
-    throw new UserError(
-      `${api.name}: upload out of step: sent bytes up to ${end}, registry has up to ${acknowledged}`,
+  let sent = 0;
+  let failures = 0;
+  let url = session;
+  for (;;) {
+    const from = offset + sent;
+    const outcome = await attempt(api, {
+      method: "PATCH",
+      url,
+      headers: {
+        "content-type": "application/octet-stream",
+        "content-range": `${from}-${end}`,
+      },
+      body: chunk.subarray(sent),
+    });
+    if (outcome.res?.status === 202) {
+      const res = outcome.res;
+      const next = uploadLocation(api, res);
+      const acknowledged = parseUploadRange(res.headers.get("range"));
+      await res.discard();
+      if (acknowledged !== undefined && acknowledged !== end) {
+        throw new UserError(
+          `${api.name}: upload out of step: sent bytes up to ${end}, registry has up to ${acknowledged}`,
+        );
+      }
+      return next;
+    }
+    if (outcome.res?.status === 404) {
+      const error = await api.fail(outcome.res, "PATCH", url);
+      throw new RestartUpload(`upload session is gone (${error.message})`);
+    }
+    if (outcome.res && !transient(outcome)) throw await api.fail(outcome.res, "PATCH", url);
+    const wait = retryDelay(policy, failures + 1, outcome.res);
+    const what = await describeOutcome(api, outcome, "PATCH", url);
+    if (++failures > policy.retries) {
+      throw new UserError(`${what} (no retries left: ${policy.retries})`);
+    }
+    policy.report(
+      retryLine(
+        failures,
+        policy.retries,
+        wait,
+        `${what} (bytes ${from}-${end}); asking for the progress`,
+      ),
     );
+    await sleep(wait);
+    const progress = await uploadProgress(api, url, offset);
+    if (progress.have < offset || progress.have > end + 1) {
+      throw new RestartUpload(
+        `the registry holds ${progress.have} bytes, outside the chunk ${offset}-${end} in hand`,
+      );
+    }
+    const gained = progress.have - offset - sent;
+    if (gained >= PROGRESS_RESETS_RETRIES) failures = 0;
+    sent = progress.have - offset;
+    url = progress.session;
+    if (sent === chunk.length) return url;
   }
-  return next;
 }
 
 /**
