@@ -19,7 +19,7 @@
 //
 // No secret is ever put in a message: errors name the file, key or helper, never the
 // value, and a helper's output is never echoed.
-import { join } from "node:path";
+import { join } from "../../path.ts";
 import { UserError } from "../../errors.ts";
 
 export type Credential =

@@ -41,11 +41,24 @@
 // Authorization, Cookie, Set-Cookie and Proxy-Authorization values print as <redacted>
 // (Authorization keeps its scheme word), as do token/access_token/password/refresh_token
 // query parameters in URLs and Location values. Bodies are never printed.
-import https from "node:https";
-import { Buffer } from "node:buffer";
-import { Readable } from "node:stream";
-import { join } from "node:path";
 import { UserError } from "../../errors.ts";
+import { join } from "../../path.ts";
+
+// node:https and friends are loaded only for --tls-verify=false: loading node: modules
+// costs Deno tens of milliseconds of start-up, most of a copy that finds everything present.
+type NodeModules = {
+  https: typeof import("node:https");
+  Buffer: typeof import("node:buffer").Buffer;
+  Readable: typeof import("node:stream").Readable;
+};
+async function loadNodeModules(): Promise<NodeModules> {
+  const [https, buffer, stream] = await Promise.all([
+    import("node:https"),
+    import("node:buffer"),
+    import("node:stream"),
+  ]);
+  return { https, Buffer: buffer.Buffer, Readable: stream.Readable };
+}
 
 /** Redirect hops followed for one request before giving up. */
 export const MAX_REDIRECTS = 10;
@@ -468,9 +481,15 @@ class FetchBackend implements Backend {
  * reached by redirects still go through fetch.
  */
 class NodeBackend implements Backend {
-  #agent: https.Agent;
+  #agent: import("node:https").Agent;
   #fallback: FetchBackend;
-  constructor(tls: TlsMaterial) {
+  #node: NodeModules;
+  static async create(tls: TlsMaterial): Promise<NodeBackend> {
+    return new NodeBackend(tls, await loadNodeModules());
+  }
+  private constructor(tls: TlsMaterial, node: NodeModules) {
+    this.#node = node;
+    const { https } = node;
     this.#agent = new https.Agent({
       keepAlive: true,
       rejectUnauthorized: false,
@@ -487,6 +506,7 @@ class NodeBackend implements Backend {
     signal: AbortSignal,
   ) {
     if (url.protocol !== "https:") return this.#fallback.send(method, url, headers, body, signal);
+    const { https, Buffer, Readable } = this.#node;
     return new Promise<RawResponse>((resolve, reject) => {
       const outgoing: Record<string, string> = {};
       headers.forEach((v, k) => outgoing[k] = v);
@@ -528,6 +548,9 @@ function describeNetworkError(e: unknown): string {
   const err = e as Error;
   let msg = String((err?.cause as Error | undefined)?.message ?? err?.message ?? e);
   msg = msg.replace(/^error sending request for url \([^)]*\):\s*/, "");
+  if (/InvalidContentType|corrupt message|wrong version number|packet length too long/i.test(msg)) {
+    msg += " (the server does not speak TLS here: for a plain-http registry use --plain-http)";
+  }
   msg = msg.replace(/^client error \(Connect\):\s*/, "");
   if (/certificate|UnknownIssuer|CaUsedAsEndEntity|NotValidForName|tls handshake/i.test(msg)) {
     msg += " (TLS verification failed: add the CA with --cacert or a certs.d directory, " +
@@ -584,7 +607,7 @@ export class Transport {
     let backend: Backend;
     try {
       backend = opts.tlsVerify === false && !opts.plainHttp
-        ? new NodeBackend(tls)
+        ? await NodeBackend.create(tls)
         : new FetchBackend(tls);
     } catch (e) {
       throw new UserError(`cannot set up TLS for ${name}: ${(e as Error).message}`);

@@ -640,5 +640,10 @@ export async function mountBlob(api: UploadApi, desc: Descriptor, from: string):
     await cancelSession(api, session);
     return false;
   }
+  if (res.status === 401 || res.status === 403) {
+    // Not allowed to read the source repository: copy the bytes instead.
+    await res.discard();
+    return false;
+  }
   throw await api.fail(res, "POST", url);
 }
