@@ -420,7 +420,8 @@ Deno.test("upload: a PATCH answered 503 is continued from the registry's progres
     const data = randomBytes(3 * MiB + 512 * KiB);
     const opened: number[] = [];
     await store.push(blobDesc(data), memorySource(data, opened));
-    assert.deepEqual(opened, [0], "the source was read once");
+    // The chunk is streamed, not held: the source is read again from the registry's progress.
+    assert.deepEqual(opened, [0, MiB], "the source reopened where the registry stopped");
     const seq = reg.fake.log.filter((r) => r.method !== "HEAD")
       .map((r) => `${r.method} ${r.contentRange ?? ""}`.trim());
     assert.deepEqual(seq, [
@@ -442,7 +443,7 @@ Deno.test("upload: a PATCH answered 503 is continued from the registry's progres
   }
 });
 
-Deno.test("upload: a PATCH that stored half its chunk resumes mid-chunk from memory; 416 recovers the same way", async () => {
+Deno.test("upload: a PATCH that stored half its chunk resumes mid-chunk from the registry's progress; 416 recovers the same way", async () => {
   const reg = fakeRegistry((req, { n, url, body, fake }) => {
     const count = n["PATCH /v2/r/blobs/uploads/ID"];
     if (req.method === "PATCH" && count === 2) {
@@ -457,12 +458,12 @@ Deno.test("upload: a PATCH that stored half its chunk resumes mid-chunk from mem
     const data = randomBytes(3 * MiB);
     const opened: number[] = [];
     await store.push(blobDesc(data), memorySource(data, opened));
-    assert.deepEqual(opened, [0]);
+    assert.deepEqual(opened, [0, 1.5 * MiB, 2 * MiB], "reopened at each progress point");
     const patches = reg.fake.log.filter((r) => r.method === "PATCH").map((r) => r.contentRange);
     assert.deepEqual(patches, [
       `0-${MiB - 1}`,
       `${MiB}-${2 * MiB - 1}`, // half kept, 500
-      `${1.5 * MiB}-${2 * MiB - 1}`, // the rest of the chunk, from memory
+      `${1.5 * MiB}-${2 * MiB - 1}`, // the rest of the chunk, read again from the source
       `${2 * MiB}-${3 * MiB - 1}`, // 416
       `${2 * MiB}-${3 * MiB - 1}`,
     ]);

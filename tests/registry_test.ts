@@ -739,7 +739,11 @@ Deno.test("registry: a 64 MiB blob goes up in PATCH chunks, each with a correct 
         const sampler = setInterval(() => peak = Math.max(peak, Deno.memoryUsage().rss - base), 10);
         let t0 = performance.now();
         try {
-          await push(src, "big", `${proxy.host}/big/blob`, { plainHttp: true, trace: rec.trace });
+          await push(src, "big", `${proxy.host}/big/blob`, {
+            plainHttp: true,
+            trace: rec.trace,
+            chunkSize: 16 * MiB,
+          });
         } finally {
           clearInterval(sampler);
         }

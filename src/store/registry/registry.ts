@@ -131,6 +131,16 @@ export class RegistryStore implements MountingStore {
       repository: this.repository,
       url: (path) => this.#url(path),
       send: (req, scopes) => this.#send(req, scopes ?? this.#pushScopes()),
+      sendStream: transport.canStream
+        ? async (req) => {
+          const ours = this.#transport.isRegistryOrigin(req.url);
+          const authorization = ours ? await this.#auth.header(this.#pushScopes()) : undefined;
+          return await this.#transport.streamBody({
+            ...req,
+            headers: { ...req.headers, authorization },
+          });
+        }
+        : undefined,
       fail: (res, method, url) => this.#fail(res, method, url),
     };
   }

@@ -43,6 +43,7 @@
 // query parameters in URLs and Location values. Bodies are never printed.
 import { UserError } from "../../errors.ts";
 import { join } from "../../path.ts";
+import { streamRequest, StreamRequestError, type StreamResponse } from "./stream_request.ts";
 
 // node:https and friends are loaded only for --tls-verify=false: loading node: modules
 // costs Deno tens of milliseconds of start-up, most of a copy that finds everything present.
@@ -584,7 +585,17 @@ export class Transport {
   readonly retry: RetryPolicy;
   #closed = false;
 
-  private constructor(name: string, baseUrl: URL, backend: Backend, opts: TransportOptions) {
+  /** TLS material for streamed requests; undefined when they cannot be made (no verify). */
+  readonly #streamTls?: TlsMaterial;
+
+  private constructor(
+    name: string,
+    baseUrl: URL,
+    backend: Backend,
+    opts: TransportOptions,
+    streamTls?: TlsMaterial,
+  ) {
+    this.#streamTls = streamTls;
     this.name = name;
     this.baseUrl = baseUrl;
     this.#backend = backend;
@@ -612,7 +623,81 @@ export class Transport {
     } catch (e) {
       throw new UserError(`cannot set up TLS for ${name}: ${(e as Error).message}`);
     }
-    return new Transport(name, baseUrl, backend, opts);
+    // Streamed uploads use Deno.connectTls, which always verifies: not for tlsVerify=false.
+    const streamTls = opts.tlsVerify === false && !opts.plainHttp ? undefined : tls;
+    return new Transport(name, baseUrl, backend, opts, streamTls);
+  }
+
+  /** True when streamBody() can be used (everything but --tls-verify=false). */
+  get canStream(): boolean {
+    return this.#streamTls !== undefined;
+  }
+
+  /**
+   * Send one request whose body is written by `body` as it is produced, with an exact
+   * Content-Length (see stream_request.ts). No redirects, no retries: the caller (uploads)
+   * recovers by asking the registry for its progress. `bodyError` tells the caller whether a
+   * failure came from its own body callback (source or verifier) rather than the network.
+   */
+  async streamBody(req: {
+    method: string;
+    url: URL;
+    headers: Record<string, string | undefined>;
+    contentLength: number;
+    body: (write: (chunk: Uint8Array) => Promise<void>) => Promise<void>;
+  }): Promise<HttpResponse> {
+    if (!this.#streamTls) throw new Error("internal error: streaming is not available");
+    const headers: Record<string, string> = { "user-agent": this.#userAgent };
+    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers[k] = v;
+    const trace = this.#trace;
+    const started = performance.now();
+    if (trace) {
+      const shown = Object.entries(headers).filter(([k]) => k !== "user-agent");
+      shown.push(["content-length", String(req.contentLength)]);
+      trace(`> ${req.method} ${redactUrl(req.url)} ${formatHeaders(shown)}`);
+    }
+    let raw: StreamResponse;
+    try {
+      raw = await streamRequest({
+        method: req.method,
+        url: req.url,
+        headers,
+        contentLength: req.contentLength,
+        body: req.body,
+        tls: this.#streamTls,
+      });
+    } catch (e) {
+      if (!(e instanceof StreamRequestError)) throw e; // the body callback's own error
+      const msg = describeNetworkError(e);
+      trace?.(
+        `< ERROR ${req.method} ${redactUrl(req.url)} ${
+          Math.round(performance.now() - started)
+        }ms ${msg}`,
+      );
+      throw new NetworkError(`${this.name}: ${req.method} ${redactUrl(req.url)}: ${msg}`, true);
+    }
+    if (trace) {
+      const shown: [string, string][] = [];
+      for (const k of TRACED_RESPONSE_HEADERS) {
+        const v = raw.headers.get(k);
+        if (v !== null) shown.push([k, v]);
+      }
+      const ms = Math.round(performance.now() - started);
+      trace(
+        `< ${raw.status} ${req.method} ${redactUrl(req.url)} ${ms}ms${
+          shown.length ? " " + formatHeaders(shown) : ""
+        }`,
+      );
+    }
+    const bytes = raw.body;
+    return new HttpResponse({
+      status: raw.status,
+      statusText: raw.statusText,
+      headers: raw.headers,
+      url: req.url,
+      method: req.method,
+      body: bytes.length ? ReadableStream.from([bytes]) : null,
+    });
   }
 
   /** True when `url` has the same scheme, host and port as the registry. */

@@ -38,6 +38,7 @@ import { DigestMismatchError, Verifier } from "../../digest.ts";
 import { describeError, UserError } from "../../errors.ts";
 import type { Descriptor } from "../../media.ts";
 import type { BlobReader, BlobSource } from "../store.ts";
+import { ChunkReader, reclaim } from "../../stream.ts";
 import {
   backoffDelay,
   DEFAULT_RETRIES,
@@ -53,7 +54,13 @@ import {
   sleep,
 } from "./transport.ts";
 
-export const DEFAULT_CHUNK_SIZE = 16 * 1024 * 1024;
+export const DEFAULT_CHUNK_SIZE = 64 * 1024 * 1024;
+/** Blobs up to this size go up in one PUT, held in memory (configs, small layers). */
+const MONOLITHIC_MAX = 4 * 1024 * 1024;
+/** What the source is read into at a time. */
+const READ_BUFFER = 256 * 1024;
+/** The buffer a streamed PATCH is written through. */
+const STREAM_BUFFER = 1024 * 1024;
 /** A registry asking for chunks larger than this (OCI-Chunk-Min-Length) is refused. */
 const MAX_CHUNK_SIZE = 256 * 1024 * 1024;
 const EMPTY = new Uint8Array(0);
@@ -85,6 +92,17 @@ export interface UploadApi {
   ): Promise<HttpResponse>;
   /** Turn an unexpected response into a one-line UserError (consumes the body). */
   fail(res: HttpResponse, method: string, url: URL): Promise<UserError>;
+  /**
+   * Send one request whose body is streamed with an exact Content-Length (no retries, no
+   * redirects); absent where the transport cannot (--tls-verify=false).
+   */
+  sendStream?(req: {
+    method: string;
+    url: URL;
+    headers: Record<string, string>;
+    contentLength: number;
+    body: (write: (chunk: Uint8Array) => Promise<void>) => Promise<void>;
+  }): Promise<HttpResponse>;
 }
 
 export interface UploadOptions {
@@ -147,11 +165,15 @@ class SourceReader {
   readonly #source: BlobSource;
   readonly #verifier: Verifier;
   readonly #policy: RetryPolicy;
-  #reader?: ReadableStreamDefaultReader<Uint8Array>;
+  #reader?: ChunkReader;
+  /** Reused for every read: byte streams fill it in place (no garbage per chunk). */
+  #buffer = new Uint8Array(READ_BUFFER);
   #leftover: Uint8Array = EMPTY;
   #done = false;
   /** Bytes still to drop from the current stream (it restarted before our position). */
   #skip = 0;
+  /** Offset in the blob of the next byte the stream will give. */
+  #position = 0;
   #failures = 0;
   #mark = 0;
 
@@ -170,40 +192,45 @@ class SourceReader {
       );
     }
     this.#skip = offset - opened.offset;
-    this.#reader = opened.stream.getReader();
+    this.#reader = new ChunkReader(opened.stream);
   }
 
   /** The next piece of new bytes from the source, or undefined at the end. */
   async #next(): Promise<Uint8Array | undefined> {
     for (;;) {
       try {
-        if (!this.#reader) await this.#open(this.#verifier.seen);
-        let result: ReadableStreamReadResult<Uint8Array>;
+        if (!this.#reader) await this.#open(this.#position);
+        let value: Uint8Array;
         try {
-          result = await this.#reader!.read();
+          value = await this.#reader!.readFull(this.#buffer);
         } catch (e) {
+          // A failed BYOB read keeps the buffer it was given: start with a fresh one.
+          this.#buffer = new Uint8Array(READ_BUFFER);
           throw new SourceError(e);
         }
-        if (result.done) return undefined;
-        let value = result.value;
+        this.#buffer = reclaim(value, READ_BUFFER);
+        if (value.length === 0) return undefined;
         if (this.#skip > 0) {
           const drop = Math.min(this.#skip, value.length);
           this.#skip -= drop;
           value = value.subarray(drop);
           if (value.length === 0) continue;
         }
-        this.#verifier.update(value);
+        // After a rewind, bytes before `seen` were verified the first time they were read.
+        const known = this.#verifier.seen - this.#position;
+        if (known < value.length) this.#verifier.update(known > 0 ? value.subarray(known) : value);
+        this.#position += value.length;
         return value;
       } catch (e) {
         if (!(e instanceof SourceError)) throw e;
         const reader = this.#reader;
         this.#reader = undefined;
         if (reader) {
-          await reader.cancel().catch(() => {});
-          reader.releaseLock();
+          await reader.cancel();
+          reader.release();
         }
         // Real progress since the last failure earns a fresh set of retries.
-        const seen = this.#verifier.seen;
+        const seen = this.#position;
         if (seen - this.#mark >= PROGRESS_RESETS_RETRIES) this.#failures = 0;
         this.#mark = seen;
         const max = this.#policy.retries;
@@ -245,13 +272,30 @@ class SourceReader {
     }
   }
 
+  /** The digest being read (for messages). */
+  get expected(): string {
+    return this.#verifier.expected;
+  }
+
+  /**
+   * Read from `offset` again (an upload must resend bytes the registry did not get). The
+   * source is reopened there; bytes before what was already verified are not hashed twice.
+   */
+  async rewind(offset: number): Promise<void> {
+    await this.close();
+    this.#leftover = EMPTY;
+    this.#done = false;
+    this.#skip = 0;
+    this.#position = offset;
+  }
+
   /** Stop reading (cancels the source stream). */
   async close(): Promise<void> {
     const reader = this.#reader;
     this.#reader = undefined;
     if (!reader) return;
-    if (!this.#done) await reader.cancel().catch(() => {});
-    reader.releaseLock();
+    if (!this.#done) await reader.cancel();
+    reader.release();
   }
 }
 
@@ -439,8 +483,8 @@ async function uploadOnce(
       chunkSize = minChunk;
     }
 
-    if (desc.size <= chunkSize) {
-      // Monolithic: the whole blob in one PUT.
+    if (desc.size <= chunkSize && (desc.size <= MONOLITHIC_MAX || !api.sendStream)) {
+      // Monolithic: the whole (small) blob in one PUT.
       if (state.whole === undefined) {
         verifier = new Verifier(desc.digest, desc.size);
         source = new SourceReader(blobSource, verifier, policy);
@@ -456,9 +500,26 @@ async function uploadOnce(
       return;
     }
 
-    // Chunked: PATCH fixed-size chunks, reading the next one while the current is sent.
     verifier = new Verifier(desc.digest, desc.size);
     source = new SourceReader(blobSource, verifier, policy);
+    if (api.sendStream) {
+      // Streamed: each PATCH carries up to a chunk straight from the source through a small
+      // buffer, so memory does not grow with the chunk size.
+      const buf = new Uint8Array(STREAM_BUFFER);
+      for (let offset = 0; offset < desc.size;) {
+        const length = Math.min(chunkSize, desc.size - offset);
+        session = await sendChunkStreamed(api, session, source, buf, offset, length, policy);
+        offset += length;
+        opts.onProgress?.(offset);
+      }
+      await source.drain(); // an overrun makes the verifier throw
+      verifier.finish();
+      await closeUpload(api, desc, session, EMPTY, policy);
+      committed = true;
+      return;
+    }
+
+    // Chunked in memory: PATCH fixed-size chunks, reading the next while one is sent.
     const buffers = [new Uint8Array(chunkSize), new Uint8Array(chunkSize)];
     let which = 0;
     let offset = 0;
@@ -611,6 +672,118 @@ async function sendChunk(
     sent = progress.have - offset;
     url = progress.session;
     if (sent === chunk.length) return url;
+  }
+}
+
+/**
+ * PATCH one chunk [offset, offset+length) streamed from the source. When the answer is lost
+ * or transient, the registry is asked how far it got and the rest of the chunk is read from
+ * the source again from there; a session the registry no longer knows throws RestartUpload.
+ */
+async function sendChunkStreamed(
+  api: UploadApi,
+  session: URL,
+  source: SourceReader,
+  buf: Uint8Array,
+  offset: number,
+  length: number,
+  policy: RetryPolicy,
+): Promise<URL> {
+  const end = offset + length - 1;
+  let sent = 0;
+  let failures = 0;
+  let hops = 0;
+  let url = session;
+  for (;;) {
+    const from = offset + sent;
+    let bodyError: unknown;
+    let outcome: Outcome;
+    try {
+      const res = await api.sendStream!({
+        method: "PATCH",
+        url,
+        headers: {
+          "content-type": "application/octet-stream",
+          "content-range": `${from}-${end}`,
+        },
+        contentLength: end - from + 1,
+        body: async (write) => {
+          try {
+            for (let left = end - from + 1; left > 0;) {
+              const n = await source.fill(buf.subarray(0, Math.min(buf.length, left)));
+              if (n === 0) {
+                throw new DigestMismatchError(
+                  `content of ${source.expected} ended before its descriptor size`,
+                );
+              }
+              await write(buf.subarray(0, n));
+              left -= n;
+            }
+          } catch (e) {
+            bodyError = e;
+            throw e;
+          }
+        },
+      });
+      outcome = { res };
+    } catch (e) {
+      if (bodyError !== undefined) throw bodyError;
+      if (!(e instanceof NetworkError && e.retryable)) throw e;
+      outcome = { error: e };
+    }
+    if (outcome.res?.status === 202) {
+      const res = outcome.res;
+      const next = uploadLocation(api, res);
+      const acknowledged = parseUploadRange(res.headers.get("range"));
+      await res.discard();
+      if (acknowledged !== undefined && acknowledged !== end) {
+        throw new UserError(
+          `${api.name}: upload out of step: sent bytes up to ${end}, registry has up to ${acknowledged}`,
+        );
+      }
+      return next;
+    }
+    if (outcome.res?.status === 307 || outcome.res?.status === 308) {
+      // The upload is sent elsewhere (storage behind the registry): send the same bytes
+      // there. Authorization only goes along to the registry's own origin (sendStream).
+      const res = outcome.res;
+      const next = uploadLocation(api, res);
+      await res.discard();
+      if (++hops > 10) throw new UserError(`${api.name}: PATCH: too many redirects`);
+      url = next;
+      await source.rewind(from);
+      continue;
+    }
+    if (outcome.res?.status === 404) {
+      const error = await api.fail(outcome.res, "PATCH", url);
+      throw new RestartUpload(`upload session is gone (${error.message})`);
+    }
+    if (outcome.res && !transient(outcome)) throw await api.fail(outcome.res, "PATCH", url);
+    const wait = retryDelay(policy, failures + 1, outcome.res);
+    const what = await describeOutcome(api, outcome, "PATCH", url);
+    if (++failures > policy.retries) {
+      throw new UserError(`${what} (no retries left: ${policy.retries})`);
+    }
+    policy.report(
+      retryLine(
+        failures,
+        policy.retries,
+        wait,
+        `${what} (bytes ${from}-${end}); asking for the progress`,
+      ),
+    );
+    await sleep(wait);
+    const progress = await uploadProgress(api, url, offset);
+    if (progress.have < offset || progress.have > end + 1) {
+      throw new RestartUpload(
+        `the registry holds ${progress.have} bytes, outside the chunk ${offset}-${end} in hand`,
+      );
+    }
+    if (progress.have - from >= PROGRESS_RESETS_RETRIES) failures = 0;
+    sent = progress.have - offset;
+    url = progress.session;
+    if (sent === length) return url;
+    await source.rewind(progress.have);
   }
 }
 
