@@ -36,6 +36,8 @@ const { values: flags } = parseArgs({
     huge: { type: "boolean", default: false },
     markdown: { type: "string" },
     keep: { type: "boolean", default: false },
+    verbose: { type: "boolean", default: false },
+    only: { type: "string" },
   },
 });
 const SMOKE = flags.smoke;
@@ -106,6 +108,7 @@ async function runUmoci(args: string[], regs: RunningRegistry[]): Promise<Sample
   const before = regs.map((r) => r.requests().length);
   const r = await timed([...UMOCI, "copy", "--plain-http", "--log=warn", ...args]);
   if (r.code !== 0) throw new Error(`umoci copy ${args.join(" ")} failed:\n${r.stderr}`);
+  if (flags.verbose) console.error(`  umoci  ${r.seconds.toFixed(2)} s ${args.join(" ")}`);
   await settle();
   const requests = regs.flatMap((reg, i) => reg.requests().slice(before[i]));
   return { seconds: r.seconds, rssKiB: r.rssKiB, requests, digest: r.stdout.trim() };
@@ -129,6 +132,7 @@ async function runSkopeo(args: string[], regs: RunningRegistry[], dir: string): 
     ...args,
   ], { isolateSkopeo: true });
   if (r.code !== 0) throw new Error(`skopeo copy ${args.join(" ")} failed:\n${r.stderr}`);
+  if (flags.verbose) console.error(`  skopeo ${r.seconds.toFixed(2)} s ${args.join(" ")}`);
   await settle();
   const requests = regs.flatMap((reg, i) => reg.requests().slice(before[i]));
   const digest = (await Deno.readTextFile(digestFile).catch(() => "")).trim();
@@ -404,7 +408,7 @@ try {
   console.error("building images …");
   const images = await buildImages(work);
   const rows: Row[] = [];
-  for (const img of images) {
+  for (const img of images.filter((i) => !flags.only || i.name.includes(flags.only))) {
     console.error(`benchmarking ${img.name} (${PAIRS} pairs) …`);
     await benchImage(img, a, b, work, rows);
   }

@@ -534,7 +534,7 @@ export class LayoutStore implements Store {
         }
         break;
       }
-      await file.sync();
+      await file.syncData(); // the data must be on disk before the rename publishes it
       await Deno.rename(partial, final);
       this.#renamed = true;
     } finally {

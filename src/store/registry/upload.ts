@@ -526,7 +526,7 @@ async function uploadOnce(
     let n = await source.fill(buffers[which]);
     while (n > 0) {
       const chunk = buffers[which].subarray(0, n);
-      const patch = sendChunk(api, session, chunk, offset, policy);
+      const patch = sendChunkFromMemory(api, session, chunk, offset, policy);
       // Read ahead into the other buffer; whatever happens, wait for the PATCH to settle.
       const [sent, next] = await Promise.allSettled([patch, source.fill(buffers[1 - which])]);
       if (sent.status === "rejected") throw sent.reason;
@@ -603,91 +603,21 @@ async function closeUpload(
 }
 
 /**
- * PATCH one chunk; returns the session URL to use next. After a lost or transient answer
- * the registry is asked how far it got, and the rest of the chunk (still in memory) is sent
- * from there; progress outside this chunk, or a session the registry no longer knows,
- * throws RestartUpload.
+ * PATCH one chunk [offset, offset+length); returns the session URL to use next. `send`
+ * makes one attempt that carries bytes `from`…end. After a lost or transient answer the
+ * registry is asked how far it got, and the rest of the chunk is sent from there (`rewind`
+ * tells a streaming source to read from that byte again); progress outside this chunk, or a
+ * session the registry no longer knows, throws RestartUpload. A 307/308 sends the same
+ * bytes to the new Location (a streamed request does not follow redirects by itself).
  */
 async function sendChunk(
   api: UploadApi,
   session: URL,
-  chunk: Uint8Array,
-  offset: number,
-  policy: RetryPolicy,
-): Promise<URL> {
-  const end = offset + chunk.length - 1;
-  let sent = 0;
-  let failures = 0;
-  let url = session;
-  for (;;) {
-    const from = offset + sent;
-    const outcome = await attempt(api, {
-      method: "PATCH",
-      url,
-      headers: {
-        "content-type": "application/octet-stream",
-        "content-range": `${from}-${end}`,
-      },
-      body: chunk.subarray(sent),
-    });
-    if (outcome.res?.status === 202) {
-      const res = outcome.res;
-      const next = uploadLocation(api, res);
-      const acknowledged = parseUploadRange(res.headers.get("range"));
-      await res.discard();
-      if (acknowledged !== undefined && acknowledged !== end) {
-        throw new UserError(
-          `${api.name}: upload out of step: sent bytes up to ${end}, registry has up to ${acknowledged}`,
-        );
-      }
-      return next;
-    }
-    if (outcome.res?.status === 404) {
-      const error = await api.fail(outcome.res, "PATCH", url);
-      throw new RestartUpload(`upload session is gone (${error.message})`);
-    }
-    if (outcome.res && !transient(outcome)) throw await api.fail(outcome.res, "PATCH", url);
-    const wait = retryDelay(policy, failures + 1, outcome.res);
-    const what = await describeOutcome(api, outcome, "PATCH", url);
-    if (++failures > policy.retries) {
-      throw new UserError(`${what} (no retries left: ${policy.retries})`);
-    }
-    policy.report(
-      retryLine(
-        failures,
-        policy.retries,
-        wait,
-        `${what} (bytes ${from}-${end}); asking for the progress`,
-      ),
-    );
-    await sleep(wait);
-    const progress = await uploadProgress(api, url, offset);
-    if (progress.have < offset || progress.have > end + 1) {
-      throw new RestartUpload(
-        `the registry holds ${progress.have} bytes, outside the chunk ${offset}-${end} in hand`,
-      );
-    }
-    const gained = progress.have - offset - sent;
-    if (gained >= PROGRESS_RESETS_RETRIES) failures = 0;
-    sent = progress.have - offset;
-    url = progress.session;
-    if (sent === chunk.length) return url;
-  }
-}
-
-/**
- * PATCH one chunk [offset, offset+length) streamed from the source. When the answer is lost
- * or transient, the registry is asked how far it got and the rest of the chunk is read from
- * the source again from there; a session the registry no longer knows throws RestartUpload.
- */
-async function sendChunkStreamed(
-  api: UploadApi,
-  session: URL,
-  source: SourceReader,
-  buf: Uint8Array,
   offset: number,
   length: number,
   policy: RetryPolicy,
+  send: (url: URL, from: number, end: number) => Promise<Outcome>,
+  rewind: (from: number) => Promise<void> = () => Promise.resolve(),
 ): Promise<URL> {
   const end = offset + length - 1;
   let sent = 0;
@@ -696,41 +626,7 @@ async function sendChunkStreamed(
   let url = session;
   for (;;) {
     const from = offset + sent;
-    let bodyError: unknown;
-    let outcome: Outcome;
-    try {
-      const res = await api.sendStream!({
-        method: "PATCH",
-        url,
-        headers: {
-          "content-type": "application/octet-stream",
-          "content-range": `${from}-${end}`,
-        },
-        contentLength: end - from + 1,
-        body: async (write) => {
-          try {
-            for (let left = end - from + 1; left > 0;) {
-              const n = await source.fill(buf.subarray(0, Math.min(buf.length, left)));
-              if (n === 0) {
-                throw new DigestMismatchError(
-                  `content of ${source.expected} ended before its descriptor size`,
-                );
-              }
-              await write(buf.subarray(0, n));
-              left -= n;
-            }
-          } catch (e) {
-            bodyError = e;
-            throw e;
-          }
-        },
-      });
-      outcome = { res };
-    } catch (e) {
-      if (bodyError !== undefined) throw bodyError;
-      if (!(e instanceof NetworkError && e.retryable)) throw e;
-      outcome = { error: e };
-    }
+    const outcome = await send(url, from, end);
     if (outcome.res?.status === 202) {
       const res = outcome.res;
       const next = uploadLocation(api, res);
@@ -744,14 +640,12 @@ async function sendChunkStreamed(
       return next;
     }
     if (outcome.res?.status === 307 || outcome.res?.status === 308) {
-      // The upload is sent elsewhere (storage behind the registry): send the same bytes
-      // there. Authorization only goes along to the registry's own origin (sendStream).
-      const res = outcome.res;
-      const next = uploadLocation(api, res);
-      await res.discard();
+      // Authorization only goes along to the registry's own origin (api.send/sendStream).
+      const next = uploadLocation(api, outcome.res);
+      await outcome.res.discard();
       if (++hops > 10) throw new UserError(`${api.name}: PATCH: too many redirects`);
       url = next;
-      await source.rewind(from);
+      await rewind(from);
       continue;
     }
     if (outcome.res?.status === 404) {
@@ -783,8 +677,76 @@ async function sendChunkStreamed(
     sent = progress.have - offset;
     url = progress.session;
     if (sent === length) return url;
-    await source.rewind(progress.have);
+    await rewind(progress.have);
   }
+}
+
+const PATCH_HEADERS = (from: number, end: number) => ({
+  "content-type": "application/octet-stream",
+  "content-range": `${from}-${end}`,
+});
+
+/** PATCH a chunk held in memory (the path through fetch/node:https). */
+function sendChunkFromMemory(
+  api: UploadApi,
+  session: URL,
+  chunk: Uint8Array,
+  offset: number,
+  policy: RetryPolicy,
+): Promise<URL> {
+  return sendChunk(api, session, offset, chunk.length, policy, (url, from, end) =>
+    attempt(api, {
+      method: "PATCH",
+      url,
+      headers: PATCH_HEADERS(from, end),
+      body: chunk.subarray(from - offset),
+    }));
+}
+
+/** PATCH a chunk streamed from the source through `buf` (sendStream). */
+function sendChunkStreamed(
+  api: UploadApi,
+  session: URL,
+  source: SourceReader,
+  buf: Uint8Array,
+  offset: number,
+  length: number,
+  policy: RetryPolicy,
+): Promise<URL> {
+  const send = async (url: URL, from: number, end: number): Promise<Outcome> => {
+    let bodyError: unknown;
+    try {
+      const res = await api.sendStream!({
+        method: "PATCH",
+        url,
+        headers: PATCH_HEADERS(from, end),
+        contentLength: end - from + 1,
+        body: async (write) => {
+          try {
+            for (let left = end - from + 1; left > 0;) {
+              const n = await source.fill(buf.subarray(0, Math.min(buf.length, left)));
+              if (n === 0) {
+                throw new DigestMismatchError(
+                  `content of ${source.expected} ended before its descriptor size`,
+                );
+              }
+              await write(buf.subarray(0, n));
+              left -= n;
+            }
+          } catch (e) {
+            bodyError = e;
+            throw e;
+          }
+        },
+      });
+      return { res };
+    } catch (e) {
+      if (bodyError !== undefined) throw bodyError; // the source or verifier: final
+      if (!(e instanceof NetworkError && e.retryable)) throw e;
+      return { error: e };
+    }
+  };
+  return sendChunk(api, session, offset, length, policy, send, (from) => source.rewind(from));
 }
 
 /**
