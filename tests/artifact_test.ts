@@ -2,8 +2,13 @@
 // (empty environment: no HOME, no PATH, no TTY; a read-only working directory).
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { umoci, umociCommand } from "./fixtures/cli.ts";
-import { assertSameContent, buildRandomImage, withTempDir } from "./fixtures/images.ts";
+import { spawnUmoci, umoci, umociCommand } from "./fixtures/cli.ts";
+import {
+  assertSameContent,
+  buildRandomImage,
+  verifyLayoutBlobs,
+  withTempDir,
+} from "./fixtures/images.ts";
 import { startRegistry } from "./fixtures/registry.ts";
 
 Deno.test("artifact: --version names the version, the git commit and the Deno version", async () => {
@@ -78,5 +83,38 @@ Deno.test("artifact: copies work with an empty environment, no TTY and a read-on
     } finally {
       await reg.stop();
     }
+  });
+});
+
+Deno.test("artifact: Ctrl-C (SIGINT) mid-copy exits 130 in one line, no partial blob, index.json intact", async () => {
+  await withTempDir(async (dir) => {
+    const src = join(dir, "src");
+    const img = await buildRandomImage(src, "v1", { layerSizes: [96 << 20, 96 << 20], raw: true });
+    const dst = join(dir, "dst");
+    // An existing destination with a tag that must survive the interruption.
+    const first = await umoci(["copy", `${src}:v1`, `${dst}:old`]);
+    assert.equal(first.code, 0, first.stderr);
+    const before = await Deno.readTextFile(join(dst, "index.json"));
+    const other = join(dir, "other");
+    await buildRandomImage(other, "v1", { layerSizes: [128 << 20, 128 << 20], raw: true });
+    const child = spawnUmoci(["copy", "--log=warn", "--jobs", "1", `${other}:v1`, `${dst}:new`]);
+    await new Promise((r) => setTimeout(r, 400));
+    child.kill("SIGINT");
+    const out = await child.output();
+    const stderr = new TextDecoder().decode(out.stderr).trim().split("\n").filter(Boolean);
+    if (out.code === 0) {
+      // The machine was fast enough to finish first: then everything must be there.
+      assert.match(await Deno.readTextFile(join(dst, "index.json")), /"new"/);
+    } else {
+      assert.equal(out.code, 130, stderr.join("\n"));
+      assert.equal(stderr.length, 1, stderr.join("\n"));
+      assert.match(stderr[0], /^error: interrupted by SIGINT/);
+      assert.equal(await Deno.readTextFile(join(dst, "index.json")), before);
+    }
+    // Whatever is under blobs/ is complete and correct; the old tag still resolves.
+    assert.deepEqual(await verifyLayoutBlobs(dst), []);
+    const again = await umoci(["copy", `${dst}:old`, `${join(dir, "check")}:v1`]);
+    assert.equal(again.code, 0, again.stderr);
+    assert.equal(again.stdout.trim(), img.manifest.digest);
   });
 });

@@ -47,7 +47,9 @@ export async function run(args: string[]): Promise<number> {
   let logger = new Logger("info");
   const onSignal = (signal: Deno.Signal) => () => {
     removeTempFilesSync();
-    logger.error(`interrupted by ${signal}; nothing partial was left behind`);
+    logger.error(
+      `interrupted by ${signal}; nothing partial was published (a rerun resumes downloads)`,
+    );
     Deno.exit(signal === "SIGINT" ? 130 : 143);
   };
   const handlers: [Deno.Signal, () => void][] = [];
