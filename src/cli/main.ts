@@ -8,7 +8,7 @@ import { type Level, LEVELS, Logger } from "./log.ts";
 const USAGE = `Usage: umoci [--log=LEVEL] COMMAND [flags] ARGS
 
 Commands:
-  copy, cp    copy an image between OCI image layouts
+  copy, cp    copy an image between OCI image layouts and registries
 
 Global flags:
   --log=LEVEL   debug, info, warn or error (default info)
