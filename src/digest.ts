@@ -45,8 +45,19 @@ export interface ParsedDigest {
   encoded: string;
 }
 
+const parsed = new Map<string, ParsedDigest>();
+
 /** Parse and validate a digest; throws a UserError naming the problem. */
 export function parseDigest(digest: string): ParsedDigest {
+  // A copy parses the same few hundred digests many times over: remember the good ones.
+  const known = parsed.get(digest);
+  if (known) return known;
+  const result = parseDigestUncached(digest);
+  if (parsed.size < 100_000) parsed.set(digest, result);
+  return result;
+}
+
+function parseDigestUncached(digest: string): ParsedDigest {
   if (typeof digest !== "string" || digest.length === 0) {
     throw new UserError("invalid digest: empty");
   }

@@ -115,7 +115,9 @@ async function pump(
   const reader = new ChunkReader(stream);
   let pending: Promise<void> = Promise.resolve();
   try {
-    const buffers = [new Uint8Array(WRITE_BUFFER), new Uint8Array(WRITE_BUFFER)];
+    // Small blobs get small buffers: a pull of many small layers allocates little.
+    const size = Math.max(4096, Math.min(WRITE_BUFFER, verifier.size - verifier.seen + 1));
+    const buffers = [new Uint8Array(size), new Uint8Array(size)];
     for (let i = 0; !reader.done; i ^= 1) {
       let view: Uint8Array<ArrayBuffer>;
       try {
@@ -123,7 +125,7 @@ async function pump(
       } catch (e) {
         throw new SourceError(e);
       }
-      buffers[i] = reclaim(view, WRITE_BUFFER);
+      buffers[i] = reclaim(view, size);
       if (view.length === 0) break;
       verifier.update(view);
       await pending;
@@ -174,6 +176,8 @@ export class LayoutStore implements Store {
   #checkedAlgDirs = new Set<string>();
   /** Blobs were renamed into blobs/ since the last directory fsync. */
   #renamed = false;
+  /** The temp directory was made by this store (another's close() may remove it: retried). */
+  #tmpReady = false;
   /** The layout does not exist yet; it is created by the first write. */
   #pending = false;
 
@@ -410,9 +414,10 @@ export class LayoutStore implements Store {
     return bytes;
   }
 
-  async #tmpDir(): Promise<string> {
+  async #tmpDir(fresh = false): Promise<string> {
     const dir = join(this.path, TMP_DIR);
-    await Deno.mkdir(dir, { recursive: true });
+    if (fresh || !this.#tmpReady) await Deno.mkdir(dir, { recursive: true });
+    this.#tmpReady = true;
     return dir;
   }
 
@@ -422,7 +427,7 @@ export class LayoutStore implements Store {
    */
   async #openPartial(name: string): Promise<{ path: string; file: Deno.FsFile }> {
     for (let attempt = 0;; attempt++) {
-      const path = join(await this.#tmpDir(), name);
+      const path = join(await this.#tmpDir(attempt > 0), name);
       try {
         const file = await Deno.open(path, { read: true, write: true, create: true, mode: 0o644 });
         return { path, file };
@@ -449,7 +454,6 @@ export class LayoutStore implements Store {
     const retries = opts.retries ?? 5;
     await this.#ensure();
     const final = await this.blobPath(desc.digest, true);
-    if (await this.exists(desc)) return;
     await loadFastHash();
     const { algorithm, encoded } = parseDigest(desc.digest);
     const { path: partial, file } = await this.#openPartial(`${algorithm}-${encoded}.partial`);
@@ -479,6 +483,8 @@ export class LayoutStore implements Store {
         }
       }
       let resumedPartial = offset > 0;
+      // The file position is 0 right after opening; anything that read or wrote it moved it.
+      let moved = resumedPartial;
       let failures = 0;
       let progressMark = offset;
       while (offset >= 0) {
@@ -494,7 +500,8 @@ export class LayoutStore implements Store {
           offset = 0;
           resumedPartial = false;
         }
-        await file.seek(offset, Deno.SeekMode.Start);
+        if (offset > 0 || moved) await file.seek(offset, Deno.SeekMode.Start);
+        moved = true;
         try {
           await pump(reader.stream, file, verifier, onProgress);
         } catch (e) {
