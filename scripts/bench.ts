@@ -71,11 +71,15 @@ function median(xs: number[]): number {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-/** Run argv under /usr/bin/time; returns wall seconds, peak RSS and stdout. */
+/**
+ * Run argv under /usr/bin/time; returns wall seconds, peak RSS and stdout. The page cache is
+ * flushed first (`sync`), so no run pays for the writeback of the one before it.
+ */
 async function timed(
   argv: string[],
   opts: { isolateSkopeo?: boolean } = {},
 ): Promise<{ seconds: number; rssKiB: number; stdout: string; stderr: string; code: number }> {
+  await new Deno.Command("sync").output();
   const timeArgs = ["-f", "@@TIME %e %M", ...argv];
   let cmd: string;
   let args: string[];
