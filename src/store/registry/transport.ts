@@ -540,6 +540,25 @@ class NodeBackend implements Backend {
 
 // ---------------------------------------------------------------------------------------
 
+/** The `<` trace line of a response: status, method, URL, time, the headers worth seeing. */
+function responseTraceLine(
+  status: number,
+  method: string,
+  url: URL,
+  headers: Headers,
+  started: number,
+): string {
+  const shown: [string, string][] = [];
+  for (const k of TRACED_RESPONSE_HEADERS) {
+    const v = headers.get(k);
+    if (v !== null) shown.push([k, v]);
+  }
+  const ms = Math.round(performance.now() - started);
+  return `< ${status} ${method} ${redactUrl(url)} ${ms}ms${
+    shown.length ? " " + formatHeaders(shown) : ""
+  }`;
+}
+
 function isRedirect(status: number): boolean {
   return status === 301 || status === 302 || status === 303 || status === 307 || status === 308;
 }
@@ -676,19 +695,7 @@ export class Transport {
       );
       throw new NetworkError(`${this.name}: ${req.method} ${redactUrl(req.url)}: ${msg}`, true);
     }
-    if (trace) {
-      const shown: [string, string][] = [];
-      for (const k of TRACED_RESPONSE_HEADERS) {
-        const v = raw.headers.get(k);
-        if (v !== null) shown.push([k, v]);
-      }
-      const ms = Math.round(performance.now() - started);
-      trace(
-        `< ${raw.status} ${req.method} ${redactUrl(req.url)} ${ms}ms${
-          shown.length ? " " + formatHeaders(shown) : ""
-        }`,
-      );
-    }
+    if (trace) trace(responseTraceLine(raw.status, req.method, req.url, raw.headers, started));
     const bytes = raw.body;
     return new HttpResponse({
       status: raw.status,
@@ -836,19 +843,7 @@ export class Transport {
     } finally {
       clearTimeout(timer);
     }
-    if (trace) {
-      const shown: [string, string][] = [];
-      for (const k of TRACED_RESPONSE_HEADERS) {
-        const v = raw.headers.get(k);
-        if (v !== null) shown.push([k, v]);
-      }
-      const ms = Math.round(performance.now() - started);
-      trace(
-        `< ${raw.status} ${method} ${redactUrl(url)} ${ms}ms${
-          shown.length ? " " + formatHeaders(shown) : ""
-        }`,
-      );
-    }
+    if (trace) trace(responseTraceLine(raw.status, method, url, raw.headers, started));
     return new HttpResponse({ ...raw, url, method });
   }
 
