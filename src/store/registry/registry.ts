@@ -111,6 +111,8 @@ export class RegistryStore implements MountingStore {
   readonly #transport: Transport;
   readonly #auth: Authenticator;
   readonly #chunkSize: number;
+  /** Digests that a HEAD of a tag reported (Docker-Content-Digest), for clearer errors. */
+  readonly #digestOfTag = new Map<string, string>();
   /** Manifest bytes fetched or pushed in this session, by digest (all verified). */
   readonly #manifests = new Map<string, Uint8Array>();
   readonly #api: UploadApi;
@@ -313,6 +315,7 @@ export class RegistryStore implements MountingStore {
       headerDigest && isValidDigest(headerDigest) && size !== undefined &&
       isManifestType(contentType) && (ref.digest === undefined || headerDigest === ref.digest)
     ) {
+      if (ref.digest === undefined) this.#digestOfTag.set(headerDigest, reference);
       return { mediaType: contentType, digest: headerDigest, size };
     }
     // No usable Docker-Content-Digest (or a type we must see to believe): GET and hash.
@@ -338,7 +341,21 @@ export class RegistryStore implements MountingStore {
       verifyBytes(cached, desc.digest, desc.size);
       return cached;
     }
-    const { bytes } = await this.#getManifest(desc.digest);
+    let bytes: Uint8Array;
+    try {
+      ({ bytes } = await this.#getManifest(desc.digest));
+    } catch (e) {
+      const tag = this.#digestOfTag.get(desc.digest);
+      if (e instanceof NotFoundError && tag !== undefined) {
+        // The digest came from the tag's Docker-Content-Digest: say so, not just "not found".
+        throw new UserError(
+          `${this.name}: the registry named ${desc.digest} as the digest of tag ${
+            JSON.stringify(tag)
+          } but has no manifest with that digest`,
+        );
+      }
+      throw e;
+    }
     verifyBytes(bytes, desc.digest, desc.size);
     this.#manifests.set(desc.digest, bytes);
     return bytes;
