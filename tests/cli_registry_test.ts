@@ -38,6 +38,7 @@ import {
   OCI_MANIFEST,
   reachableDigests,
   run,
+  runRaw,
   skopeoCopy,
   tagEntry,
   umociStat,
@@ -111,34 +112,9 @@ async function withRegistry<T>(
   }
 }
 
-/** Kill a child after timeoutMs; collect its output as bytes. */
-async function runBytes(
-  cmd: string,
-  args: string[],
-  timeoutMs = 30_000,
-): Promise<{ code: number; stdout: Uint8Array; stderr: string }> {
-  const child = new Deno.Command(cmd, {
-    args,
-    stdin: "null",
-    stdout: "piped",
-    stderr: "piped",
-  }).spawn();
-  const timer = setTimeout(() => {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* gone */ }
-  }, timeoutMs);
-  try {
-    const out = await child.output();
-    return { code: out.code, stdout: out.stdout, stderr: dec.decode(out.stderr) };
-  } finally {
-    clearTimeout(timer);
-  }
-}
-
 /** `skopeo inspect --raw` of a registry image: the exact manifest bytes. */
 async function skopeoRaw(image: string): Promise<Uint8Array> {
-  const r = await runBytes("skopeo", [
+  const r = await runRaw("skopeo", [
     "inspect",
     "--raw",
     "--tls-verify=false",
