@@ -43,7 +43,7 @@
 // query parameters in URLs and Location values. Bodies are never printed.
 import { UserError } from "../../errors.ts";
 import { join } from "../../path.ts";
-import { streamRequest, StreamRequestError, type StreamResponse } from "./stream_request.ts";
+import { Http1Client, Http1Error } from "./http1.ts";
 
 // node:https and friends are loaded only for --tls-verify=false: loading node: modules
 // costs Deno tens of milliseconds of start-up, most of a copy that finds everything present.
@@ -475,6 +475,56 @@ class FetchBackend implements Backend {
 }
 
 /**
+ * Plain http and verified https without a proxy: our own HTTP/1.1 client (http1.ts), which
+ * starts faster than fetch, reads bodies straight into the caller's buffers and can stream
+ * a request body with an exact Content-Length.
+ */
+class Http1Backend implements Backend {
+  readonly client: Http1Client;
+  constructor(tls: TlsMaterial) {
+    this.client = new Http1Client({ tls });
+  }
+  send(
+    method: string,
+    url: URL,
+    headers: Headers,
+    body: Uint8Array | undefined,
+    signal: AbortSignal,
+  ): Promise<RawResponse> {
+    return this.client.request(method, url, headers, body, signal);
+  }
+  close() {
+    this.client.close();
+  }
+}
+
+/**
+ * The proxy fetch would use for `url` (HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY, in
+ * either case), or undefined. Requests through a proxy go through fetch, which speaks to
+ * proxies; our HTTP/1.1 client does not.
+ */
+export function proxyFor(url: URL, env: (name: string) => string | undefined): string | undefined {
+  const get = (name: string) => env(name) ?? env(name.toUpperCase());
+  const proxy = (url.protocol === "https:" ? get("https_proxy") : get("http_proxy")) ??
+    get("all_proxy");
+  if (!proxy) return undefined;
+  const noProxy = get("no_proxy") ?? "";
+  const host = url.hostname.replace(/^\[(.*)\]$/, "$1").toLowerCase();
+  for (const raw of noProxy.split(/[\s,]+/)) {
+    const entry = raw.trim().toLowerCase();
+    if (!entry) continue;
+    if (entry === "*") return undefined;
+    const [name, port] = entry.startsWith("[")
+      ? [entry.slice(1, entry.indexOf("]")), entry.slice(entry.indexOf("]") + 2)]
+      : entry.split(":");
+    if (port && port !== (url.port || (url.protocol === "https:" ? "443" : "80"))) continue;
+    const bare = name.replace(/^\*?\./, "");
+    if (host === bare || host.endsWith(`.${bare}`)) return undefined;
+  }
+  return proxy;
+}
+
+/**
  * https without certificate verification. Deno's fetch cannot do this in-process (the
  * only switch is the process-wide --unsafely-ignore-certificate-errors flag), while its
  * node:https/node:tls compatibility layer honours `rejectUnauthorized: false`. One
@@ -604,17 +654,12 @@ export class Transport {
   readonly retry: RetryPolicy;
   #closed = false;
 
-  /** TLS material for streamed requests; undefined when they cannot be made (no verify). */
-  readonly #streamTls?: TlsMaterial;
-
   private constructor(
     name: string,
     baseUrl: URL,
     backend: Backend,
     opts: TransportOptions,
-    streamTls?: TlsMaterial,
   ) {
-    this.#streamTls = streamTls;
     this.name = name;
     this.baseUrl = baseUrl;
     this.#backend = backend;
@@ -636,27 +681,28 @@ export class Transport {
     const tls = opts.plainHttp ? { caCerts: [] } : await loadTlsMaterial(host, opts);
     let backend: Backend;
     try {
-      backend = opts.tlsVerify === false && !opts.plainHttp
-        ? await NodeBackend.create(tls)
-        : new FetchBackend(tls);
+      if (opts.tlsVerify === false && !opts.plainHttp) backend = await NodeBackend.create(tls);
+      else if (proxyFor(baseUrl, (n) => Deno.env.get(n))) backend = new FetchBackend(tls);
+      else backend = new Http1Backend(tls);
     } catch (e) {
       throw new UserError(`cannot set up TLS for ${name}: ${(e as Error).message}`);
     }
-    // Streamed uploads use Deno.connectTls, which always verifies: not for tlsVerify=false.
-    const streamTls = opts.tlsVerify === false && !opts.plainHttp ? undefined : tls;
-    return new Transport(name, baseUrl, backend, opts, streamTls);
+    return new Transport(name, baseUrl, backend, opts);
   }
 
-  /** True when streamBody() can be used (everything but --tls-verify=false). */
+  /**
+   * True when streamBody() can be used: requests go through our HTTP/1.1 client (not with
+   * --tls-verify=false, which needs node:https, nor through a proxy, which needs fetch).
+   */
   get canStream(): boolean {
-    return this.#streamTls !== undefined;
+    return this.#backend instanceof Http1Backend;
   }
 
   /**
    * Send one request whose body is written by `body` as it is produced, with an exact
-   * Content-Length (see stream_request.ts). No redirects, no retries: the caller (uploads)
-   * recovers by asking the registry for its progress. `bodyError` tells the caller whether a
-   * failure came from its own body callback (source or verifier) rather than the network.
+   * Content-Length (see http1.ts). No redirects, no retries: the caller (uploads) recovers
+   * by asking the registry for its progress. An error thrown by the body callback itself
+   * (source or verifier) is thrown as is; network failures become NetworkErrors.
    */
   async streamBody(req: {
     method: string;
@@ -665,46 +711,40 @@ export class Transport {
     contentLength: number;
     body: (write: (chunk: Uint8Array) => Promise<void>) => Promise<void>;
   }): Promise<HttpResponse> {
-    if (!this.#streamTls) throw new Error("internal error: streaming is not available");
-    const headers: Record<string, string> = { "user-agent": this.#userAgent };
-    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers[k] = v;
+    const backend = this.#backend;
+    if (!(backend instanceof Http1Backend)) {
+      throw new Error("internal error: streaming is not available");
+    }
+    const headers: [string, string][] = [["user-agent", this.#userAgent]];
+    for (const [k, v] of Object.entries(req.headers)) if (v !== undefined) headers.push([k, v]);
     const trace = this.#trace;
     const started = performance.now();
     if (trace) {
-      const shown = Object.entries(headers).filter(([k]) => k !== "user-agent");
+      const shown = headers.filter(([k]) => k !== "user-agent");
       shown.push(["content-length", String(req.contentLength)]);
       trace(`> ${req.method} ${redactUrl(req.url)} ${formatHeaders(shown)}`);
     }
-    let raw: StreamResponse;
+    let raw: RawResponse;
     try {
-      raw = await streamRequest({
-        method: req.method,
-        url: req.url,
-        headers,
-        contentLength: req.contentLength,
-        body: req.body,
-        tls: this.#streamTls,
+      raw = await backend.client.request(req.method, req.url, headers, {
+        length: req.contentLength,
+        write: req.body,
       });
     } catch (e) {
-      if (!(e instanceof StreamRequestError)) throw e; // the body callback's own error
+      if (!(e instanceof Http1Error)) throw e; // the body callback's own error
       const msg = describeNetworkError(e);
       trace?.(
         `< ERROR ${req.method} ${redactUrl(req.url)} ${
           Math.round(performance.now() - started)
         }ms ${msg}`,
       );
-      throw new NetworkError(`${this.name}: ${req.method} ${redactUrl(req.url)}: ${msg}`, true);
+      throw new NetworkError(
+        `${this.name}: ${req.method} ${redactUrl(req.url)}: ${msg}`,
+        isTransientNetworkError(e.cause ?? e, msg),
+      );
     }
     if (trace) trace(responseTraceLine(raw.status, req.method, req.url, raw.headers, started));
-    const bytes = raw.body;
-    return new HttpResponse({
-      status: raw.status,
-      statusText: raw.statusText,
-      headers: raw.headers,
-      url: req.url,
-      method: req.method,
-      body: bytes.length ? ReadableStream.from([bytes]) : null,
-    });
+    return new HttpResponse({ ...raw, url: req.url, method: req.method });
   }
 
   /** True when `url` has the same scheme, host and port as the registry. */

@@ -722,20 +722,21 @@ function sendChunkStreamed(
         headers: PATCH_HEADERS(from, end),
         contentLength: end - from + 1,
         body: async (write) => {
-          try {
-            for (let left = end - from + 1; left > 0;) {
-              const n = await source.fill(buf.subarray(0, Math.min(buf.length, left)));
+          for (let left = end - from + 1; left > 0;) {
+            let n: number;
+            try {
+              n = await source.fill(buf.subarray(0, Math.min(buf.length, left)));
               if (n === 0) {
                 throw new DigestMismatchError(
                   `content of ${source.expected} ended before its descriptor size`,
                 );
               }
-              await write(buf.subarray(0, n));
-              left -= n;
+            } catch (e) {
+              bodyError = e; // the source or the verifier: final
+              throw e;
             }
-          } catch (e) {
-            bodyError = e;
-            throw e;
+            await write(buf.subarray(0, n)); // the network: recovered from the progress
+            left -= n;
           }
         },
       });
