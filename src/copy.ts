@@ -167,6 +167,15 @@ export async function copyGraph(
   }
 
   const rootIsManifest = isManifestType(root.mediaType) || isSchema1(root.mediaType);
+  // A registry that has a manifest has everything below it: it checked that the manifest's
+  // blobs and child manifests were there when it accepted it (and copies push children
+  // first). So a re-push asks one HEAD instead of one per blob, as oras and crane do.
+  if (isManifestType(root.mediaType) && !dst.local && (await dst.exists(root))) {
+    stats.rootBytes = await src.fetchManifest(root);
+    stats.manifestsSkipped++;
+    emit({ type: "manifest-skip", desc: root });
+    return stats;
+  }
   if (rootIsManifest) {
     stats.rootBytes = (await plan(root, [])).bytes;
   } else {

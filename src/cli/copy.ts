@@ -1,7 +1,7 @@
 // `umoci copy [flags] SRC DST`
-import { type CopyEvent, copyGraph } from "../copy.ts";
+import { type CopyEvent, copyGraph, type CopyStats } from "../copy.ts";
 import { UsageError } from "../errors.ts";
-import { isIndexType } from "../media.ts";
+import { isIndexType, isManifestType } from "../media.ts";
 import {
   formatReference,
   parseReference,
@@ -206,14 +206,19 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       logger.info(registryLine(target, dst));
     }
     logger.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
-    const stats = await copyGraph(source, target, root, {
+    const tag = dst.tag;
+    // The tag already names this very manifest: the registry has all of it; one HEAD.
+    const done = tag !== undefined && target instanceof RegistryStore &&
+      isManifestType(root.mediaType) && (await target.tagDigest(tag)) === root.digest;
+    const stats = done ? emptyStats() : await copyGraph(source, target, root, {
       jobs,
       retries: registry.retries,
       onEvent: (e) => report(e, logger, progress, target!),
     });
     progress?.stop();
-    const tag = dst.tag;
-    if (tag) {
+    if (done) {
+      logger.info(`${formatReference(dst)} is already ${root.digest}: nothing to copy`);
+    } else if (tag) {
       if (target instanceof LayoutStore) {
         logger.info(`Saving reference '${tag}' to index in ${target.path}`);
       } else logger.info(`Tagging ${root.digest} as '${tag}'`);
@@ -239,6 +244,17 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     await source?.close().catch(() => {});
     await target?.close().catch(() => {});
   }
+}
+
+function emptyStats(): CopyStats {
+  return {
+    blobsCopied: 0,
+    blobsSkipped: 0,
+    blobsMounted: 0,
+    bytesCopied: 0,
+    manifestsCopied: 0,
+    manifestsSkipped: 1,
+  };
 }
 
 type Creds = { username: string; password: string };

@@ -331,6 +331,26 @@ export class RegistryStore implements MountingStore {
     return { mediaType, digest, size: bytes.length };
   }
 
+  /**
+   * The digest `tag` points at now, from a HEAD's Docker-Content-Digest; undefined when the
+   * tag does not exist or the registry does not say (the caller then just copies and tags).
+   */
+  async tagDigest(tag: string): Promise<string | undefined> {
+    const url = this.#url(`manifests/${encodeURIComponent(tag)}`);
+    const res = await this.#send(
+      { method: "HEAD", url, headers: { accept: ACCEPT_MANIFESTS } },
+      this.#pushScopes(),
+    );
+    const digest = res.status === 200
+      ? res.headers.get("docker-content-digest")?.trim()
+      : undefined;
+    if (res.status !== 200 && res.status !== 404 && res.status !== 405) {
+      throw await this.#fail(res, "HEAD", url);
+    }
+    await res.discard();
+    return digest && isValidDigest(digest) ? digest : undefined;
+  }
+
   async fetchManifest(desc: Descriptor): Promise<Uint8Array> {
     parseDigest(desc.digest);
     if (desc.size > MAX_MANIFEST_SIZE) {
