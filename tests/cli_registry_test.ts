@@ -655,8 +655,40 @@ Deno.test("CLI re-pull and re-push: nothing transferred again", async () => {
         // The CLI's own trace agrees with the wire.
         assert.equal(traces(again.stderr).requests.length, log.length);
         assert.match(again.stderr, /Copied 0 blobs \(0 B\)/);
+        // The tag already names the index: one HEAD is the whole re-push.
+        assert.deepEqual(
+          log.map((e) => `${e.method} ${e.path} ${e.status}`),
+          ["HEAD /v2/counts/app/manifests/multi 200"],
+          `re-push asks only for the tag:\n${summary(log)}`,
+        );
+        assert.match(again.stderr, /is already sha256:[0-9a-f]{64}: nothing to copy/);
         const rePush = log.length;
         const rePushPuts = log.filter((e) => e.method === "PUT").map((e) => e.path);
+
+        // Under a new tag: the registry has the index (HEAD by digest), so no blob or child
+        // manifest is asked about; only the tag is written.
+        proxy.log.length = 0;
+        assert.equal(
+          copied(
+            await cli([
+              "copy",
+              "--plain-http",
+              `${src}:multi`,
+              `oci://${proxy.host}/counts/app:v2`,
+            ]),
+            "re-push under a new tag",
+          ),
+          built.index.digest,
+        );
+        assert.deepEqual(
+          proxy.log.map((e) => `${e.method} ${e.path} ${e.status}`),
+          [
+            "HEAD /v2/counts/app/manifests/v2 404",
+            `HEAD /v2/counts/app/manifests/${built.index.digest} 200`,
+            "PUT /v2/counts/app/manifests/v2 201",
+          ],
+          summary(proxy.log),
+        );
 
         // Pull, then pull again into the layout that has everything.
         const back = join(dir, "back");
