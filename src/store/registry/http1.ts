@@ -264,6 +264,30 @@ export class Http1Client {
     return c;
   }
 
+  /** Connect, but give up at once (closing the late connection) when `signal` aborts. */
+  #connectUnlessAborted(url: URL, origin: string, signal?: AbortSignal): Promise<Connection> {
+    const connecting = this.#connect(url, origin);
+    if (!signal) return connecting;
+    return new Promise((resolve, reject) => {
+      const onAbort = () => {
+        reject(signal.reason);
+        connecting.then((c) => this.#discard(c), () => {});
+      };
+      signal.addEventListener("abort", onAbort, { once: true });
+      connecting.then(
+        (c) => {
+          signal.removeEventListener("abort", onAbort);
+          if (signal.aborted) this.#discard(c);
+          else resolve(c);
+        },
+        (e) => {
+          signal.removeEventListener("abort", onAbort);
+          reject(e);
+        },
+      );
+    });
+  }
+
   #takeIdle(origin: string): Connection | undefined {
     const list = this.#idle.get(origin);
     while (list?.length) {
@@ -331,9 +355,9 @@ export class Http1Client {
     }
 
     for (let attempt = 0;; attempt++) {
-      const idle = streamed || attempt > 0 ? undefined : this.#takeIdle(origin);
       if (signal?.aborted) throw signal.reason;
-      const conn = idle ?? (await this.#connect(url, origin));
+      const idle = streamed || attempt > 0 ? undefined : this.#takeIdle(origin);
+      const conn = idle ?? (await this.#connectUnlessAborted(url, origin, signal));
       conn.received = 0;
       const abort = () => this.#discard(conn);
       signal?.addEventListener("abort", abort, { once: true });
@@ -374,7 +398,7 @@ export class Http1Client {
     try {
       await body.write(async (chunk) => {
         if (sent + chunk.length > body.length) {
-          throw new Http1Error("request body longer than its Content-Length");
+          throw new Error("request body longer than its Content-Length");
         }
         try {
           await conn.write(chunk);
@@ -388,8 +412,9 @@ export class Http1Client {
       throw new BodyCallbackError(e);
     }
     if (sent !== body.length) {
+      // The caller's own mistake, not the network's: not an Http1Error (never retried).
       throw new BodyCallbackError(
-        new Http1Error(`request body ended at ${sent} of ${body.length} bytes`),
+        new Error(`request body ended at ${sent} of ${body.length} bytes`),
       );
     }
   }
