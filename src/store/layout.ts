@@ -546,7 +546,7 @@ export class LayoutStore implements Store {
         }
         break;
       }
-      if (!Deno.env.get("NOSYNC")) await file.syncData(); // the data must be on disk before the rename publishes it
+      await file.syncData(); // the data must be on disk before the rename publishes it
       await Deno.rename(partial, final);
       this.#renamed = true;
     } finally {
