@@ -78,7 +78,7 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
   "chunk-size": {
     type: "string",
     value: "SIZE",
-    help: "upload blobs larger than this in chunks of this size (default 16MiB)",
+    help: "upload blobs larger than this in chunks of this size (default 64MiB)",
   },
   "jobs": {
     type: "string",
