@@ -74,16 +74,13 @@ function median(xs: number[]): number {
 }
 
 /**
- * Run argv under /usr/bin/time; returns wall seconds, peak RSS and stdout. Every run starts
- * from the same state: dirty pages written back (`sync`) and, where allowed (root), the page
+ * Before every timed run (and before its request count starts): the same state for both
+ * tools: dirty pages written back (`sync`) and, where allowed (root), the page
  * cache dropped. Without that, runs late in the sequence were up to 2× slower for both tools
  * (system time in the kernel's page-cache copy grew with the cache), so which tool happened
  * to run when decided the ratio.
  */
-async function timed(
-  argv: string[],
-  opts: { isolateSkopeo?: boolean } = {},
-): Promise<{ seconds: number; rssKiB: number; stdout: string; stderr: string; code: number }> {
+async function prepare(): Promise<void> {
   await new Deno.Command("sync").output();
   if (dropCaches) {
     await Deno.writeTextFile("/proc/sys/vm/drop_caches", "3\n").catch(() => dropCaches = false);
@@ -93,6 +90,13 @@ async function timed(
     // code paths of a copy (network, files, hashing) are then warm for both alike.
     if (dropCaches) await warmUp?.();
   }
+}
+
+/** Run argv under bash's time and /usr/bin/time; returns wall seconds, peak RSS, output. */
+async function timed(
+  argv: string[],
+  opts: { isolateSkopeo?: boolean } = {},
+): Promise<{ seconds: number; rssKiB: number; stdout: string; stderr: string; code: number }> {
   // Wall time from bash's `time` in ms (GNU time's %e has only 10 ms steps, as long as a
   // whole re-pull); peak RSS from GNU time. Both tools are measured the same way, inside
   // skopeo's private mount namespace for skopeo.
@@ -154,9 +158,6 @@ async function setUpWarmUp(reg: RunningRegistry, work: string): Promise<void> {
   };
 }
 
-/** Requests of the untimed warm-up copies are not the timed run's. */
-const notWarmUp = (line: string) => !/ \/v2\/warm\//.test(line);
-
 async function quiet(argv: string[]): Promise<void> {
   const r = await new Deno.Command(argv[0], {
     args: argv.slice(1),
@@ -170,16 +171,20 @@ async function quiet(argv: string[]): Promise<void> {
 }
 
 async function runUmoci(args: string[], regs: RunningRegistry[]): Promise<Sample> {
+  await prepare();
+  await settle(); // the warm-up's access-log lines are not this run's
   const before = regs.map((r) => r.requests().length);
   const r = await timed([...UMOCI, "copy", "--plain-http", "--log=warn", ...args]);
   if (r.code !== 0) throw new Error(`umoci copy ${args.join(" ")} failed:\n${r.stderr}`);
   if (flags.verbose) console.error(`  umoci  ${r.seconds.toFixed(3)} s ${args.join(" ")}`);
   await settle();
-  const requests = regs.flatMap((reg, i) => reg.requests().slice(before[i])).filter(notWarmUp);
+  const requests = regs.flatMap((reg, i) => reg.requests().slice(before[i]));
   return { seconds: r.seconds, rssKiB: r.rssKiB, requests, digest: r.stdout.trim() };
 }
 
 async function runSkopeo(args: string[], regs: RunningRegistry[], dir: string): Promise<Sample> {
+  await prepare();
+  await settle();
   const before = regs.map((r) => r.requests().length);
   const digestFile = join(dir, `skopeo-digest-${crypto.randomUUID()}`);
   const r = await timed([
@@ -199,7 +204,7 @@ async function runSkopeo(args: string[], regs: RunningRegistry[], dir: string): 
   if (r.code !== 0) throw new Error(`skopeo copy ${args.join(" ")} failed:\n${r.stderr}`);
   if (flags.verbose) console.error(`  skopeo ${r.seconds.toFixed(3)} s ${args.join(" ")}`);
   await settle();
-  const requests = regs.flatMap((reg, i) => reg.requests().slice(before[i])).filter(notWarmUp);
+  const requests = regs.flatMap((reg, i) => reg.requests().slice(before[i]));
   const digest = (await Deno.readTextFile(digestFile).catch(() => "")).trim();
   await Deno.remove(digestFile).catch(() => {});
   return { seconds: r.seconds, rssKiB: r.rssKiB, requests, digest };
