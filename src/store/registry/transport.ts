@@ -484,15 +484,8 @@ class Http1Backend implements Backend {
   constructor(tls: TlsMaterial) {
     this.client = new Http1Client({ tls });
   }
-  send(
-    method: string,
-    url: URL,
-    headers: Headers,
-    body: Uint8Array | undefined,
-    signal: AbortSignal,
-  ): Promise<RawResponse> {
-    return this.client.request(method, url, headers, body, signal);
-  }
+  send: Backend["send"] = (method, url, headers, body, signal) =>
+    this.client.request(method, url, headers, body, signal);
   close() {
     this.client.close();
   }
