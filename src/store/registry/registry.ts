@@ -28,7 +28,13 @@ import { VERSION } from "../../version.ts";
 import type { BlobReader, BlobSource, MountingStore, Store } from "../store.ts";
 import { Authenticator, type Credentials } from "./auth.ts";
 import { type HttpResponse, type RetryPolicy, Transport } from "./transport.ts";
-import { DEFAULT_CHUNK_SIZE, mountBlob, type UploadApi, uploadBlob } from "./upload.ts";
+import {
+  type ApiRequest,
+  DEFAULT_CHUNK_SIZE,
+  mountBlob,
+  type UploadApi,
+  uploadBlob,
+} from "./upload.ts";
 
 export type { Credential, CredentialProvider, Credentials } from "./auth.ts";
 
@@ -197,13 +203,7 @@ export class RegistryStore implements MountingStore {
    * transport unless `retry` is false.
    */
   async #send(
-    req: {
-      method: string;
-      url: URL;
-      headers?: Record<string, string>;
-      body?: Uint8Array;
-      retry?: boolean;
-    },
+    req: ApiRequest,
     scopes: string[],
   ): Promise<HttpResponse> {
     const ours = this.#transport.isRegistryOrigin(req.url);

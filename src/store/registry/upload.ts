@@ -67,6 +67,15 @@ const EMPTY = new Uint8Array(0);
 /** Progress that earns a fresh set of retries. */
 const PROGRESS_RESETS_RETRIES = 1024 * 1024;
 
+/** One request to the registry's API, as the store sends it (auth added on the way). */
+export interface ApiRequest {
+  method: string;
+  url: URL;
+  headers?: Record<string, string>;
+  body?: Uint8Array;
+  retry?: boolean;
+}
+
 /** What uploads need from the registry store: authenticated requests and error decoding. */
 export interface UploadApi {
   /** Registry as named in messages. */
@@ -80,16 +89,7 @@ export interface UploadApi {
    * origin), retrying once after a 401. `scopes` defaults to pull+push on the repository.
    * Transient failures are retried by the transport unless `retry` is false.
    */
-  send(
-    req: {
-      method: string;
-      url: URL;
-      headers?: Record<string, string>;
-      body?: Uint8Array;
-      retry?: boolean;
-    },
-    scopes?: string[],
-  ): Promise<HttpResponse>;
+  send(req: ApiRequest, scopes?: string[]): Promise<HttpResponse>;
   /** Turn an unexpected response into a one-line UserError (consumes the body). */
   fail(res: HttpResponse, method: string, url: URL): Promise<UserError>;
   /**
