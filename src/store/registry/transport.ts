@@ -452,13 +452,7 @@ class FetchBackend implements Backend {
       ? Deno.createHttpClient({ caCerts: tls.caCerts, cert: tls.cert, key: tls.key })
       : Deno.createHttpClient({ caCerts: tls.caCerts });
   }
-  async send(
-    method: string,
-    url: URL,
-    headers: Headers,
-    body: Uint8Array | undefined,
-    signal: AbortSignal,
-  ) {
+  send: Backend["send"] = async (method, url, headers, body, signal) => {
     const res = await fetch(url, {
       method,
       headers,
@@ -468,7 +462,7 @@ class FetchBackend implements Backend {
       signal,
     });
     return { status: res.status, statusText: res.statusText, headers: res.headers, body: res.body };
-  }
+  };
   close() {
     this.#client.close();
   }
@@ -542,13 +536,7 @@ class NodeBackend implements Backend {
     });
     this.#fallback = new FetchBackend(tls);
   }
-  send(
-    method: string,
-    url: URL,
-    headers: Headers,
-    body: Uint8Array | undefined,
-    signal: AbortSignal,
-  ) {
+  send: Backend["send"] = (method, url, headers, body, signal) => {
     if (url.protocol !== "https:") return this.#fallback.send(method, url, headers, body, signal);
     const { https, Buffer, Readable } = this.#node;
     return new Promise<RawResponse>((resolve, reject) => {
@@ -574,7 +562,7 @@ class NodeBackend implements Backend {
         body === undefined ? undefined : Buffer.from(body.buffer, body.byteOffset, body.byteLength),
       );
     });
-  }
+  };
   close() {
     this.#agent.destroy();
     this.#fallback.close();
