@@ -15,8 +15,9 @@ const dist = join(root, "dist");
 
 /**
  * The permissions the tool needs: network, files, env (credential files), run (credential
- * helpers), and sys, which node:https asks for ("ca") when --tls-verify=false routes a
- * registry's requests through it (Deno has no narrower sys descriptor for that).
+ * helpers), sys, which node:https asks for ("ca") when --tls-verify=false routes a
+ * registry's requests through it (Deno has no narrower sys descriptor for that), and ffi,
+ * for libc's open/pwrite with O_DIRECT when large blobs are written (src/store/direct.ts).
  */
 export const PERMISSIONS = [
   "--allow-net",
@@ -25,6 +26,7 @@ export const PERMISSIONS = [
   "--allow-env",
   "--allow-run",
   "--allow-sys",
+  "--allow-ffi",
 ];
 
 const TARGETS: Record<string, string> = {

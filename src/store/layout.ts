@@ -23,6 +23,7 @@ import {
 import type { BlobReader, BlobSource, PushOptions, Store } from "./store.ts";
 import { tempFiles } from "../tempfiles.ts";
 import { ChunkReader, reclaim } from "../stream.ts";
+import { alignedBuffer, DIRECT_ALIGN, DIRECT_MIN_SIZE, DirectFile } from "./direct.ts";
 
 const MAX_INDEX_SIZE = 64 * 1024 * 1024;
 const TMP_DIR = ".umoci-copy-tmp";
@@ -109,19 +110,26 @@ function sleep(ms: number): Promise<void> {
 async function pump(
   stream: ReadableStream<Uint8Array>,
   file: Deno.FsFile,
+  direct: DirectFile | undefined,
   verifier: Verifier,
   onProgress?: (bytes: number) => void,
 ): Promise<void> {
+  let position = verifier.seen;
   const reader = new ChunkReader(stream);
   let pending: Promise<void> = Promise.resolve();
   try {
     // Small blobs get small buffers: a pull of many small layers allocates little.
     const size = Math.max(4096, Math.min(WRITE_BUFFER, verifier.size - verifier.seen + 1));
-    const buffers = [new Uint8Array(size), new Uint8Array(size)];
+    const buffers = direct
+      ? [alignedBuffer(size), alignedBuffer(size)]
+      : [new Uint8Array(size), new Uint8Array(size)];
+    // A resumed download starts with a short read that brings direct writes into alignment.
+    let want = direct ? (DIRECT_ALIGN - position % DIRECT_ALIGN) % DIRECT_ALIGN || size : size;
     for (let i = 0; !reader.done; i ^= 1) {
       let view: Uint8Array<ArrayBuffer>;
       try {
-        view = await reader.readFull(buffers[i]);
+        view = await reader.readFull(want < size ? buffers[i].subarray(0, want) : buffers[i]);
+        want = size;
       } catch (e) {
         throw new SourceError(e);
       }
@@ -129,8 +137,9 @@ async function pump(
       if (view.length === 0) break;
       verifier.update(view);
       await pending;
-      pending = writeAll(file, view);
+      pending = direct ? writeAt(file, direct, view, position) : writeAll(file, view);
       pending.catch(() => {}); // observed below
+      position += view.length;
       onProgress?.(verifier.seen);
     }
     await pending;
@@ -167,6 +176,19 @@ async function removeIfSameFile(path: string, file: Deno.FsFile): Promise<void> 
 async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
   let off = 0;
   while (off < data.length) off += await file.write(data.subarray(off));
+}
+
+/** Write `data` at `position`: directly where it can, through `file` for the rest. */
+async function writeAt(
+  file: Deno.FsFile,
+  direct: DirectFile,
+  data: Uint8Array,
+  position: number,
+): Promise<void> {
+  const done = direct.accepts(data, position) ? await direct.write(data, position) : 0;
+  if (done === data.length) return;
+  await file.seek(position + done, Deno.SeekMode.Start);
+  await writeAll(file, data.subarray(done));
 }
 
 export class LayoutStore implements Store {
@@ -462,6 +484,7 @@ export class LayoutStore implements Store {
     await loadFastHash();
     const { algorithm, encoded } = parseDigest(desc.digest);
     const { path: partial, file } = await this.#openPartial(`${algorithm}-${encoded}.partial`);
+    let direct: DirectFile | undefined;
     try {
       await file.lock(true);
       if (await this.exists(desc)) {
@@ -507,8 +530,9 @@ export class LayoutStore implements Store {
         }
         if (offset > 0 || moved) await file.seek(offset, Deno.SeekMode.Start);
         moved = true;
+        direct ??= desc.size >= DIRECT_MIN_SIZE ? DirectFile.open(partial) : undefined;
         try {
-          await pump(reader.stream, file, verifier, onProgress);
+          await pump(reader.stream, file, direct, verifier, onProgress);
         } catch (e) {
           if (!(e instanceof SourceError)) {
             // Wrong bytes, or the disk failed (full, read-only): the partial file is no use
@@ -550,6 +574,7 @@ export class LayoutStore implements Store {
       await Deno.rename(partial, final);
       this.#renamed = true;
     } finally {
+      direct?.close();
       file.close();
     }
   }
