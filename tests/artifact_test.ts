@@ -98,8 +98,25 @@ Deno.test("artifact: Ctrl-C (SIGINT) mid-copy exits 130 in one line, no partial 
     const other = join(dir, "other");
     await buildRandomImage(other, "v1", { layerSizes: [128 << 20, 128 << 20], raw: true });
     const child = spawnUmoci(["copy", "--log=warn", "--jobs", "1", `${other}:v1`, `${dst}:new`]);
-    await new Promise((r) => setTimeout(r, 400));
-    child.kill("SIGINT");
+    // Interrupt once a blob is being written (polling its partial file), not after a guess.
+    const tmp = join(dst, ".umoci-copy-tmp");
+    for (let i = 0; i < 400; i++) {
+      const sizes: number[] = [];
+      try {
+        for await (const e of Deno.readDir(tmp)) {
+          if (e.name.endsWith(".partial")) sizes.push((await Deno.stat(join(tmp, e.name))).size);
+        }
+      } catch {
+        // not created yet
+      }
+      if (sizes.some((n) => n > 0)) break;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    try {
+      child.kill("SIGINT");
+    } catch {
+      // it already finished: checked below
+    }
     const out = await child.output();
     const stderr = new TextDecoder().decode(out.stderr).trim().split("\n").filter(Boolean);
     if (out.code === 0) {
