@@ -58,7 +58,7 @@ export const DEFAULT_CHUNK_SIZE = 64 * 1024 * 1024;
 /** Blobs up to this size go up in one PUT, held in memory (configs, small layers). */
 const MONOLITHIC_MAX = 4 * 1024 * 1024;
 /** What the source is read into at a time. */
-const READ_BUFFER = 256 * 1024;
+const READ_BUFFER = 1024 * 1024;
 /** The buffer a streamed PATCH is written through. */
 const STREAM_BUFFER = 1024 * 1024;
 /** A registry asking for chunks larger than this (OCI-Chunk-Min-Length) is refused. */
