@@ -11,6 +11,8 @@ export class ChunkReader {
   #plain?: ReadableStreamDefaultReader<Uint8Array>;
   #leftover?: Uint8Array;
   #done = false;
+  /** A plain stream failed after some bytes of a readFull: thrown by the next call. */
+  #failure?: { error: unknown };
 
   constructor(stream: ReadableStream<Uint8Array>) {
     try {
@@ -24,9 +26,12 @@ export class ChunkReader {
    * Read until `buf` is full or the stream ends. Returns the filled part. With a BYOB reader
    * the buffer's memory is transferred, so `buf` must not be used afterwards: the returned
    * view (and `new Uint8Array(view.buffer, view.byteOffset, buf.length)`) is the buffer now.
-   * A result shorter than `buf` means the stream has ended.
+   * A result shorter than `buf` means the stream has ended, or (a plain stream) failed after
+   * those bytes: then the next call throws. A byte stream's failure loses the bytes of the
+   * unfinished call (the failed read keeps the memory).
    */
   async readFull(buf: Uint8Array<ArrayBuffer>): Promise<Uint8Array<ArrayBuffer>> {
+    if (this.#failure) throw this.#failure.error;
     const cap = buf.byteLength;
     let fill = 0;
     if (this.#byob) {
@@ -51,7 +56,17 @@ export class ChunkReader {
       this.#leftover = undefined;
       if (!chunk) {
         if (this.#done) break;
-        const { done, value } = await this.#plain!.read();
+        let result: ReadableStreamReadResult<Uint8Array>;
+        try {
+          result = await this.#plain!.read();
+        } catch (e) {
+          if (fill === 0) throw e;
+          // Keep what arrived before the failure (a resume starts after it); report the
+          // failure on the next call.
+          this.#failure = { error: e };
+          break;
+        }
+        const { done, value } = result;
         if (done) {
           this.#done = true;
           break;
