@@ -167,7 +167,9 @@ class SourceReader {
   readonly #policy: RetryPolicy;
   #reader?: ChunkReader;
   /** Reused for every read: byte streams fill it in place (no garbage per chunk). */
-  #buffer = new Uint8Array(READ_BUFFER);
+  #buffer: Uint8Array<ArrayBuffer>;
+  /** Its size: small blobs get small buffers (a push of many small layers allocates little). */
+  readonly #bufferSize: number;
   #leftover: Uint8Array = EMPTY;
   #done = false;
   /** Bytes still to drop from the current stream (it restarted before our position). */
@@ -181,6 +183,8 @@ class SourceReader {
     this.#source = source;
     this.#verifier = verifier;
     this.#policy = policy;
+    this.#bufferSize = Math.max(4096, Math.min(READ_BUFFER, verifier.size + 1));
+    this.#buffer = new Uint8Array(this.#bufferSize);
   }
 
   async #open(offset: number): Promise<void> {
@@ -205,10 +209,10 @@ class SourceReader {
           value = await this.#reader!.readFull(this.#buffer);
         } catch (e) {
           // A failed BYOB read keeps the buffer it was given: start with a fresh one.
-          this.#buffer = new Uint8Array(READ_BUFFER);
+          this.#buffer = new Uint8Array(this.#bufferSize);
           throw new SourceError(e);
         }
-        this.#buffer = reclaim(value, READ_BUFFER);
+        this.#buffer = reclaim(value, this.#bufferSize);
         if (value.length === 0) return undefined;
         if (this.#skip > 0) {
           const drop = Math.min(this.#skip, value.length);
