@@ -9,6 +9,9 @@ import { UserError } from "./errors.ts";
 import { type Descriptor, isManifestType, isSchema1, parseNode } from "./media.ts";
 import { canMount, type Store } from "./store/store.ts";
 
+/** Blobs smaller than this are transferred in a lane of their own (see copyGraph). */
+const SMALL_BLOB = 1024 * 1024;
+
 export type CopyEvent =
   | { type: "blob-start"; desc: Descriptor; n: number; total: number; role: BlobRole }
   | { type: "blob-progress"; desc: Descriptor; bytes: number }
@@ -32,6 +35,8 @@ export interface CopyOptions {
   jobs?: number;
   /** How often a broken transfer may be resumed (passed to the destination's push). */
   retries?: number;
+  /** Tag the root manifest as it is pushed (see stats.rootTagged). */
+  rootTag?: string;
   onEvent?: (event: CopyEvent) => void;
 }
 
@@ -44,6 +49,8 @@ export interface CopyStats {
   manifestsSkipped: number;
   /** The root manifest's bytes, when the root is a manifest (for tagging). */
   rootBytes?: Uint8Array;
+  /** The root was pushed with opts.rootTag (otherwise the caller tags it, if it wants). */
+  rootTagged?: boolean;
 }
 
 /** A counting semaphore: at most `limit` functions run at once. */
@@ -108,7 +115,11 @@ export async function copyGraph(
     manifestsSkipped: 0,
   };
   const emit = opts.onEvent ?? (() => {});
-  const limiter = new Limiter(Math.max(1, opts.jobs ?? 4));
+  // Small blobs (configs, small layers) have slots of their own: they are bound by round
+  // trips, not bandwidth, and need not wait behind the large ones.
+  const jobs = Math.max(1, opts.jobs ?? 4);
+  const largeLane = new Limiter(jobs);
+  const smallLane = new Limiter(jobs);
   const manifests = new Map<string, Promise<PlannedManifest>>();
   const blobs = new Map<string, PlannedBlob>();
 
@@ -167,14 +178,18 @@ export async function copyGraph(
   }
 
   const rootIsManifest = isManifestType(root.mediaType) || isSchema1(root.mediaType);
+  let rootAbsent = false;
   // A registry that has a manifest has everything below it: it checked that the manifest's
   // blobs and child manifests were there when it accepted it (and copies push children
   // first). So a re-push asks one HEAD instead of one per blob, as oras and crane do.
-  if (isManifestType(root.mediaType) && !dst.local && (await dst.exists(root))) {
-    stats.rootBytes = await src.fetchManifest(root);
-    stats.manifestsSkipped++;
-    emit({ type: "manifest-skip", desc: root });
-    return stats;
+  if (isManifestType(root.mediaType) && !dst.local) {
+    if (await dst.exists(root)) {
+      stats.rootBytes = await src.fetchManifest(root);
+      stats.manifestsSkipped++;
+      emit({ type: "manifest-skip", desc: root });
+      return stats;
+    }
+    rootAbsent = true; // no need to ask again before pushing it
   }
   if (rootIsManifest) {
     stats.rootBytes = (await plan(root, [])).bytes;
@@ -196,7 +211,8 @@ export async function copyGraph(
   // 2. blobs, largest first
   let failed: unknown = undefined;
   async function copyBlob({ desc, n, total, role }: PlannedBlob): Promise<void> {
-    await limiter.run(async () => {
+    const lane = desc.size < SMALL_BLOB ? smallLane : largeLane;
+    await lane.run(async () => {
       if (failed !== undefined) throw failed;
       if (await dst.exists(desc)) {
         stats.blobsSkipped++;
@@ -235,12 +251,15 @@ export async function copyGraph(
       p = (async () => {
         const m = await manifests.get(digest)!;
         await settleAll(m.manifests.map((c) => pushManifest(c.digest)));
-        if (await dst.exists(m.desc)) {
+        const isRoot = digest === root.digest;
+        if (!(isRoot && rootAbsent) && (await dst.exists(m.desc))) {
           stats.manifestsSkipped++;
           emit({ type: "manifest-skip", desc: m.desc });
           return;
         }
-        await dst.pushManifest(m.desc, m.bytes);
+        const tag = isRoot ? opts.rootTag : undefined;
+        await dst.pushManifest(m.desc, m.bytes, tag);
+        if (tag !== undefined) stats.rootTagged = true;
         stats.manifestsCopied++;
         emit({ type: "manifest-done", desc: m.desc });
       })();

@@ -693,7 +693,7 @@ class Recording implements Store {
     await this.inner.push(desc, source, p);
     this.pushes.push(desc.digest);
   }
-  async pushManifest(desc: Descriptor, bytes: Uint8Array) {
+  async pushManifest(desc: Descriptor, bytes: Uint8Array, tag?: string) {
     for (const child of childrenOf(bytes)) {
       const there = await Deno.lstat(fx.blobFile(this.inner.path, child)).then(
         () => true,
@@ -701,7 +701,7 @@ class Recording implements Store {
       );
       if (!there) this.violations.push(`${desc.digest} pushed before its child ${child}`);
     }
-    await this.inner.pushManifest(desc, bytes);
+    await this.inner.pushManifest(desc, bytes, tag);
     this.pushes.push(desc.digest);
   }
   tag(desc: Descriptor, tag: string) {

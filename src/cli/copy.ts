@@ -213,6 +213,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     const stats = done ? emptyStats() : await copyGraph(source, target, root, {
       jobs,
       retries: registry.retries,
+      rootTag: tag,
       onEvent: (e) => report(e, logger, progress, target!),
     });
     progress?.stop();
@@ -222,7 +223,8 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       if (target instanceof LayoutStore) {
         logger.info(`Saving reference '${tag}' to index in ${target.path}`);
       } else logger.info(`Tagging ${root.digest} as '${tag}'`);
-      await target.tag(root, tag, stats.rootBytes);
+      // Usually done already: the root was pushed with its tag.
+      if (!stats.rootTagged) await target.tag(root, tag, stats.rootBytes);
     }
     if (target instanceof RegistryStore) {
       logger.info(`Successfully copied to remote ${target.registry}`);

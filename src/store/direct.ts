@@ -81,6 +81,7 @@ export function alignedBuffer(size: number): Uint8Array<ArrayBuffer> {
 export class DirectFile {
   readonly #libc: Libc;
   #fd: number;
+  #refused = false;
 
   private constructor(lib: Libc, fd: number) {
     this.#libc = lib;
@@ -103,7 +104,8 @@ export class DirectFile {
 
   /** Whether `view` can be written directly at `position`. */
   accepts(view: Uint8Array, position: number): boolean {
-    return this.#fd >= 0 && position % DIRECT_ALIGN === 0 && view.length % DIRECT_ALIGN === 0 &&
+    return this.#fd >= 0 && !this.#refused && position % DIRECT_ALIGN === 0 &&
+      view.length % DIRECT_ALIGN === 0 &&
       address(view) % BigInt(DIRECT_ALIGN) === 0n;
   }
 
@@ -124,7 +126,12 @@ export class DirectFile {
           BigInt(position + done),
         ),
       );
-      if (n <= 0) break;
+      if (n <= 0) {
+        // Refused (a block size above 4 KiB, a filesystem quirk) or failed: the ordinary
+        // handle writes the rest of this file and reports a real error if there is one.
+        this.#refused = true;
+        break;
+      }
       done += n;
       directBytes += n;
       if (done % DIRECT_ALIGN !== 0) break; // the rest would be misaligned

@@ -579,14 +579,16 @@ export class LayoutStore implements Store {
     }
   }
 
-  async pushManifest(desc: Descriptor, bytes: Uint8Array): Promise<void> {
+  async pushManifest(desc: Descriptor, bytes: Uint8Array, tag?: string): Promise<void> {
     verifyBytes(bytes, desc.digest, desc.size);
-    if (await this.exists(desc)) return;
-    await this.push(
-      desc,
-      (offset) =>
-        Promise.resolve({ stream: ReadableStream.from([bytes.subarray(offset)]), offset }),
-    );
+    if (!(await this.exists(desc))) {
+      await this.push(
+        desc,
+        (offset) =>
+          Promise.resolve({ stream: ReadableStream.from([bytes.subarray(offset)]), offset }),
+      );
+    }
+    if (tag !== undefined) await this.tag(desc, tag);
   }
 
   /** Make every blob rename durable (one directory fsync per algorithm). */

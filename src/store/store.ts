@@ -56,8 +56,11 @@ export interface Store {
     opts?: PushOptions,
   ): Promise<void>;
 
-  /** Store a manifest or index (bytes exactly as given, verified against desc). */
-  pushManifest(desc: Descriptor, bytes: Uint8Array): Promise<void>;
+  /**
+   * Store a manifest or index (bytes exactly as given, verified against desc). With `tag`,
+   * it is tagged too: a registry then takes it in one PUT by tag instead of two.
+   */
+  pushManifest(desc: Descriptor, bytes: Uint8Array, tag?: string): Promise<void>;
 
   /**
    * Point `tag` at desc (which must already be stored). `bytes`, when the caller has them,

@@ -381,12 +381,14 @@ export class RegistryStore implements MountingStore {
     return bytes;
   }
 
-  async pushManifest(desc: Descriptor, bytes: Uint8Array): Promise<void> {
+  async pushManifest(desc: Descriptor, bytes: Uint8Array, tag?: string): Promise<void> {
     verifyBytes(bytes, desc.digest, desc.size);
     if (bytes.length > MAX_MANIFEST_SIZE) {
       throw new UserError(`manifest ${desc.digest} is larger than ${MAX_MANIFEST_SIZE} bytes`);
     }
-    const subjectHeader = await this.#putManifest(desc, bytes, desc.digest);
+    // By tag, the registry stores the manifest under its digest as well: one PUT for both.
+    const reference = tag === undefined ? desc.digest : encodeURIComponent(tag);
+    const subjectHeader = await this.#putManifest(desc, bytes, reference);
     this.#manifests.set(desc.digest, bytes);
 
     // A referrer (manifest with `subject`) on a registry without the referrers API (no
