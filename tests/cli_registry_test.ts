@@ -838,6 +838,25 @@ Deno.test("CLI upload framing: 64 MiB layer in 16 MiB PATCH chunks with exact Co
           assert.equal(p.requestHeaders.get("content-length"), "0");
           assert.equal(p.status, 202);
         }
+        // The manifest: asked about once by tag and once by digest at the start, then one
+        // PUT by tag (the registry keeps it under its digest too), nothing asked twice.
+        const manifestRequests = proxy.log
+          .filter((e) => e.path.includes("/manifests/"))
+          .map((e) => `${e.method} ${e.path} ${e.status}`);
+        assert.deepEqual(manifestRequests, [
+          "HEAD /v2/small/blob/manifests/v1 404",
+          `HEAD /v2/small/blob/manifests/${small.manifest.digest} 404`,
+          "PUT /v2/small/blob/manifests/v1 201",
+        ]);
+        const byDigest = await fetch(
+          `${reg.url}/v2/small/blob/manifests/${small.manifest.digest}`,
+          { headers: { accept: small.manifest.mediaType } },
+        );
+        assert.equal(byDigest.status, 200, "the registry has it by digest too");
+        assert.equal(
+          digestOf(new Uint8Array(await byDigest.arrayBuffer())),
+          small.manifest.digest,
+        );
 
         // Back out of the registry (directly): the layer hashes to its digest.
         const back = join(dir, "back");
