@@ -3,7 +3,8 @@
 // Starting from a root descriptor it walks manifests and indexes (nested too), transfers
 // every child before its parent, skips what the destination already has without reading
 // a byte of it from the source, mounts instead of copying where the destination can, and
-// runs at most `jobs` blob transfers at once, largest blobs first.
+// runs at most `jobs` transfers of large blobs at once, largest first, with small blobs
+// (under 1 MiB) in a lane of their own beside them.
 import { loadFastHash } from "./digest.ts";
 import { UserError } from "./errors.ts";
 import { type Descriptor, isManifestType, isSchema1, parseNode } from "./media.ts";
@@ -31,7 +32,7 @@ export type CopyEvent =
 export type BlobRole = "config" | "layer" | "blob";
 
 export interface CopyOptions {
-  /** Blob transfers at once (default 4). */
+  /** Transfers of blobs of 1 MiB and more at once (default 4); smaller ones run 2×jobs. */
   jobs?: number;
   /** How often a broken transfer may be resumed (passed to the destination's push). */
   retries?: number;
@@ -115,11 +116,12 @@ export async function copyGraph(
     manifestsSkipped: 0,
   };
   const emit = opts.onEvent ?? (() => {});
-  // Small blobs (configs, small layers) have slots of their own: they are bound by round
-  // trips, not bandwidth, and need not wait behind the large ones.
+  // Small blobs (configs, small layers) have slots of their own, twice as many: they are
+  // bound by round trips (and a layout's fsync), not bandwidth, so more of them in flight
+  // hide latency, and they need not wait behind the large ones.
   const jobs = Math.max(1, opts.jobs ?? 4);
   const largeLane = new Limiter(jobs);
-  const smallLane = new Limiter(jobs);
+  const smallLane = new Limiter(2 * jobs);
   const manifests = new Map<string, Promise<PlannedManifest>>();
   const blobs = new Map<string, PlannedBlob>();
 

@@ -806,6 +806,43 @@ Deno.test("copyGraph: what the destination has is skipped without reading the so
   });
 });
 
+Deno.test("copyGraph: large blobs run --jobs at a time, largest first; small ones 2×jobs beside them", async () => {
+  let built!: fx.BuiltImage;
+  await withTwoStores(async (src, dst, srcDir, dstDir) => {
+    const rec = new Recording(dst);
+    const active = { large: 0, small: 0 };
+    const most = { large: 0, small: 0 };
+    const started: number[] = [];
+    let smallDoneBeforeLarge = false;
+    rec.push = async (desc, source, p) => {
+      const lane = desc.size >= 1024 * 1024 ? "large" : "small";
+      started.push(desc.size);
+      active[lane]++;
+      most[lane] = Math.max(most[lane], active[lane]);
+      try {
+        // Slow enough that lanes overlap if they can.
+        await new Promise((r) => setTimeout(r, lane === "large" ? 60 : 10));
+        await dst.push(desc, source, p);
+      } finally {
+        active[lane]--;
+      }
+      if (lane === "small" && active.large > 0) smallDoneBeforeLarge = true;
+    };
+    await copyGraph(src, rec, built.manifest, { jobs: 1 });
+    assert.equal(most.large, 1, "one large blob at a time with jobs 1");
+    assert.equal(most.small, 2, "two small blobs at a time with jobs 1");
+    assert.ok(smallDoneBeforeLarge, "small blobs (the config) do not wait for the large ones");
+    const large = started.filter((n) => n >= 1024 * 1024);
+    assert.deepEqual(large, [...large].sort((a, b) => b - a), "largest first");
+    await assertCopied(srcDir, dstDir, built.manifest);
+  }, async (dir) => {
+    built = await fx.buildRandomImage(dir, "v1", {
+      layerSizes: [2 * 1024 * 1024, 3 * 1024 * 1024, 1024 * 1024 + 1, 1000, 2000, 3000],
+      raw: true,
+    });
+  });
+});
+
 Deno.test("copyGraph: nested index (index → index → manifests)", async () => {
   let built!: fx.BuiltNestedIndex;
   await withTwoStores(async (src, dst, srcDir, dstDir) => {

@@ -84,7 +84,7 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
     type: "string",
     short: "j",
     value: "N",
-    help: "blob transfers at once (default 4)",
+    help: "large-blob transfers at once (default 4); blobs under 1 MiB run 2×N beside them",
   },
   "digestfile": {
     type: "string",
