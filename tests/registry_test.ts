@@ -1242,3 +1242,43 @@ Deno.test({
     });
   },
 });
+
+Deno.test("registry: the source starts opening while the upload session is being opened", async () => {
+  await withRegistry(async (reg) => {
+    // Every POST answer comes 400 ms late: the source should be asked for long before.
+    const proxy = await startChaosProxy(reg.url, [
+      {
+        method: "POST",
+        path: /\/blobs\/uploads\/$/,
+        times: Infinity,
+        fault: { kind: "delay", ms: 400 },
+      },
+    ]);
+    try {
+      const store = await openRegistry(`${proxy.host}/prefetch/blob`);
+      for (const size of [5 * MiB + 17, 3000]) { // streamed PATCH, then a monolithic PUT
+        const data = new Uint8Array(size);
+        crypto.getRandomValues(data.subarray(0, Math.min(size, 65536)));
+        const desc = { mediaType: "application/octet-stream", digest: digestOf(data), size };
+        const t0 = performance.now();
+        let openedAt = -1;
+        await store.push(desc, (offset) => {
+          if (openedAt < 0) openedAt = performance.now() - t0;
+          return Promise.resolve({ stream: ReadableStream.from([data.slice(offset)]), offset });
+        });
+        const took = performance.now() - t0;
+        assert.ok(took >= 400, `the POST was delayed (${took} ms)`);
+        assert.ok(openedAt >= 0 && openedAt < 200, `${size}: source opened at ${openedAt} ms`);
+        assert.equal(await store.exists(desc), true);
+        const { stream } = await store.fetch(desc);
+        assert.equal(
+          srcDigestOf(new Uint8Array(await new Response(stream).arrayBuffer())),
+          desc.digest,
+        );
+      }
+      await store.close();
+    } finally {
+      await proxy.close();
+    }
+  });
+});

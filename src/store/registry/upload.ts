@@ -199,11 +199,26 @@ class SourceReader {
     this.#reader = new ChunkReader(opened.stream);
   }
 
+  /**
+   * Start opening the source now (say, while the upload session is being opened), so its
+   * first bytes are on their way when the body is written. A failure surfaces on first read.
+   */
+  prefetch(): void {
+    if (this.#reader || this.#opening) return;
+    this.#opening = this.#open(this.#position);
+    this.#opening.catch(() => {}); // observed by #next or close()
+  }
+  #opening?: Promise<void>;
+
   /** The next piece of new bytes from the source, or undefined at the end. */
   async #next(): Promise<Uint8Array | undefined> {
     for (;;) {
       try {
-        if (!this.#reader) await this.#open(this.#position);
+        if (!this.#reader) {
+          const opening = this.#opening;
+          this.#opening = undefined;
+          await (opening ?? this.#open(this.#position));
+        }
         let value: Uint8Array;
         try {
           value = await this.#reader!.readFull(this.#buffer);
@@ -295,6 +310,9 @@ class SourceReader {
 
   /** Stop reading (cancels the source stream). */
   async close(): Promise<void> {
+    const opening = this.#opening;
+    this.#opening = undefined;
+    if (opening) await opening.catch(() => {});
     const reader = this.#reader;
     this.#reader = undefined;
     if (!reader) return;
@@ -469,6 +487,12 @@ async function uploadOnce(
   let session: URL | undefined;
   let committed = false;
   try {
+    if (state.whole === undefined) {
+      // The source starts opening (a registry source: its GET) while the session opens.
+      verifier = new Verifier(desc.digest, desc.size);
+      source = new SourceReader(blobSource, verifier, policy);
+      source.prefetch();
+    }
     // Open a session. An empty Uint8Array makes fetch send `Content-Length: 0` itself.
     const start = api.url("blobs/uploads/");
     const opened = await api.send({ method: "POST", url: start, body: EMPTY });
@@ -490,12 +514,10 @@ async function uploadOnce(
     if (desc.size <= chunkSize && (desc.size <= MONOLITHIC_MAX || !api.sendStream)) {
       // Monolithic: the whole (small) blob in one PUT.
       if (state.whole === undefined) {
-        verifier = new Verifier(desc.digest, desc.size);
-        source = new SourceReader(blobSource, verifier, policy);
         const buf = new Uint8Array(desc.size);
-        const n = await source.fill(buf);
-        await source.drain();
-        verifier.finish(); // throws on short content or a digest mismatch
+        const n = await source!.fill(buf);
+        await source!.drain();
+        verifier!.finish(); // throws on short content or a digest mismatch
         state.whole = buf.subarray(0, n);
       }
       await closeUpload(api, desc, session, state.whole, policy);
@@ -504,8 +526,10 @@ async function uploadOnce(
       return;
     }
 
-    verifier = new Verifier(desc.digest, desc.size);
-    source = new SourceReader(blobSource, verifier, policy);
+    if (!verifier || !source) {
+      verifier = new Verifier(desc.digest, desc.size);
+      source = new SourceReader(blobSource, verifier, policy);
+    }
     if (api.sendStream) {
       // Streamed: each PATCH carries up to a chunk straight from the source through a small
       // buffer, so memory does not grow with the chunk size.
