@@ -30,6 +30,7 @@ export function describeError(e: unknown): string {
     if (e instanceof UserError) return msg;
     if (e instanceof Deno.errors.PermissionDenied) return `permission denied: ${msg}`;
     if (e instanceof Deno.errors.NotFound) return `not found: ${msg}`;
+    if (/^no space left on device/i.test(msg)) return `n${msg.slice(1)}`; // Deno's own words
     if (e.name === "QuotaExceededError" || /No space left/i.test(msg)) {
       return `no space left on device: ${msg}`;
     }
