@@ -438,6 +438,36 @@ Deno.test("layout: a corrupted partial file is not trusted: the push starts over
   });
 });
 
+Deno.test("layout: a full-size partial of wrong bytes (zero-filled after a crash) is written over, never published", async () => {
+  // Found in review: after re-hashing a full-size partial that turned out wrong, the file
+  // was truncated but its position stayed at the end, so the new bytes landed after a hole
+  // and a file twice the size went under blobs/. Small (page cache) and large (direct I/O).
+  for (const size of [100_000, 16 * 1024 * 1024 + 5]) {
+    await fx.withTempDir(async (tmp) => {
+      const dir = join(tmp, "l");
+      const bytes = randomBytes(size);
+      const desc = descOf(bytes);
+      await withStore(dir, async (s) => {
+        const small = enc.encode("x");
+        await s.push(descOf(small), sourceOf(small)); // creates the layout
+        await Deno.mkdir(join(dir, ".umoci-copy-tmp"), { recursive: true });
+        const [, hex] = desc.digest.split(":");
+        await Deno.writeFile(
+          join(dir, ".umoci-copy-tmp", `sha256-${hex}.partial`),
+          new Uint8Array(size),
+        );
+        await s.push(desc, seekable(bytes));
+      });
+      // Sizes and digests, not a byte diff (a diff of two large arrays exhausts memory).
+      const stored = await Deno.readFile(fx.blobFile(dir, desc.digest));
+      assert.equal(stored.length, size);
+      assert.equal(fx.digestOf(stored), desc.digest);
+      assert.deepEqual(await fx.verifyLayoutBlobs(dir), []);
+      assert.deepEqual(await tmpFiles(dir), []);
+    });
+  }
+});
+
 Deno.test("layout: a push survives another writer's close() removing the empty temp dir", async () => {
   // Several processes write into one layout; each one's close() removes the shared temp
   // directory when it is empty. That can happen between another writer creating the

@@ -187,6 +187,24 @@ async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
   while (off < data.length) off += await file.write(data.subarray(off));
 }
 
+/**
+ * A direct-I/O descriptor for the partial file `file` holds (locked), or undefined. It is
+ * opened by path, so it is checked to be the same file (another process could have replaced
+ * the name since).
+ */
+async function openDirect(path: string, file: Deno.FsFile): Promise<DirectFile | undefined> {
+  const direct = DirectFile.open(path);
+  if (!direct) return undefined;
+  try {
+    const [held, opened] = [await file.stat(), Deno.statSync(`/proc/self/fd/${direct.fd}`)];
+    if (held.ino !== null && held.ino === opened.ino && held.dev === opened.dev) return direct;
+  } catch {
+    // no /proc: do without
+  }
+  direct.close();
+  return undefined;
+}
+
 /** Write `data` at `position`: directly where it can, through `file` for the rest. */
 async function writeAt(
   file: Deno.FsFile,
@@ -507,6 +525,9 @@ export class LayoutStore implements Store {
         await file.truncate(0);
         offset = 0;
       }
+      // The file position is 0 right after opening; anything that read or wrote it moved it
+      // (rehash reads to the end, also when what it read turns out wrong and is truncated).
+      let moved = offset > 0;
       if (offset > 0) await rehash(file, offset, verifier);
       if (offset === desc.size) {
         // A complete download that was interrupted before its rename: just verify it.
@@ -520,8 +541,6 @@ export class LayoutStore implements Store {
         }
       }
       let resumedPartial = offset > 0;
-      // The file position is 0 right after opening; anything that read or wrote it moved it.
-      let moved = resumedPartial;
       let failures = 0;
       let progressMark = offset;
       while (offset >= 0) {
@@ -539,7 +558,7 @@ export class LayoutStore implements Store {
         }
         if (offset > 0 || moved) await file.seek(offset, Deno.SeekMode.Start);
         moved = true;
-        direct ??= desc.size >= DIRECT_MIN_SIZE ? DirectFile.open(partial) : undefined;
+        direct ??= desc.size >= DIRECT_MIN_SIZE ? await openDirect(partial, file) : undefined;
         try {
           await pump(reader.stream, file, direct, verifier, onProgress);
         } catch (e) {
@@ -580,6 +599,12 @@ export class LayoutStore implements Store {
         break;
       }
       await file.syncData(); // the data must be on disk before the rename publishes it
+      // Whatever went wrong above, a file of another size is never published.
+      const written = (await file.stat()).size;
+      if (written !== desc.size) {
+        await removeIfSameFile(partial, file);
+        throw new UserError(`${desc.digest}: wrote ${written} bytes, expected ${desc.size}`);
+      }
       await Deno.rename(partial, final);
       this.#renamed = true;
     } finally {
