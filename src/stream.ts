@@ -37,12 +37,13 @@ export class ChunkReader {
     if (this.#byob) {
       let memory = buf.buffer as ArrayBuffer;
       const base = buf.byteOffset;
+      const total = memory.byteLength; // a caller may reclaim more than this call fills
       while (fill < cap && !this.#done) {
         const { done, value } = await this.#byob.read(
           new Uint8Array(memory, base + fill, cap - fill),
         );
         if (value) memory = value.buffer as ArrayBuffer;
-        else memory = new ArrayBuffer(base + cap); // cancelled: the old memory is gone
+        else memory = new ArrayBuffer(total); // cancelled: the old memory is gone
         if (done) {
           this.#done = true;
           break;

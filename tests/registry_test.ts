@@ -1243,6 +1243,51 @@ Deno.test({
   },
 });
 
+Deno.test("registry: a source opened early that breaks once costs one retry, not two", async () => {
+  // Found in review: after the early open, a reopen waited on the first (settled) open and
+  // read from no reader, so one break used two retries and `--retries 1` failed.
+  await withRegistry(async (reg) => {
+    const store = await openRegistry(`${reg.host}/early/break`, { plainHttp: true, retries: 1 });
+    try {
+      const data = new Uint8Array(5 * MiB + 3);
+      crypto.getRandomValues(data.subarray(0, 65536));
+      const desc = {
+        mediaType: "application/octet-stream",
+        digest: digestOf(data),
+        size: data.length,
+      };
+      const opened: number[] = [];
+      await store.push(
+        desc,
+        (offset) => {
+          opened.push(offset);
+          let sent = offset;
+          const first = opened.length === 1;
+          const stream = new ReadableStream<Uint8Array>({
+            pull(c) {
+              if (first && sent >= 2 * MiB) return c.error(new Error("connection reset"));
+              if (sent >= data.length) return c.close();
+              const n = Math.min(256 * 1024, data.length - sent);
+              c.enqueue(data.slice(sent, sent + n));
+              sent += n;
+            },
+          });
+          return Promise.resolve({ stream, offset });
+        },
+      );
+      assert.equal(opened.length, 2, `opened at ${opened}`);
+      assert.equal(await store.exists(desc), true);
+      const { stream } = await store.fetch(desc);
+      assert.equal(
+        srcDigestOf(new Uint8Array(await new Response(stream).arrayBuffer())),
+        desc.digest,
+      );
+    } finally {
+      await store.close();
+    }
+  });
+});
+
 Deno.test("registry: the source starts opening while the upload session is being opened", async () => {
   await withRegistry(async (reg) => {
     // Every POST answer comes 400 ms late: the source should be asked for long before.

@@ -205,8 +205,13 @@ class SourceReader {
    */
   prefetch(): void {
     if (this.#reader || this.#opening) return;
-    this.#opening = this.#open(this.#position);
-    this.#opening.catch(() => {}); // observed by #next or close()
+    const opening = this.#open(this.#position);
+    this.#opening = opening;
+    // Once open, it is the reader that counts (a later reopen must not wait on this again);
+    // a failure stays for #next or close() to report.
+    opening.then(() => {
+      if (this.#opening === opening) this.#opening = undefined;
+    }, () => {});
   }
   #opening?: Promise<void>;
 
