@@ -100,6 +100,15 @@ export class ChunkReader {
   }
 }
 
+/**
+ * The size of the buffer to stream `remaining` bytes through: `max`, or less for a small
+ * blob (a copy of many small blobs then allocates little). One more than `remaining`, so
+ * that a full buffer at the end means the source is longer than it should be.
+ */
+export function bufferSizeFor(remaining: number, max: number): number {
+  return Math.max(4096, Math.min(max, remaining + 1));
+}
+
 /** The full-capacity buffer behind a view returned by readFull. */
 export function reclaim(view: Uint8Array, capacity: number): Uint8Array<ArrayBuffer> {
   return new Uint8Array(view.buffer as ArrayBuffer, view.byteOffset, capacity);

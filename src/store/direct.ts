@@ -59,18 +59,12 @@ function loadLibc(): Libc | null {
   return libc;
 }
 
-/** Whether direct I/O is available in this process (for buffer allocation). */
-export function directIoAvailable(): boolean {
-  return loadLibc() !== null;
-}
-
 function address(view: Uint8Array): bigint {
   return BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(view)));
 }
 
-/** A buffer of `size` bytes whose start is block-aligned when direct I/O is available. */
+/** A buffer of `size` bytes whose start is block-aligned (direct I/O must be available). */
 export function alignedBuffer(size: number): Uint8Array<ArrayBuffer> {
-  if (!directIoAvailable()) return new Uint8Array(size);
   const raw = new Uint8Array(size + DIRECT_ALIGN);
   const misaligned = Number(address(raw) % BigInt(DIRECT_ALIGN));
   const start = misaligned === 0 ? 0 : DIRECT_ALIGN - misaligned;

@@ -22,7 +22,7 @@ import {
 } from "../media.ts";
 import type { BlobReader, BlobSource, PushOptions, Store } from "./store.ts";
 import { tempFiles } from "../tempfiles.ts";
-import { ChunkReader, reclaim } from "../stream.ts";
+import { bufferSizeFor, ChunkReader, reclaim } from "../stream.ts";
 import { alignedBuffer, DIRECT_ALIGN, DIRECT_MIN_SIZE, DirectFile } from "./direct.ts";
 
 const MAX_INDEX_SIZE = 64 * 1024 * 1024;
@@ -127,8 +127,7 @@ async function pump(
   const reader = new ChunkReader(stream);
   let pending: Promise<void> = Promise.resolve();
   try {
-    // Small blobs get small buffers: a pull of many small layers allocates little.
-    const size = Math.max(4096, Math.min(WRITE_BUFFER, verifier.size - verifier.seen + 1));
+    const size = bufferSizeFor(verifier.size - verifier.seen, WRITE_BUFFER);
     const buffers = direct
       ? [alignedBuffer(size), alignedBuffer(size)]
       : [new Uint8Array(size), new Uint8Array(size)];
@@ -177,9 +176,12 @@ async function rehash(file: Deno.FsFile, length: number, verifier: Verifier): Pr
 /** Unlink `path` if it is still the file we hold open (not a newer writer's). */
 async function removeIfSameFile(path: string, file: Deno.FsFile): Promise<void> {
   const [held, named] = await Promise.all([file.stat(), Deno.lstat(path).catch(() => null)]);
-  if (named && held.ino !== null && held.ino === named.ino && held.dev === named.dev) {
-    await Deno.remove(path).catch(() => {});
-  }
+  if (named && sameFile(held, named)) await Deno.remove(path).catch(() => {});
+}
+
+/** Whether two stats are of one file (where the platform gives inode numbers). */
+function sameFile(a: Deno.FileInfo, b: Deno.FileInfo): boolean {
+  return a.ino !== null && a.ino === b.ino && a.dev === b.dev;
 }
 
 async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
@@ -197,7 +199,7 @@ async function openDirect(path: string, file: Deno.FsFile): Promise<DirectFile |
   if (!direct) return undefined;
   try {
     const [held, opened] = [await file.stat(), Deno.statSync(`/proc/self/fd/${direct.fd}`)];
-    if (held.ino !== null && held.ino === opened.ino && held.dev === opened.dev) return direct;
+    if (sameFile(held, opened)) return direct;
   } catch {
     // no /proc: do without
   }

@@ -38,7 +38,7 @@ import { DigestMismatchError, Verifier } from "../../digest.ts";
 import { describeError, UserError } from "../../errors.ts";
 import type { Descriptor } from "../../media.ts";
 import type { BlobReader, BlobSource } from "../store.ts";
-import { ChunkReader, reclaim } from "../../stream.ts";
+import { bufferSizeFor, ChunkReader, reclaim } from "../../stream.ts";
 import {
   backoffDelay,
   DEFAULT_RETRIES,
@@ -168,7 +168,7 @@ class SourceReader {
   #reader?: ChunkReader;
   /** Reused for every read: byte streams fill it in place (no garbage per chunk). */
   #buffer: Uint8Array<ArrayBuffer>;
-  /** Its size: small blobs get small buffers (a push of many small layers allocates little). */
+  /** Its size (see bufferSizeFor). */
   readonly #bufferSize: number;
   #leftover: Uint8Array = EMPTY;
   #done = false;
@@ -183,7 +183,7 @@ class SourceReader {
     this.#source = source;
     this.#verifier = verifier;
     this.#policy = policy;
-    this.#bufferSize = Math.max(4096, Math.min(READ_BUFFER, verifier.size + 1));
+    this.#bufferSize = bufferSizeFor(verifier.size, READ_BUFFER);
     this.#buffer = new Uint8Array(this.#bufferSize);
   }
 
