@@ -18,7 +18,8 @@ import type { Descriptor } from "../src/media.ts";
 import { parseRegistryReference } from "../src/reference.ts";
 import { LayoutStore } from "../src/store/layout.ts";
 import { type RegistryOptions, RegistryStore } from "../src/store/registry/registry.ts";
-import { NetworkError, parseRetryAfter, Transport } from "../src/store/registry/transport.ts";
+import { NetworkError, parseRetryAfter } from "../src/store/registry/retry.ts";
+import { Transport } from "../src/store/registry/transport.ts";
 import type { BlobSource } from "../src/store/store.ts";
 import { type ChaosProxy, type Fault, type Rule, startChaosProxy } from "./fixtures/chaos.ts";
 import { type RunResult, umoci } from "./fixtures/cli.ts";
@@ -357,7 +358,7 @@ Deno.test("transport: refused connections and header time-outs are retried; DNS 
     plainHttp: true,
     retries: 1,
     retryBaseWait: 10,
-    headersTimeout: 200,
+    timeout: 200,
     onRetry: log.onRetry,
   });
   try {

@@ -8,7 +8,7 @@ import { join } from "node:path";
 import { umoci } from "./fixtures/cli.ts";
 import { assertSameContent, buildRandomImage, withTempDir } from "./fixtures/images.ts";
 import { startRegistry } from "./fixtures/registry.ts";
-import { proxyFor } from "../src/store/registry/transport.ts";
+import { proxyFor } from "../src/store/registry/proxy.ts";
 
 Deno.test("proxyFor: scheme-specific and ALL_PROXY, NO_PROXY by name, suffix, port, *", () => {
   const env = (vars: Record<string, string>) => (name: string) => vars[name];

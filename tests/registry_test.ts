@@ -13,7 +13,8 @@ import type { Descriptor } from "../src/media.ts";
 import { parseRegistryReference } from "../src/reference.ts";
 import { parseChallenges } from "../src/store/registry/auth.ts";
 import { type RegistryOptions, RegistryStore } from "../src/store/registry/registry.ts";
-import { redactUrl, Transport } from "../src/store/registry/transport.ts";
+import { Transport } from "../src/store/registry/transport.ts";
+import { redactUrl } from "../src/store/registry/trace.ts";
 import { LayoutStore } from "../src/store/layout.ts";
 import type { Store } from "../src/store/store.ts";
 import { startChaosProxy } from "./fixtures/chaos.ts";
@@ -252,7 +253,7 @@ Deno.test("WWW-Authenticate: quoted commas, escapes, several challenges in one v
   assert.deepEqual(parseChallenges(""), []);
 });
 
-Deno.test("redactUrl blanks token-like query parameters and passwords", () => {
+Deno.test("redactUrl shows only the distribution API's own query values, and no password", () => {
   assert.equal(
     redactUrl("https://h/token?service=s&access_token=abc&scope=a%3Ab&Token=x&refresh_token=r"),
     "https://h/token?service=s&access_token=<redacted>&scope=a%3Ab&Token=<redacted>" +
@@ -264,8 +265,17 @@ Deno.test("redactUrl blanks token-like query parameters and passwords", () => {
   );
   assert.equal(
     redactUrl("http://h/v2/x/blobs/uploads/1?_state=abc"),
-    "http://h/v2/x/blobs/uploads/1?_state=abc",
+    "http://h/v2/x/blobs/uploads/1?_state=<redacted>",
   );
+  // A pre-signed storage URL: every signature and credential is blanked, digest stays.
+  assert.equal(
+    redactUrl(
+      "https://s3.example/b/k?X-Amz-Credential=AKIA%2F1&X-Amz-Signature=f00d&digest=sha256%3Aab&n=5&last=x&mount=m&from=f",
+    ),
+    "https://s3.example/b/k?X-Amz-Credential=<redacted>&X-Amz-Signature=<redacted>" +
+      "&digest=sha256%3Aab&n=5&last=x&mount=m&from=f",
+  );
+  assert.equal(redactUrl("https://h/p?s3cr3t&n"), "https://h/p?<redacted>&n");
 });
 
 // ---------------------------------------------------------------------------------------

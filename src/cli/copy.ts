@@ -78,7 +78,12 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
   "chunk-size": {
     type: "string",
     value: "SIZE",
-    help: "upload blobs larger than this in chunks of this size (default 64MiB)",
+    help: "upload blobs in PATCH chunks of SIZE (default: one streamed PATCH per blob)",
+  },
+  "timeout": {
+    type: "string",
+    value: "SECONDS",
+    help: "idle limit of every network wait; commits get 10× (default 30)",
   },
   "jobs": {
     type: "string",
@@ -180,6 +185,8 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       (values["retry-max-wait"] === undefined
         ? 60
         : parseCount(String(values["retry-max-wait"]), "retry-max-wait", 0, 3600)),
+    timeout: 1000 *
+      (values.timeout === undefined ? 30 : parseCount(String(values.timeout), "timeout", 1, 3600)),
     userAgent: `umoci-copy/${VERSION}`,
   };
 

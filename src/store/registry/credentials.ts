@@ -21,6 +21,7 @@
 // value, and a helper's output is never echoed.
 import { join } from "../../path.ts";
 import { UserError } from "../../errors.ts";
+import { proxyEnvironment } from "./proxy.ts";
 
 export type Credential =
   | { kind: "basic"; username: string; password: string }
@@ -163,7 +164,9 @@ export async function runCredentialHelper(
     throw new UserError(`invalid credential helper name ${JSON.stringify(name)}`);
   }
   const program = `docker-credential-${name}`;
-  const childEnv: Record<string, string> = {};
+  // The proxy variables were taken out of this process's environment (proxy.ts): give them
+  // back to the helper, which may need them to reach its own service.
+  const childEnv: Record<string, string> = { ...proxyEnvironment() };
   for (const [k, v] of Object.entries(env ?? {})) if (v !== undefined) childEnv[k] = v;
   let child: Deno.ChildProcess;
   try {

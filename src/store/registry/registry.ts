@@ -27,14 +27,10 @@ import type { RegistryReference } from "../../reference.ts";
 import { VERSION } from "../../version.ts";
 import type { BlobReader, BlobSource, MountingStore, Store } from "../store.ts";
 import { Authenticator, type Credentials } from "./auth.ts";
-import { type HttpResponse, type RetryPolicy, Transport } from "./transport.ts";
-import {
-  type ApiRequest,
-  DEFAULT_CHUNK_SIZE,
-  mountBlob,
-  type UploadApi,
-  uploadBlob,
-} from "./upload.ts";
+import type { HttpResponse } from "./response.ts";
+import type { RetryPolicy } from "./retry.ts";
+import { Transport } from "./transport.ts";
+import { type ApiRequest, mountBlob, type UploadApi, uploadBlob } from "./upload.ts";
 
 export type { Credential, CredentialProvider, Credentials } from "./auth.ts";
 
@@ -49,8 +45,13 @@ export interface RegistryOptions {
   certDir?: string;
   /** Receives one line per HTTP request and one per response, secrets redacted. */
   trace?: (line: string) => void;
-  /** Blobs up to this size go in one PUT, larger ones in PATCH chunks of this size (16 MiB). */
+  /**
+   * Upload blobs in PATCH chunks of this many bytes, with Content-Length (default undefined:
+   * one streamed PATCH per blob; blobs up to 4 MiB go in one PUT either way).
+   */
   chunkSize?: number;
+  /** Idle limit in ms for every network wait (default 30 000; see timeouts.ts). */
+  timeout?: number;
   /** Retries of a failed request or broken transfer (default 5). */
   retries?: number;
   /** Longest wait between retries in ms, also the cap on Retry-After (default 60 000). */
@@ -116,7 +117,7 @@ export class RegistryStore implements MountingStore {
 
   readonly #transport: Transport;
   readonly #auth: Authenticator;
-  readonly #chunkSize: number;
+  readonly #chunkSize: number | undefined;
   /** Digests that a HEAD of a tag reported (Docker-Content-Digest), for clearer errors. */
   readonly #digestOfTag = new Map<string, string>();
   /** Manifest bytes fetched or pushed in this session, by digest (all verified). */
@@ -133,22 +134,12 @@ export class RegistryStore implements MountingStore {
     this.#transport = transport;
     this.baseUrl = transport.baseUrl.origin;
     this.#auth = new Authenticator(transport, ref.registry, ref.repository, opts.credentials);
-    this.#chunkSize = opts.chunkSize ?? DEFAULT_CHUNK_SIZE;
+    this.#chunkSize = opts.chunkSize;
     this.#api = {
       name: this.registry,
       repository: this.repository,
       url: (path) => this.#url(path),
       send: (req, scopes) => this.#send(req, scopes ?? this.#pushScopes()),
-      sendStream: transport.canStream
-        ? async (req) => {
-          const ours = this.#transport.isRegistryOrigin(req.url);
-          const authorization = ours ? await this.#auth.header(this.#pushScopes()) : undefined;
-          return await this.#transport.streamBody({
-            ...req,
-            headers: { ...req.headers, authorization },
-          });
-        }
-        : undefined,
       fail: (res, method, url) => this.#fail(res, method, url),
     };
   }
@@ -171,6 +162,7 @@ export class RegistryStore implements MountingStore {
       retryMaxWait: opts.retryMaxWait,
       retryBaseWait: opts.retryBaseWait,
       onRetry: opts.onRetry,
+      timeout: opts.timeout,
     });
     return new RegistryStore(ref, transport, opts);
   }
@@ -413,7 +405,13 @@ export class RegistryStore implements MountingStore {
   ): Promise<string | null> {
     const url = this.#url(`manifests/${reference}`);
     const res = await this.#send(
-      { method: "PUT", url, headers: { "content-type": desc.mediaType }, body: bytes },
+      {
+        method: "PUT",
+        url,
+        headers: { "content-type": desc.mediaType },
+        body: bytes,
+        commit: true,
+      },
       this.#pushScopes(),
     );
     if (res.status !== 201 && res.status !== 200) throw await this.#fail(res, "PUT", url);

@@ -1,14 +1,16 @@
 // Blob uploads (distribution-spec "Pushing blobs") and cross-repository mounts.
 //
-// Every request body here is a Uint8Array of known length, never a stream, so every
-// request carries a correct Content-Length (Deno sends streamed bodies chunked, without
-// one). The source stream is read into a fixed buffer of `chunkSize` bytes at a time, so
-// memory stays flat whatever the blob size:
-//
-// - size ≤ chunk size: POST opens a session, one PUT ?digest= carries the whole blob;
-// - larger: POST, then PATCH after PATCH with `Content-Range: START-END` (each to the
-//   newest Location), then an empty PUT ?digest= closes the session. While one PATCH is in
-//   flight the next chunk is read and hashed into a second buffer.
+// How a blob goes up:
+// - up to MONOLITHIC_MAX (4 MiB): POST opens a session, one PUT ?digest= carries the whole
+//   blob (read and verified in memory first), with Content-Length;
+// - larger, by default: one PATCH streams the whole blob (chunked transfer coding, as skopeo
+//   and crane send it), then an empty PUT ?digest= closes the session;
+// - larger, with --chunk-size or when the registry asks for OCI-Chunk-Min-Length: PATCH after
+//   PATCH of fixed-size chunks with Content-Length and `Content-Range: START-END` (each to the
+//   newest Location), read into two buffers of that size (the next chunk is read and hashed
+//   while one is sent), then the empty PUT.
+// Any 2xx with a usable Location answers POST and PATCH (distribution answers 202; Amazon ECR
+// answers PATCH with 201, Pulp with 204); any 2xx answers the closing PUT.
 //
 // The bytes are hashed as they are read. The closing PUT is only sent once the digest and
 // size match the descriptor; otherwise the session is DELETEd and nothing becomes visible.
@@ -39,28 +41,25 @@ import { describeError, UserError } from "../../errors.ts";
 import type { Descriptor } from "../../media.ts";
 import type { BlobReader, BlobSource } from "../store.ts";
 import { bufferSizeFor, ChunkReader, reclaim } from "../../stream.ts";
+import type { HttpResponse } from "./response.ts";
 import {
   backoffDelay,
   DEFAULT_RETRIES,
   DEFAULT_RETRY_BASE_WAIT,
   DEFAULT_RETRY_MAX_WAIT,
-  type HttpResponse,
   NetworkError,
-  redactUrl,
   RETRYABLE_STATUSES,
   retryDelay,
   retryLine,
   type RetryPolicy,
   sleep,
-} from "./transport.ts";
+} from "./retry.ts";
+import { redactUrl } from "./trace.ts";
 
-export const DEFAULT_CHUNK_SIZE = 64 * 1024 * 1024;
 /** Blobs up to this size go up in one PUT, held in memory (configs, small layers). */
 const MONOLITHIC_MAX = 4 * 1024 * 1024;
 /** What the source is read into at a time. */
 const READ_BUFFER = 1024 * 1024;
-/** The buffer a streamed PATCH is written through. */
-const STREAM_BUFFER = 1024 * 1024;
 /** A registry asking for chunks larger than this (OCI-Chunk-Min-Length) is refused. */
 const MAX_CHUNK_SIZE = 256 * 1024 * 1024;
 const EMPTY = new Uint8Array(0);
@@ -72,8 +71,14 @@ export interface ApiRequest {
   method: string;
   url: URL;
   headers?: Record<string, string>;
-  body?: Uint8Array;
+  /** A sized body, or a stream (sent chunked; never retried or redirected by the transport). */
+  body?: Uint8Array | ReadableStream<Uint8Array>;
+  /** Let the transport retry transient failures (default true). */
   retry?: boolean;
+  /** The request commits content: the registry may take longer to answer (timeouts.ts). */
+  commit?: boolean;
+  /** A streamed body: called with each piece's size as it goes to the network. */
+  onSent?: (bytes: number) => void;
 }
 
 /** What uploads need from the registry store: authenticated requests and error decoding. */
@@ -92,20 +97,13 @@ export interface UploadApi {
   send(req: ApiRequest, scopes?: string[]): Promise<HttpResponse>;
   /** Turn an unexpected response into a one-line UserError (consumes the body). */
   fail(res: HttpResponse, method: string, url: URL): Promise<UserError>;
-  /**
-   * Send one request whose body is streamed with an exact Content-Length (no retries, no
-   * redirects); absent where the transport cannot (--tls-verify=false).
-   */
-  sendStream?(req: {
-    method: string;
-    url: URL;
-    headers: Record<string, string>;
-    contentLength: number;
-    body: (write: (chunk: Uint8Array) => Promise<void>) => Promise<void>;
-  }): Promise<HttpResponse>;
 }
 
 export interface UploadOptions {
+  /**
+   * Send blobs above MONOLITHIC_MAX in PATCH chunks of this many bytes, with Content-Length
+   * (default undefined: one streamed PATCH of the whole blob).
+   */
   chunkSize?: number;
   onProgress?: (bytes: number) => void;
   /** Retry budget and waits (default: 5 retries, 200 ms doubling, at most 60 s). */
@@ -334,14 +332,14 @@ export function parseUploadRange(value: string | null): number | undefined {
   return Number(m[2]);
 }
 
-/** Check the 201 that completes an upload or mount. */
+/** Check the answer that completes an upload (any 2xx) or a mount (201). */
 async function expectCreated(
   api: UploadApi,
   res: HttpResponse,
   url: URL,
   desc: Descriptor,
 ): Promise<void> {
-  if (res.status !== 201) throw await api.fail(res, res.method, url);
+  if (!res.ok) throw await api.fail(res, res.method, url);
   const got = res.headers.get("docker-content-digest");
   await res.discard();
   if (got !== null && got.trim() !== desc.digest) {
@@ -376,7 +374,7 @@ type Outcome = { res: HttpResponse; error?: undefined } | { res?: undefined; err
 /** Send without transport retries; a transient network failure is returned, not thrown. */
 async function attempt(
   api: UploadApi,
-  req: { method: string; url: URL; headers?: Record<string, string>; body?: Uint8Array },
+  req: Omit<ApiRequest, "retry">,
 ): Promise<Outcome> {
   try {
     return { res: await api.send({ ...req, retry: false }) };
@@ -501,13 +499,14 @@ async function uploadOnce(
     // Open a session. An empty Uint8Array makes fetch send `Content-Length: 0` itself.
     const start = api.url("blobs/uploads/");
     const opened = await api.send({ method: "POST", url: start, body: EMPTY });
-    if (opened.status !== 202) throw await api.fail(opened, "POST", start);
+    if (!opened.ok) throw await api.fail(opened, "POST", start);
     session = uploadLocation(api, opened);
     const minChunk = Number(opened.headers.get("oci-chunk-min-length") ?? "0");
     await opened.discard();
 
-    let chunkSize = Math.max(1, opts.chunkSize ?? DEFAULT_CHUNK_SIZE);
-    if (Number.isSafeInteger(minChunk) && minChunk > chunkSize) {
+    // Chunks with Content-Length when asked for (--chunk-size) or required by the registry.
+    let chunkSize = opts.chunkSize !== undefined ? Math.max(1, opts.chunkSize) : undefined;
+    if (Number.isSafeInteger(minChunk) && minChunk > 0 && minChunk > (chunkSize ?? 0)) {
       if (minChunk > MAX_CHUNK_SIZE && desc.size > MAX_CHUNK_SIZE) {
         throw new UserError(
           `${api.name}: registry asks for upload chunks of at least ${minChunk} bytes; refused`,
@@ -516,7 +515,7 @@ async function uploadOnce(
       chunkSize = minChunk;
     }
 
-    if (desc.size <= chunkSize && (desc.size <= MONOLITHIC_MAX || !api.sendStream)) {
+    if (desc.size <= (chunkSize ?? MONOLITHIC_MAX)) {
       // Monolithic: the whole (small) blob in one PUT.
       if (state.whole === undefined) {
         const buf = new Uint8Array(desc.size);
@@ -535,16 +534,9 @@ async function uploadOnce(
       verifier = new Verifier(desc.digest, desc.size);
       source = new SourceReader(blobSource, verifier, policy);
     }
-    if (api.sendStream) {
-      // Streamed: each PATCH carries up to a chunk straight from the source through a small
-      // buffer, so memory does not grow with the chunk size.
-      const buf = new Uint8Array(STREAM_BUFFER);
-      for (let offset = 0; offset < desc.size;) {
-        const length = Math.min(chunkSize, desc.size - offset);
-        session = await sendChunkStreamed(api, session, source, buf, offset, length, policy);
-        offset += length;
-        opts.onProgress?.(offset);
-      }
+    if (chunkSize === undefined) {
+      // Streamed: one PATCH carries the whole blob straight from the source.
+      session = await sendStreamed(api, session, source, desc.size, policy, opts.onProgress);
       await source.drain(); // an overrun makes the verifier throw
       verifier.finish();
       await closeUpload(api, desc, session, EMPTY, policy);
@@ -603,8 +595,8 @@ async function closeUpload(
     ? { "content-type": "application/octet-stream" }
     : {};
   for (let failures = 0;;) {
-    const outcome = await attempt(api, { method: "PUT", url: put, headers, body });
-    if (outcome.res?.status === 201 || (outcome.res && !transient(outcome))) {
+    const outcome = await attempt(api, { method: "PUT", url: put, headers, body, commit: true });
+    if (outcome.res?.ok || (outcome.res && !transient(outcome))) {
       if (outcome.res.status === 404) {
         // The session is gone: maybe because this very PUT committed it before.
         const error = await api.fail(outcome.res, "PUT", put);
@@ -660,7 +652,7 @@ async function sendChunk(
   for (;;) {
     const from = offset + sent;
     const outcome = await send(url, from, end);
-    if (outcome.res?.status === 202) {
+    if (outcome.res?.ok) {
       const res = outcome.res;
       const next = uploadLocation(api, res);
       const acknowledged = parseUploadRange(res.headers.get("range"));
@@ -673,7 +665,7 @@ async function sendChunk(
       return next;
     }
     if (outcome.res?.status === 307 || outcome.res?.status === 308) {
-      // Authorization only goes along to the registry's own origin (api.send/sendStream).
+      // Authorization only goes along to the registry's own origin (api.send).
       const next = uploadLocation(api, outcome.res);
       await outcome.res.discard();
       if (++hops > 10) throw new UserError(`${api.name}: PATCH: too many redirects`);
@@ -736,51 +728,76 @@ function sendChunkFromMemory(
     }));
 }
 
-/** PATCH a chunk streamed from the source through `buf` (sendStream). */
-function sendChunkStreamed(
+/** Bytes handed to the network per piece of a streamed PATCH. */
+const STREAM_PIECE = 1024 * 1024;
+
+/**
+ * PATCH the whole blob as one stream from the source (chunked transfer coding). A PATCH
+ * that breaks off is continued from where the registry says it got to, with a Content-Range
+ * (sendChunk); the first carries none, as skopeo and crane send it. `onProgress` gets the
+ * blob offset of the bytes handed to the network.
+ */
+function sendStreamed(
   api: UploadApi,
   session: URL,
   source: SourceReader,
-  buf: Uint8Array,
-  offset: number,
-  length: number,
+  size: number,
   policy: RetryPolicy,
+  onProgress?: (bytes: number) => void,
 ): Promise<URL> {
   const send = async (url: URL, from: number, end: number): Promise<Outcome> => {
     let bodyError: unknown;
+    let left = end - from + 1;
+    let position = from;
+    // Fresh memory per piece: fetch may still hold a piece after asking for the next one.
+    const body = new ReadableStream<Uint8Array>({
+      async pull(controller) {
+        try {
+          const piece = new Uint8Array(Math.min(STREAM_PIECE, left));
+          const n = await source.fill(piece);
+          if (n === 0) {
+            throw new DigestMismatchError(
+              `content of ${source.expected} ended before its descriptor size`,
+            );
+          }
+          left -= n;
+          controller.enqueue(n === piece.length ? piece : piece.subarray(0, n));
+          if (left === 0) controller.close();
+        } catch (e) {
+          bodyError = e; // the source or the verifier: final
+          controller.error(e);
+        }
+      },
+    }, { highWaterMark: 0 });
+    const headers: Record<string, string> = from === 0
+      ? { "content-type": "application/octet-stream" }
+      : PATCH_HEADERS(from, end);
     try {
-      const res = await api.sendStream!({
+      const res = await api.send({
         method: "PATCH",
         url,
-        headers: PATCH_HEADERS(from, end),
-        contentLength: end - from + 1,
-        body: async (write) => {
-          for (let left = end - from + 1; left > 0;) {
-            let n: number;
-            try {
-              n = await source.fill(buf.subarray(0, Math.min(buf.length, left)));
-              if (n === 0) {
-                throw new DigestMismatchError(
-                  `content of ${source.expected} ended before its descriptor size`,
-                );
-              }
-            } catch (e) {
-              bodyError = e; // the source or the verifier: final
-              throw e;
-            }
-            await write(buf.subarray(0, n)); // the network: recovered from the progress
-            left -= n;
-          }
+        headers,
+        body,
+        retry: false,
+        onSent: (n) => {
+          position += n;
+          onProgress?.(position);
         },
       });
+      if (bodyError !== undefined) {
+        await res.discard();
+        throw bodyError;
+      }
       return { res };
     } catch (e) {
-      if (bodyError !== undefined) throw bodyError; // the source or verifier: final
+      if (bodyError !== undefined) throw bodyError;
       if (!(e instanceof NetworkError && e.retryable)) throw e;
       return { error: e };
+    } finally {
+      if (left > 0) await body.cancel().catch(() => {});
     }
   };
-  return sendChunk(api, session, offset, length, policy, send, (from) => source.rewind(from));
+  return sendChunk(api, session, 0, size, policy, send, (from) => source.rewind(from));
 }
 
 /**
@@ -798,7 +815,7 @@ export async function mountBlob(api: UploadApi, desc: Descriptor, from: string):
     `repository:${api.repository}:pull,push`,
     `repository:${from}:pull`,
   ];
-  const res = await api.send({ method: "POST", url, body: EMPTY }, scopes);
+  const res = await api.send({ method: "POST", url, body: EMPTY, commit: true }, scopes);
   if (res.status === 201) {
     await expectCreated(api, res, url, desc);
     return true;
