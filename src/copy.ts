@@ -152,7 +152,6 @@ export async function copyGraph(
     let p = manifests.get(desc.digest);
     if (!p) {
       p = (async () => {
-        if (!desc.digest.startsWith("sha256:")) await loadFastHash();
         const bytes = await readManifest(desc);
         const node = parseNode(bytes, desc.mediaType, desc.digest);
         const path = [...ancestors, desc.digest];

@@ -1,12 +1,20 @@
-// Digests: parsing per the OCI descriptor grammar, and streaming verification.
+// Digests: parsing per the OCI descriptor grammar, and verification.
 //
 // A digest string becomes a file path (blobs/ALG/HEX) and a URL path segment, so it is
 // validated strictly before use: the algorithm must be one we implement, the encoded part
 // must match that algorithm's exact form (lowercase hex of the right length).
+//
+// Two hash implementations, each where it fits:
+// - Whole documents (manifests, indexes, checked in memory) go through WebCrypto's
+//   crypto.subtle.digest: built into Deno, nothing to load, so a copy that only verifies a
+//   manifest or two starts as fast as it can. It is async and one-shot.
+// - Blobs are hashed as they stream (Verifier), which WebCrypto cannot do: it has no
+//   incremental update/final API, only a digest of one complete buffer. So streams use
+//   node:crypto's createHash, loaded lazily by loadFastHash() because importing it costs
+//   ≈ 20 ms of start-up that a no-op copy should not pay.
 import { UserError } from "./errors.ts";
-import { Sha256 } from "./sha256.ts";
 
-/** What we need of a hash: node:crypto's Hash, or the small JS SHA-256. */
+/** What Verifier needs of a hash: node:crypto's Hash. */
 interface Hasher {
   update(data: Uint8Array): unknown;
   digest(encoding: "hex"): string;
@@ -16,22 +24,22 @@ type NodeCrypto = typeof import("node:crypto");
 let nodeCrypto: NodeCrypto | undefined;
 
 /**
- * Load node:crypto for fast streaming hashes. It costs ≈ 20 ms of start-up, so it is loaded
- * only when blobs are about to be hashed (or a sha512 digest turns up); until then SHA-256
- * of small documents uses the JS implementation.
+ * Load node:crypto for streaming hashes (Verifier). It costs ≈ 20 ms of start-up, so it is
+ * loaded only when blobs are about to be hashed; whole documents use WebCrypto instead.
+ * Idempotent and cheap after the first call. Must have resolved before `new Verifier()`.
  */
 export async function loadFastHash(): Promise<void> {
   nodeCrypto ??= await import("node:crypto");
 }
 
-/** A new hasher for `algorithm`; fast (node:crypto) once loadFastHash() has run. */
-export function hasher(algorithm: ParsedDigest["algorithm"] = "sha256"): Hasher {
-  if (nodeCrypto) return nodeCrypto.createHash(algorithm);
-  if (algorithm === "sha256") {
-    const h = new Sha256();
-    return { update: (d: Uint8Array) => h.update(d), digest: () => h.hex() };
+/** A new streaming hasher; throws an internal Error if loadFastHash() has not run. */
+function hasher(algorithm: ParsedDigest["algorithm"]): Hasher {
+  if (!nodeCrypto) {
+    throw new Error(
+      `internal error: a streaming ${algorithm} hash needs "await loadFastHash()" first`,
+    );
   }
-  throw new Error(`internal error: ${algorithm} needs loadFastHash() first`);
+  return nodeCrypto.createHash(algorithm);
 }
 
 /** Algorithms we can verify, with the length of their lowercase hex encoding. */
@@ -89,11 +97,31 @@ export function isValidDigest(digest: string): boolean {
   }
 }
 
-/** Digest of a whole byte array (for manifests and other small documents). */
-export function digestOf(bytes: Uint8Array, algorithm: ParsedDigest["algorithm"] = "sha256") {
-  const h = hasher(algorithm);
-  h.update(bytes);
-  return `${algorithm}:${h.digest("hex")}`;
+/** WebCrypto's names of the algorithms we verify. */
+const WEBCRYPTO: Record<ParsedDigest["algorithm"], string> = {
+  sha256: "SHA-256",
+  sha512: "SHA-512",
+};
+
+const HEX = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, "0"));
+
+/**
+ * Digest of a whole byte array (manifests and other documents held in memory), as
+ * `ALG:lowercase-hex`, computed with WebCrypto (crypto.subtle.digest). Resolves to e.g.
+ * `sha256:e3b0…` for an empty array. Rejects only if WebCrypto does (it does not for the
+ * two supported algorithms).
+ */
+export async function digestOf(
+  bytes: Uint8Array,
+  algorithm: ParsedDigest["algorithm"] = "sha256",
+): Promise<string> {
+  // Our buffers are never shared memory; WebCrypto's BufferSource type insists on it.
+  const hash = new Uint8Array(
+    await crypto.subtle.digest(WEBCRYPTO[algorithm], bytes as Uint8Array<ArrayBuffer>),
+  );
+  let hex = "";
+  for (const b of hash) hex += HEX[b];
+  return `${algorithm}:${hex}`;
 }
 
 /** Thrown when content does not match its descriptor. */
@@ -102,7 +130,9 @@ export class DigestMismatchError extends UserError {}
 /**
  * Incremental verification of one blob against its descriptor: feed every chunk to
  * update(), then call finish(). Overrunning the declared size fails at once, so a
- * hostile source cannot make us write more than the descriptor promised.
+ * hostile source cannot make us write more than the descriptor promised. Hashes with
+ * node:crypto: the constructor throws an internal Error unless loadFastHash() has resolved
+ * (every path that streams a blob awaits it first), and a UserError for a bad digest/size.
  */
 export class Verifier {
   readonly expected: string;
@@ -113,9 +143,7 @@ export class Verifier {
 
   constructor(digest: string, size: number) {
     const parsed = parseDigest(digest);
-    if (!Number.isSafeInteger(size) || size < 0) {
-      throw new UserError(`invalid size ${size} for ${digest}`);
-    }
+    checkSize(digest, size);
     this.expected = digest;
     this.size = size;
     this.#algorithm = parsed.algorithm;
@@ -129,9 +157,7 @@ export class Verifier {
   update(chunk: Uint8Array): void {
     this.#seen += chunk.byteLength;
     if (this.#seen > this.size) {
-      throw new DigestMismatchError(
-        `content of ${this.expected} is larger than its descriptor size ${this.size}`,
-      );
+      throw overrun(this.expected, this.size);
     }
     this.#hash.update(chunk);
   }
@@ -139,20 +165,44 @@ export class Verifier {
   /** Throws unless exactly `size` bytes with the right digest were seen. */
   finish(): void {
     if (this.#seen !== this.size) {
-      throw new DigestMismatchError(
-        `content of ${this.expected} is ${this.#seen} bytes, descriptor says ${this.size}`,
-      );
+      throw shortfall(this.expected, this.#seen, this.size);
     }
     const actual = `${this.#algorithm}:${this.#hash.digest("hex")}`;
     if (actual !== this.expected) {
-      throw new DigestMismatchError(`digest mismatch: expected ${this.expected}, got ${actual}`);
+      throw mismatch(this.expected, actual);
     }
   }
 }
 
-/** Verify a complete byte array against a digest and size. */
-export function verifyBytes(bytes: Uint8Array, digest: string, size: number): void {
-  const v = new Verifier(digest, size);
-  v.update(bytes);
-  v.finish();
+/**
+ * Verify a complete byte array against a descriptor's digest and size (bytes), with
+ * WebCrypto. Rejects with a UserError for an invalid digest or size, and with a
+ * DigestMismatchError when the length differs from `size` (checked first, without hashing)
+ * or the content hashes to another digest; the messages are those of Verifier.
+ */
+export async function verifyBytes(bytes: Uint8Array, digest: string, size: number): Promise<void> {
+  const { algorithm } = parseDigest(digest);
+  checkSize(digest, size);
+  if (bytes.byteLength > size) throw overrun(digest, size);
+  if (bytes.byteLength < size) throw shortfall(digest, bytes.byteLength, size);
+  const actual = await digestOf(bytes, algorithm);
+  if (actual !== digest) throw mismatch(digest, actual);
+}
+
+function checkSize(digest: string, size: number): void {
+  if (!Number.isSafeInteger(size) || size < 0) {
+    throw new UserError(`invalid size ${size} for ${digest}`);
+  }
+}
+
+function overrun(digest: string, size: number): DigestMismatchError {
+  return new DigestMismatchError(`content of ${digest} is larger than its descriptor size ${size}`);
+}
+
+function shortfall(digest: string, seen: number, size: number): DigestMismatchError {
+  return new DigestMismatchError(`content of ${digest} is ${seen} bytes, descriptor says ${size}`);
+}
+
+function mismatch(expected: string, actual: string): DigestMismatchError {
+  return new DigestMismatchError(`digest mismatch: expected ${expected}, got ${actual}`);
 }

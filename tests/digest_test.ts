@@ -1,7 +1,13 @@
 import assert from "node:assert/strict";
 import { createHash } from "node:crypto";
-import { digestOf, loadFastHash, parseDigest, Verifier, verifyBytes } from "../src/digest.ts";
-import { Sha256 } from "../src/sha256.ts";
+import {
+  DigestMismatchError,
+  digestOf,
+  loadFastHash,
+  parseDigest,
+  Verifier,
+  verifyBytes,
+} from "../src/digest.ts";
 import { parseNode } from "../src/media.ts";
 
 const enc = new TextEncoder();
@@ -35,20 +41,82 @@ Deno.test("parseDigest accepts sha256 and sha512 in their exact form only", () =
 Deno.test("Verifier checks size and digest, and fails at once on overrun", async () => {
   const data = new Uint8Array(100_000).map((_, i) => (i * 7919) % 251);
   const digest = "sha256:" + createHash("sha256").update(data).digest("hex");
-  assert.equal(digestOf(data), digest);
+  await loadFastHash();
   const v = new Verifier(digest, data.length);
   v.update(data.subarray(0, 50_000));
   v.update(data.subarray(50_000));
   v.finish();
-  assert.throws(() => verifyBytes(data.subarray(1), digest, data.length), /99999 bytes/);
+  const short = new Verifier(digest, data.length);
+  short.update(data.subarray(1));
+  assert.throws(() => short.finish(), /99999 bytes/);
   const over = new Verifier(digest, 10);
   assert.throws(() => over.update(data.subarray(0, 11)), /larger than its descriptor size/);
   const flipped = data.slice();
   flipped[7] ^= 1;
-  assert.throws(() => verifyBytes(flipped, digest, data.length), /digest mismatch/);
-  await loadFastHash(); // sha512 has no JS fallback
+  const bad = new Verifier(digest, data.length);
+  bad.update(flipped);
+  assert.throws(() => bad.finish(), DigestMismatchError);
   const d512 = "sha512:" + createHash("sha512").update(data).digest("hex");
-  verifyBytes(data, d512, data.length);
+  const v512 = new Verifier(d512, data.length);
+  v512.update(data);
+  v512.finish();
+});
+
+Deno.test("a Verifier made before loadFastHash() says so instead of hashing wrongly", async () => {
+  // A fresh process: in this one another test may already have loaded node:crypto.
+  const digestTs = new URL("../src/digest.ts", import.meta.url).href;
+  const code = `
+    const { Verifier, verifyBytes, digestOf } = await import(${JSON.stringify(digestTs)});
+    const d = await digestOf(new Uint8Array(3));
+    await verifyBytes(new Uint8Array(3), d, 3); // WebCrypto: no loadFastHash() needed
+    try { new Verifier(d, 3); console.log("made"); } catch (e) { console.log(e.message); }
+  `;
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", "--no-config", code],
+    stdout: "piped",
+    stderr: "inherit",
+  }).output();
+  assert.ok(out.success);
+  assert.match(new TextDecoder().decode(out.stdout), /internal error: .*loadFastHash\(\)/);
+});
+
+Deno.test("digestOf (WebCrypto) agrees with node:crypto for sha256 and sha512", async () => {
+  for (const n of [0, 1, 55, 56, 63, 64, 65, 111, 112, 127, 128, 129, 1000, 100_000]) {
+    const data = new Uint8Array(n).map((_, i) => (i * 31 + 7) & 255);
+    for (const alg of ["sha256", "sha512"] as const) {
+      const expected = `${alg}:${createHash(alg).update(data).digest("hex")}`;
+      assert.equal(await digestOf(data, alg), expected, `${alg}, length ${n}`);
+    }
+  }
+  assert.equal(
+    await digestOf(new Uint8Array()),
+    "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+  );
+  // A view into a larger buffer hashes only its own bytes.
+  const big = enc.encode("xxhelloxx");
+  assert.equal(await digestOf(big.subarray(2, 7)), await digestOf(enc.encode("hello")));
+});
+
+Deno.test("verifyBytes accepts matching content and rejects every mismatch", async () => {
+  const data = new Uint8Array(100_000).map((_, i) => (i * 7919) % 251);
+  const d256 = "sha256:" + createHash("sha256").update(data).digest("hex");
+  const d512 = "sha512:" + createHash("sha512").update(data).digest("hex");
+  await verifyBytes(data, d256, data.length);
+  await verifyBytes(data, d512, data.length);
+  const flipped = data.slice();
+  flipped[7] ^= 1;
+  for (const d of [d256, d512]) {
+    await assert.rejects(verifyBytes(flipped, d, data.length), DigestMismatchError);
+    await assert.rejects(verifyBytes(flipped, d, data.length), /digest mismatch: expected sha/);
+    await assert.rejects(verifyBytes(data.subarray(1), d, data.length), /99999 bytes/);
+    await assert.rejects(
+      verifyBytes(data, d, data.length - 1),
+      /larger than its descriptor size 99999/,
+    );
+  }
+  await assert.rejects(verifyBytes(data, "sha256:" + "A".repeat(64), data.length), /invalid/);
+  await assert.rejects(verifyBytes(data, d256, -1), /invalid size -1/);
+  await assert.rejects(verifyBytes(data, d256, 1.5), /invalid size/);
 });
 
 const H = "sha256:" + "b".repeat(64);
@@ -125,14 +193,6 @@ Deno.test("parseNode refuses contradictions, ambiguity, schema1 and bad descript
       ),
     /invalid size/,
   );
-});
-
-Deno.test("the JS SHA-256 used before node:crypto loads agrees with node:crypto", () => {
-  for (const n of [0, 1, 55, 56, 63, 64, 65, 119, 120, 1000, 100_000]) {
-    const data = new Uint8Array(n).map((_, i) => (i * 31 + 7) & 255);
-    const js = new Sha256().update(data.subarray(0, n >> 1)).update(data.subarray(n >> 1)).hex();
-    assert.equal(js, createHash("sha256").update(data).digest("hex"), `length ${n}`);
-  }
 });
 
 Deno.test("path helpers behave like node:path for the paths the tool builds", async () => {

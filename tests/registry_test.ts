@@ -901,7 +901,7 @@ Deno.test("registry: a source that breaks off mid-blob is resumed at the right o
       assert.equal(await store.exists(desc), true);
       const { stream } = await store.fetch(desc);
       assert.equal(
-        srcDigestOf(new Uint8Array(await new Response(stream).arrayBuffer())),
+        await srcDigestOf(new Uint8Array(await new Response(stream).arrayBuffer())),
         desc.digest,
       );
       // Range reads.
@@ -1289,7 +1289,7 @@ Deno.test("registry: a source opened early that breaks once costs one retry, not
       assert.equal(await store.exists(desc), true);
       const { stream } = await store.fetch(desc);
       assert.equal(
-        srcDigestOf(new Uint8Array(await new Response(stream).arrayBuffer())),
+        await srcDigestOf(new Uint8Array(await new Response(stream).arrayBuffer())),
         desc.digest,
       );
     } finally {
@@ -1327,7 +1327,7 @@ Deno.test("registry: the source starts opening while the upload session is being
         assert.equal(await store.exists(desc), true);
         const { stream } = await store.fetch(desc);
         assert.equal(
-          srcDigestOf(new Uint8Array(await new Response(stream).arrayBuffer())),
+          await srcDigestOf(new Uint8Array(await new Response(stream).arrayBuffer())),
           desc.digest,
         );
       }

@@ -1,5 +1,6 @@
 // `umoci copy [flags] SRC DST`
 import { type CopyEvent, copyGraph, type CopyStats } from "../copy.ts";
+import { parseDigest } from "../digest.ts";
 import { UsageError } from "../errors.ts";
 import { isIndexType, isManifestType } from "../media.ts";
 import {
@@ -22,7 +23,7 @@ import {
   parseSize,
 } from "./flags.ts";
 import { findCredentials, parseCredsFlag } from "../store/registry/credentials.ts";
-import { formatBytes, type Logger } from "./log.ts";
+import { escapeControl, formatBytes, type Logger } from "./log.ts";
 import { Progress } from "./progress.ts";
 
 export const COPY_FLAGS: Record<string, FlagSpec> = {
@@ -243,6 +244,8 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
         isIndexType(root.mediaType) ? " (index)" : ""
       }`,
     );
+    // stdout is for scripts and terminals alike: only ever a digest of the strict grammar.
+    parseDigest(root.digest);
     console.log(root.digest);
     if (typeof values.digestfile === "string") {
       await Deno.writeTextFile(values.digestfile, root.digest + "\n");
@@ -303,7 +306,7 @@ async function askPassword(username: string, logger: Logger): Promise<string> {
     throw new UsageError(`no password given for ${username} (use USER:PASS or --password-stdin)`);
   }
   logger.overlay?.clear();
-  await Deno.stderr.write(new TextEncoder().encode(`Password for ${username}: `));
+  await Deno.stderr.write(new TextEncoder().encode(`Password for ${escapeControl(username)}: `));
   Deno.stdin.setRaw(true);
   const chars: number[] = [];
   try {

@@ -86,7 +86,8 @@ export async function run(args: string[]): Promise<number> {
     }
   } catch (e) {
     if (logger.enabled("debug") && e instanceof Error && !(e instanceof UserError)) {
-      logger.debug(e.stack ?? String(e));
+      // One debug line per stack line: the logger escapes newlines inside a message.
+      for (const line of (e.stack ?? String(e)).split("\n")) logger.debug(line);
     }
     logger.error(describeError(e));
     return e instanceof UserError ? e.exitCode : 1;

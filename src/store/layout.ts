@@ -455,7 +455,6 @@ export class LayoutStore implements Store {
   }
 
   async fetchManifest(desc: Descriptor): Promise<Uint8Array> {
-    if (!desc.digest.startsWith("sha256:")) await loadFastHash();
     if (desc.size > MAX_MANIFEST_SIZE) {
       throw new UserError(`manifest ${desc.digest} is larger than ${MAX_MANIFEST_SIZE} bytes`);
     }
@@ -466,7 +465,7 @@ export class LayoutStore implements Store {
       MAX_MANIFEST_SIZE,
       desc.digest,
     );
-    verifyBytes(bytes, desc.digest, desc.size);
+    await verifyBytes(bytes, desc.digest, desc.size);
     return bytes;
   }
 
@@ -616,7 +615,7 @@ export class LayoutStore implements Store {
   }
 
   async pushManifest(desc: Descriptor, bytes: Uint8Array, tag?: string): Promise<void> {
-    verifyBytes(bytes, desc.digest, desc.size);
+    await verifyBytes(bytes, desc.digest, desc.size);
     if (!(await this.exists(desc))) {
       await this.push(
         desc,

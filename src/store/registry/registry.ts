@@ -10,7 +10,7 @@
 // Manifests are handled as exact bytes: what is read is verified against its digest and
 // handed on unchanged, what is pushed is sent byte for byte. Manifest bytes seen in this
 // session (fetched or pushed) are kept by digest, so tag() and repeated reads cost no GET.
-import { digestOf, isValidDigest, parseDigest, verifyBytes } from "../../digest.ts";
+import { digestOf, isValidDigest, loadFastHash, parseDigest, verifyBytes } from "../../digest.ts";
 import { NotFoundError, UserError } from "../../errors.ts";
 import {
   baseMediaType,
@@ -312,8 +312,8 @@ export class RegistryStore implements MountingStore {
     }
     // No usable Docker-Content-Digest (or a type we must see to believe): GET and hash.
     const { bytes, mediaType } = await this.#getManifest(reference);
-    const digest = ref.digest ?? digestOf(bytes);
-    verifyBytes(bytes, digest, bytes.length);
+    const digest = ref.digest ?? await digestOf(bytes);
+    await verifyBytes(bytes, digest, bytes.length);
     if (!isManifestType(mediaType)) {
       throw new UserError(
         `${this.name}:${reference}: unsupported manifest media type ${JSON.stringify(mediaType)}`,
@@ -350,7 +350,7 @@ export class RegistryStore implements MountingStore {
     }
     const cached = this.#manifests.get(desc.digest);
     if (cached) {
-      verifyBytes(cached, desc.digest, desc.size);
+      await verifyBytes(cached, desc.digest, desc.size);
       return cached;
     }
     let bytes: Uint8Array;
@@ -368,13 +368,13 @@ export class RegistryStore implements MountingStore {
       }
       throw e;
     }
-    verifyBytes(bytes, desc.digest, desc.size);
+    await verifyBytes(bytes, desc.digest, desc.size);
     this.#manifests.set(desc.digest, bytes);
     return bytes;
   }
 
   async pushManifest(desc: Descriptor, bytes: Uint8Array, tag?: string): Promise<void> {
-    verifyBytes(bytes, desc.digest, desc.size);
+    await verifyBytes(bytes, desc.digest, desc.size);
     if (bytes.length > MAX_MANIFEST_SIZE) {
       throw new UserError(`manifest ${desc.digest} is larger than ${MAX_MANIFEST_SIZE} bytes`);
     }
@@ -468,7 +468,7 @@ export class RegistryStore implements MountingStore {
     const bytes = encoder.encode(JSON.stringify(index));
     const indexDesc: Descriptor = {
       mediaType: OCI_INDEX,
-      digest: digestOf(bytes),
+      digest: await digestOf(bytes),
       size: bytes.length,
     };
     await this.#putManifest(indexDesc, bytes, tag);
@@ -480,7 +480,7 @@ export class RegistryStore implements MountingStore {
         `cannot tag ${desc.digest} in ${this.name}: ${desc.mediaType} is not a manifest type`,
       );
     }
-    if (known) verifyBytes(known, desc.digest, desc.size);
+    if (known) await verifyBytes(known, desc.digest, desc.size);
     const bytes = known ?? this.#manifests.get(desc.digest) ?? await this.fetchManifest(desc);
     await this.#putManifest(desc, bytes, encodeURIComponent(tag));
   }
@@ -606,6 +606,7 @@ export class RegistryStore implements MountingStore {
     onProgress?: (bytes: number) => void,
   ): Promise<void> {
     parseDigest(desc.digest);
+    await loadFastHash(); // the upload streams the blob through a Verifier
     await uploadBlob(this.#api, desc, source, {
       chunkSize: this.#chunkSize,
       onProgress,
