@@ -4,10 +4,17 @@
 // every child before its parent, skips what the destination already has without reading
 // a byte of it from the source, mounts instead of copying where the destination can, and
 // runs at most `jobs` transfers of large blobs at once, largest first, with small blobs
-// (under 1 MiB) in a lane of their own beside them.
+// (under 1 MiB) in a lane of their own beside them. Non-distributable blobs (foreign
+// layers) are left out unless asked for.
 import { loadFastHash } from "./digest.ts";
 import { UserError } from "./errors.ts";
-import { type Descriptor, isManifestType, isSchema1, parseNode } from "./media.ts";
+import {
+  type Descriptor,
+  isManifestType,
+  isNonDistributable,
+  isSchema1,
+  parseNode,
+} from "./media.ts";
 import { canMount, type Store } from "./store/store.ts";
 
 /** Blobs smaller than this are transferred in a lane of their own (see copyGraph). */
@@ -25,6 +32,8 @@ export type CopyEvent =
     role: BlobRole;
     reason: "exists" | "mounted";
   }
+  /** Once, after planning: the non-distributable blobs whose bytes are not transferred. */
+  | { type: "nondistributable-skip"; descs: Descriptor[] }
   | { type: "manifest-done"; desc: Descriptor }
   | { type: "manifest-skip"; desc: Descriptor };
 
@@ -38,6 +47,12 @@ export interface CopyOptions {
   retries?: number;
   /** Tag the root manifest as it is pushed (see stats.rootTagged). */
   rootTag?: string;
+  /**
+   * Transfer non-distributable blobs (see isNonDistributable) like any other (crane's
+   * --allow-nondistributable-artifacts). Default false: their descriptors are copied with
+   * the manifests, their bytes are neither read, nor looked for, nor written.
+   */
+  allowNonDistributable?: boolean;
   onEvent?: (event: CopyEvent) => void;
 }
 
@@ -48,6 +63,8 @@ export interface CopyStats {
   bytesCopied: number;
   manifestsCopied: number;
   manifestsSkipped: number;
+  /** Non-distributable blobs left out (their descriptors were copied, their bytes not). */
+  nonDistributable: Descriptor[];
   /** The root manifest's bytes, when the root is a manifest (for tagging). */
   rootBytes?: Uint8Array;
   /** The root was pushed with opts.rootTag (otherwise the caller tags it, if it wants). */
@@ -96,10 +113,16 @@ interface PlannedBlob {
  * 1. plan: read every manifest and index (from the destination when it already has them and
  *    reading there is cheaper), verify and parse them, and collect the blobs; a local source
  *    is also checked to hold every blob with the right size. Nothing is written yet, so bad
- *    input found here leaves the destination untouched.
+ *    input found here leaves the destination untouched. Non-distributable blobs (image-spec
+ *    descriptor.md "urls", layer.md non-distributable layers, Docker foreign layers) are
+ *    set aside here, before anything is transferred, unless opts.allowNonDistributable:
+ *    see stats.nonDistributable.
  * 2. blobs: what the destination lacks is mounted or transferred, `jobs` at a time, the
  *    largest first across the whole graph.
  * 3. manifests: pushed children before parents, each after everything it refers to.
+ *
+ * Throws UserError for bad input found while planning: a cycle, Docker schema1, a malformed
+ * manifest, a blob a local source lacks; otherwise whatever the stores throw.
  */
 export async function copyGraph(
   src: Store,
@@ -114,6 +137,7 @@ export async function copyGraph(
     bytesCopied: 0,
     manifestsCopied: 0,
     manifestsSkipped: 0,
+    nonDistributable: [],
   };
   const emit = opts.onEvent ?? (() => {});
   // Small blobs (configs, small layers) have slots of their own, twice as many: they are
@@ -124,6 +148,8 @@ export async function copyGraph(
   const smallLane = new Limiter(2 * jobs);
   const manifests = new Map<string, Promise<PlannedManifest>>();
   const blobs = new Map<string, PlannedBlob>();
+  /** Non-distributable blobs set aside while planning (by digest). */
+  const setAside = new Map<string, Descriptor>();
 
   async function readManifest(desc: Descriptor): Promise<Uint8Array> {
     if (!src.local && dst.local && (await dst.exists(desc))) {
@@ -158,7 +184,9 @@ export async function copyGraph(
         const path = [...ancestors, desc.digest];
         const addBlob = (d: Descriptor, n: number, total: number, role: BlobRole) => {
           checkCopyable(d, path);
-          if (!blobs.has(d.digest)) blobs.set(d.digest, { desc: d, n, total, role });
+          if (!opts.allowNonDistributable && isNonDistributable(d)) {
+            if (!setAside.has(d.digest)) setAside.set(d.digest, d);
+          } else if (!blobs.has(d.digest)) blobs.set(d.digest, { desc: d, n, total, role });
         };
         if (node.config) addBlob(node.config, 1, 1, "config");
         node.layers.forEach((d, i) => addBlob(d, i + 1, node.layers.length, "layer"));
@@ -198,6 +226,12 @@ export async function copyGraph(
   } else {
     // A bare blob as the root (e.g. DIR@DIGEST of a layer): copy it as is.
     blobs.set(root.digest, { desc: root, n: 1, total: 1, role: "blob" });
+  }
+  // A blob that some other descriptor lists as distributable is needed after all.
+  for (const digest of blobs.keys()) setAside.delete(digest);
+  if (setAside.size > 0) {
+    stats.nonDistributable = [...setAside.values()];
+    emit({ type: "nondistributable-skip", descs: stats.nonDistributable });
   }
   if (src.local) {
     // Cheap for a layout: refuse a missing or truncated blob before writing anything.
