@@ -5,7 +5,7 @@
 // a byte of it from the source, mounts instead of copying where the destination can, and
 // runs at most `jobs` transfers of large blobs at once, largest first, with small blobs
 // (under 1 MiB) in a lane of their own beside them. Non-distributable blobs (foreign
-// layers) are left out unless asked for.
+// layers) are left out unless asked for, and a graph deeper than MAX_NESTING is refused.
 import { loadFastHash } from "./digest.ts";
 import { UserError } from "./errors.ts";
 import {
@@ -19,6 +19,14 @@ import { canMount, type Store } from "./store/store.ts";
 
 /** Blobs smaller than this are transferred in a lane of their own (see copyGraph). */
 const SMALL_BLOB = 1024 * 1024;
+
+/**
+ * How many manifests deep a graph may go, the root counting as level 1: an index may list
+ * indexes that list indexes… down to level 16, and whatever sits at level 17 is refused
+ * before it is read. Real images use 1 to 3 levels; without a limit a hostile source can
+ * nest thousands of indexes (10,000 levels took 1.4 GiB before any check fired).
+ */
+export const MAX_NESTING = 16;
 
 export type CopyEvent =
   | { type: "blob-start"; desc: Descriptor; n: number; total: number; role: BlobRole }
@@ -113,16 +121,18 @@ interface PlannedBlob {
  * 1. plan: read every manifest and index (from the destination when it already has them and
  *    reading there is cheaper), verify and parse them, and collect the blobs; a local source
  *    is also checked to hold every blob with the right size. Nothing is written yet, so bad
- *    input found here leaves the destination untouched. Non-distributable blobs (image-spec
- *    descriptor.md "urls", layer.md non-distributable layers, Docker foreign layers) are
- *    set aside here, before anything is transferred, unless opts.allowNonDistributable:
- *    see stats.nonDistributable.
+ *    input found here leaves the destination untouched. Each manifest is read once however
+ *    often it is listed, and none deeper than MAX_NESTING. Non-distributable blobs
+ *    (image-spec descriptor.md "urls", layer.md non-distributable layers, Docker foreign
+ *    layers) are set aside here, before anything is transferred, unless
+ *    opts.allowNonDistributable: see stats.nonDistributable.
  * 2. blobs: what the destination lacks is mounted or transferred, `jobs` at a time, the
  *    largest first across the whole graph.
  * 3. manifests: pushed children before parents, each after everything it refers to.
  *
- * Throws UserError for bad input found while planning: a cycle, Docker schema1, a malformed
- * manifest, a blob a local source lacks; otherwise whatever the stores throw.
+ * Throws UserError for bad input found while planning: a manifest nested deeper than
+ * MAX_NESTING levels, a cycle, Docker schema1, a malformed manifest, a blob a local source
+ * lacks; otherwise whatever the stores throw.
  */
 export async function copyGraph(
   src: Store,
@@ -146,6 +156,9 @@ export async function copyGraph(
   const jobs = Math.max(1, opts.jobs ?? 4);
   const largeLane = new Limiter(jobs);
   const smallLane = new Limiter(2 * jobs);
+  // Manifest reads while planning: an index may list thousands of manifests, and each read
+  // is a request (and a connection) of its own.
+  const manifestLane = new Limiter(2 * jobs);
   const manifests = new Map<string, Promise<PlannedManifest>>();
   const blobs = new Map<string, PlannedBlob>();
   /** Non-distributable blobs set aside while planning (by digest). */
@@ -163,6 +176,11 @@ export async function copyGraph(
     if (ancestors.includes(desc.digest)) {
       throw new UserError(`manifest ${desc.digest} refers to itself (cycle)`);
     }
+    if (ancestors.length >= MAX_NESTING && isManifestType(desc.mediaType)) {
+      throw new UserError(
+        `manifest ${desc.digest} is nested more than ${MAX_NESTING} levels deep (indexes in indexes); refused`,
+      );
+    }
     if (isSchema1(desc.mediaType)) {
       throw new UserError(`${desc.digest}: Docker schema1 manifests are not supported`);
     }
@@ -179,7 +197,7 @@ export async function copyGraph(
     if (!p) {
       p = (async () => {
         if (!desc.digest.startsWith("sha256:")) await loadFastHash();
-        const bytes = await readManifest(desc);
+        const bytes = await manifestLane.run(() => readManifest(desc));
         const node = parseNode(bytes, desc.mediaType, desc.digest);
         const path = [...ancestors, desc.digest];
         const addBlob = (d: Descriptor, n: number, total: number, role: BlobRole) => {
@@ -190,15 +208,20 @@ export async function copyGraph(
         };
         if (node.config) addBlob(node.config, 1, 1, "config");
         node.layers.forEach((d, i) => addBlob(d, i + 1, node.layers.length, "layer"));
-        const other = node.children.filter((c) =>
-          !isManifestType(c.mediaType) && c !== node.config && !node.layers.includes(c)
-        );
+        const known = new Set<Descriptor>(node.layers);
+        if (node.config) known.add(node.config);
+        const other = node.children.filter((c) => !isManifestType(c.mediaType) && !known.has(c));
         other.forEach((d, i) => addBlob(d, i + 1, other.length, "blob"));
-        const children = node.children.filter((c) => isManifestType(c.mediaType));
+        const listed = node.children.filter((c) => isManifestType(c.mediaType));
         // A referrer's subject is a weak reference: copy it along when the source has it.
         if (node.subject && isManifestType(node.subject.mediaType)) {
-          if (await src.exists(node.subject).catch(() => false)) children.push(node.subject);
+          const subject = node.subject;
+          if (await manifestLane.run(() => src.exists(subject)).catch(() => false)) {
+            listed.push(subject);
+          }
         }
+        // Each child once: an index may list the same manifest thousands of times.
+        const children = [...new Map(listed.map((c) => [c.digest, c])).values()];
         await settleAll(children.map((c) => plan(c, path)));
         return { desc, bytes, manifests: children };
       })();
