@@ -10,6 +10,8 @@
 // without it is an error, found before anything is written.
 import assert from "node:assert/strict";
 import { join } from "node:path";
+import { UserError } from "../src/errors.ts";
+import { checkDescriptor, isNonDistributable } from "../src/media.ts";
 import { type RunResult, umoci } from "./fixtures/cli.ts";
 import {
   blobFile,
@@ -363,4 +365,33 @@ Deno.test("non-distributable: with --allow-nondistributable-artifacts a layout w
       await reg.stop();
     }
   });
+});
+
+Deno.test("isNonDistributable: urls, OCI non-distributable types, Docker foreign types", () => {
+  const d = (mediaType: string, urls?: string[]) => ({
+    mediaType,
+    digest: `sha256:${"a".repeat(64)}`,
+    size: 1,
+    ...(urls ? { urls } : {}),
+  });
+  assert.equal(isNonDistributable(d(DOCKER_FOREIGN)), true);
+  assert.equal(isNonDistributable(d("application/vnd.docker.image.rootfs.foreign.diff.tar")), true);
+  for (const suffix of ["v1.tar", "v1.tar+gzip", "v1.tar+zstd"]) {
+    assert.equal(
+      isNonDistributable(d(`application/vnd.oci.image.layer.nondistributable.${suffix}`)),
+      true,
+    );
+  }
+  assert.equal(isNonDistributable(d(OCI_LAYER_GZIP, ["https://example.invalid/x"])), true);
+  assert.equal(isNonDistributable(d(OCI_CONFIG, ["https://example.invalid/x"])), true);
+  assert.equal(isNonDistributable(d(OCI_LAYER_GZIP)), false);
+  assert.equal(isNonDistributable(d(OCI_LAYER_GZIP, [])), false);
+  assert.equal(isNonDistributable(d(DOCKER_LAYER_GZIP)), false);
+  // urls must be an array of strings (descriptor.md).
+  for (const urls of ["https://example.invalid/x", [1], null]) {
+    assert.throws(
+      () => checkDescriptor({ ...d(DOCKER_FOREIGN), urls }, "manifest m"),
+      (e) => e instanceof UserError && /invalid urls/.test(e.message),
+    );
+  }
 });
