@@ -4,14 +4,29 @@
 // every child before its parent, skips what the destination already has without reading
 // a byte of it from the source, mounts instead of copying where the destination can, and
 // runs at most `jobs` transfers of large blobs at once, largest first, with small blobs
-// (under 1 MiB) in a lane of their own beside them.
+// (under 1 MiB) in a lane of their own beside them. Non-distributable blobs (foreign
+// layers) are left out unless asked for, and a graph deeper than MAX_NESTING is refused.
 import { loadFastHash } from "./digest.ts";
 import { UserError } from "./errors.ts";
-import { type Descriptor, isManifestType, isSchema1, parseNode } from "./media.ts";
+import {
+  type Descriptor,
+  isManifestType,
+  isNonDistributable,
+  isSchema1,
+  parseNode,
+} from "./media.ts";
 import { canMount, type Store } from "./store/store.ts";
 
 /** Blobs smaller than this are transferred in a lane of their own (see copyGraph). */
 const SMALL_BLOB = 1024 * 1024;
+
+/**
+ * How many manifests deep a graph may go, the root counting as level 1: an index may list
+ * indexes that list indexes… down to level 16, and whatever sits at level 17 is refused
+ * before it is read. Real images use 1 to 3 levels; without a limit a hostile source can
+ * nest thousands of indexes (10,000 levels took 1.4 GiB before any check fired).
+ */
+export const MAX_NESTING = 16;
 
 export type CopyEvent =
   | { type: "blob-start"; desc: Descriptor; n: number; total: number; role: BlobRole }
@@ -25,6 +40,8 @@ export type CopyEvent =
     role: BlobRole;
     reason: "exists" | "mounted";
   }
+  /** Once, after planning: the non-distributable blobs whose bytes are not transferred. */
+  | { type: "nondistributable-skip"; descs: Descriptor[] }
   | { type: "manifest-done"; desc: Descriptor }
   | { type: "manifest-skip"; desc: Descriptor };
 
@@ -38,6 +55,12 @@ export interface CopyOptions {
   retries?: number;
   /** Tag the root manifest as it is pushed (see stats.rootTagged). */
   rootTag?: string;
+  /**
+   * Transfer non-distributable blobs (see isNonDistributable) like any other (crane's
+   * --allow-nondistributable-artifacts). Default false: their descriptors are copied with
+   * the manifests, their bytes are neither read, nor looked for, nor written.
+   */
+  allowNonDistributable?: boolean;
   onEvent?: (event: CopyEvent) => void;
 }
 
@@ -48,6 +71,8 @@ export interface CopyStats {
   bytesCopied: number;
   manifestsCopied: number;
   manifestsSkipped: number;
+  /** Non-distributable blobs left out (their descriptors were copied, their bytes not). */
+  nonDistributable: Descriptor[];
   /** The root manifest's bytes, when the root is a manifest (for tagging). */
   rootBytes?: Uint8Array;
   /** The root was pushed with opts.rootTag (otherwise the caller tags it, if it wants). */
@@ -96,10 +121,18 @@ interface PlannedBlob {
  * 1. plan: read every manifest and index (from the destination when it already has them and
  *    reading there is cheaper), verify and parse them, and collect the blobs; a local source
  *    is also checked to hold every blob with the right size. Nothing is written yet, so bad
- *    input found here leaves the destination untouched.
+ *    input found here leaves the destination untouched. Each manifest is read once however
+ *    often it is listed, and none deeper than MAX_NESTING. Non-distributable blobs
+ *    (image-spec descriptor.md "urls", layer.md non-distributable layers, Docker foreign
+ *    layers) are set aside here, before anything is transferred, unless
+ *    opts.allowNonDistributable: see stats.nonDistributable.
  * 2. blobs: what the destination lacks is mounted or transferred, `jobs` at a time, the
  *    largest first across the whole graph.
  * 3. manifests: pushed children before parents, each after everything it refers to.
+ *
+ * Throws UserError for bad input found while planning: a manifest nested deeper than
+ * MAX_NESTING levels, a cycle, Docker schema1, a malformed manifest, a blob a local source
+ * lacks; otherwise whatever the stores throw.
  */
 export async function copyGraph(
   src: Store,
@@ -114,6 +147,7 @@ export async function copyGraph(
     bytesCopied: 0,
     manifestsCopied: 0,
     manifestsSkipped: 0,
+    nonDistributable: [],
   };
   const emit = opts.onEvent ?? (() => {});
   // Small blobs (configs, small layers) have slots of their own, twice as many: they are
@@ -122,8 +156,13 @@ export async function copyGraph(
   const jobs = Math.max(1, opts.jobs ?? 4);
   const largeLane = new Limiter(jobs);
   const smallLane = new Limiter(2 * jobs);
+  // Manifest reads while planning: an index may list thousands of manifests, and each read
+  // is a request (and a connection) of its own.
+  const manifestLane = new Limiter(2 * jobs);
   const manifests = new Map<string, Promise<PlannedManifest>>();
   const blobs = new Map<string, PlannedBlob>();
+  /** Non-distributable blobs set aside while planning (by digest). */
+  const setAside = new Map<string, Descriptor>();
 
   async function readManifest(desc: Descriptor): Promise<Uint8Array> {
     if (!src.local && dst.local && (await dst.exists(desc))) {
@@ -136,6 +175,11 @@ export async function copyGraph(
   function checkCopyable(desc: Descriptor, ancestors: string[]): void {
     if (ancestors.includes(desc.digest)) {
       throw new UserError(`manifest ${desc.digest} refers to itself (cycle)`);
+    }
+    if (ancestors.length >= MAX_NESTING && isManifestType(desc.mediaType)) {
+      throw new UserError(
+        `manifest ${desc.digest} is nested more than ${MAX_NESTING} levels deep (indexes in indexes); refused`,
+      );
     }
     if (isSchema1(desc.mediaType)) {
       throw new UserError(`${desc.digest}: Docker schema1 manifests are not supported`);
@@ -152,24 +196,31 @@ export async function copyGraph(
     let p = manifests.get(desc.digest);
     if (!p) {
       p = (async () => {
-        const bytes = await readManifest(desc);
+        const bytes = await manifestLane.run(() => readManifest(desc));
         const node = parseNode(bytes, desc.mediaType, desc.digest);
         const path = [...ancestors, desc.digest];
         const addBlob = (d: Descriptor, n: number, total: number, role: BlobRole) => {
           checkCopyable(d, path);
-          if (!blobs.has(d.digest)) blobs.set(d.digest, { desc: d, n, total, role });
+          if (!opts.allowNonDistributable && isNonDistributable(d)) {
+            if (!setAside.has(d.digest)) setAside.set(d.digest, d);
+          } else if (!blobs.has(d.digest)) blobs.set(d.digest, { desc: d, n, total, role });
         };
         if (node.config) addBlob(node.config, 1, 1, "config");
         node.layers.forEach((d, i) => addBlob(d, i + 1, node.layers.length, "layer"));
-        const other = node.children.filter((c) =>
-          !isManifestType(c.mediaType) && c !== node.config && !node.layers.includes(c)
-        );
+        const known = new Set<Descriptor>(node.layers);
+        if (node.config) known.add(node.config);
+        const other = node.children.filter((c) => !isManifestType(c.mediaType) && !known.has(c));
         other.forEach((d, i) => addBlob(d, i + 1, other.length, "blob"));
-        const children = node.children.filter((c) => isManifestType(c.mediaType));
+        const listed = node.children.filter((c) => isManifestType(c.mediaType));
         // A referrer's subject is a weak reference: copy it along when the source has it.
         if (node.subject && isManifestType(node.subject.mediaType)) {
-          if (await src.exists(node.subject).catch(() => false)) children.push(node.subject);
+          const subject = node.subject;
+          if (await manifestLane.run(() => src.exists(subject)).catch(() => false)) {
+            listed.push(subject);
+          }
         }
+        // Each child once: an index may list the same manifest thousands of times.
+        const children = [...new Map(listed.map((c) => [c.digest, c])).values()];
         await settleAll(children.map((c) => plan(c, path)));
         return { desc, bytes, manifests: children };
       })();
@@ -197,6 +248,12 @@ export async function copyGraph(
   } else {
     // A bare blob as the root (e.g. DIR@DIGEST of a layer): copy it as is.
     blobs.set(root.digest, { desc: root, n: 1, total: 1, role: "blob" });
+  }
+  // A blob that some other descriptor lists as distributable is needed after all.
+  for (const digest of blobs.keys()) setAside.delete(digest);
+  if (setAside.size > 0) {
+    stats.nonDistributable = [...setAside.values()];
+    emit({ type: "nondistributable-skip", descs: stats.nonDistributable });
   }
   if (src.local) {
     // Cheap for a layout: refuse a missing or truncated blob before writing anything.

@@ -12,6 +12,12 @@ export const DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2
 export const DOCKER_SCHEMA1 = "application/vnd.docker.distribution.manifest.v1+json";
 export const DOCKER_SCHEMA1_SIGNED = "application/vnd.docker.distribution.manifest.v1+prettyjws";
 export const REF_NAME_ANNOTATION = "org.opencontainers.image.ref.name";
+/** Docker's foreign layer (Windows base layers), fetched from its `urls`, not the registry. */
+export const DOCKER_FOREIGN_LAYER = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
+/** Every Docker foreign layer type (containerd also knows an uncompressed `.tar`). */
+const DOCKER_FOREIGN_PREFIX = "application/vnd.docker.image.rootfs.foreign.";
+/** image-spec layer.md: `…nondistributable.v1.tar`, `+gzip`, `+zstd` (deprecated in 1.1). */
+const OCI_NONDISTRIBUTABLE_PREFIX = "application/vnd.oci.image.layer.nondistributable.";
 
 /** Every manifest type we copy, in the order sent as Accept. */
 export const MANIFEST_TYPES = [OCI_MANIFEST, OCI_INDEX, DOCKER_MANIFEST, DOCKER_LIST];
@@ -80,7 +86,29 @@ export function checkDescriptor(value: unknown, where: string): Descriptor {
       throw new UserError(`${where}: descriptor ${d.digest} has invalid annotations`);
     }
   }
+  if (d.urls !== undefined) {
+    // descriptor.md: "urls … array of strings"; what it holds decides whether the blob moves.
+    if (!Array.isArray(d.urls) || !d.urls.every((u) => typeof u === "string")) {
+      throw new UserError(`${where}: descriptor ${d.digest} has invalid urls (not strings)`);
+    }
+  }
   return d as unknown as Descriptor;
+}
+
+/**
+ * True for a non-distributable blob: one whose descriptor says it is fetched from elsewhere
+ * and that registries and layouts need not hold (Windows base layers, licensed content).
+ * That is, a descriptor with a non-empty `urls` list (image-spec descriptor.md, "urls": the
+ * blob MAY be downloaded from those URLs), or an image-spec non-distributable layer type
+ * (layer.md, `application/vnd.oci.image.layer.nondistributable.*`), or Docker's foreign
+ * layer type (`application/vnd.docker.image.rootfs.foreign.diff.tar.gzip`). skopeo and crane
+ * leave these blobs out of a copy and keep their descriptors; so does copyGraph, unless told
+ * otherwise. Never throws (the descriptor has passed checkDescriptor).
+ */
+export function isNonDistributable(desc: Descriptor): boolean {
+  return (Array.isArray(desc.urls) && desc.urls.length > 0) ||
+    desc.mediaType.startsWith(OCI_NONDISTRIBUTABLE_PREFIX) ||
+    desc.mediaType.startsWith(DOCKER_FOREIGN_PREFIX);
 }
 
 /** A manifest or index parsed far enough to copy it. */

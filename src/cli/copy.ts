@@ -92,6 +92,11 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
     value: "N",
     help: "large-blob transfers at once (default 4); blobs under 1 MiB run 2×N beside them",
   },
+  "allow-nondistributable-artifacts": {
+    type: "boolean",
+    help:
+      "copy blobs of foreign layers and descriptors with urls too (default off: descriptors only)",
+  },
   "digestfile": {
     type: "string",
     value: "PATH",
@@ -222,6 +227,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       jobs,
       retries: registry.retries,
       rootTag: tag,
+      allowNonDistributable: values["allow-nondistributable-artifacts"] === true,
       onEvent: (e) => report(e, logger, progress, target!),
     });
     progress?.stop();
@@ -266,6 +272,7 @@ function emptyStats(): CopyStats {
     bytesCopied: 0,
     manifestsCopied: 0,
     manifestsSkipped: 1,
+    nonDistributable: [],
   };
 }
 
@@ -338,6 +345,28 @@ function blobLabel(e: { role: string; n: number; total: number }): string {
   return e.role === "config" ? "config" : `${e.role} ${e.n}/${e.total}`;
 }
 
+/**
+ * The one line saying which non-distributable blobs a copy leaves out: count, then each
+ * short digest with its size (the first 8; the rest counted).
+ */
+export function nonDistributableLine(descs: { digest: string; size: number }[]): string {
+  const shown = 8;
+  const list = descs.slice(0, shown).map((d) =>
+    `${shortDigest(d.digest)} (${formatBytes(d.size)})`
+  );
+  if (descs.length > shown) list.push(`and ${descs.length - shown} more`);
+  const one = descs.length === 1;
+  return `Leaving out ${descs.length} non-distributable blob${one ? "" : "s"} (${
+    one ? "its descriptor is" : "descriptors are"
+  } kept; --allow-nondistributable-artifacts copies ${one ? "it" : "them"}): ${list.join(", ")}`;
+}
+
+/** `sha256:0123456789ab` (algorithm and 12 hex digits) for messages. */
+function shortDigest(digest: string): string {
+  const i = digest.indexOf(":");
+  return digest.slice(0, i + 1 + 12);
+}
+
 function report(e: CopyEvent, logger: Logger, progress: Progress | undefined, target: Store) {
   switch (e.type) {
     case "blob-start":
@@ -363,6 +392,9 @@ function report(e: CopyEvent, logger: Logger, progress: Progress | undefined, ta
           e.reason === "exists" ? "already present" : "mounted from the source repository"
         }`,
       );
+      break;
+    case "nondistributable-skip":
+      logger.info(nonDistributableLine(e.descs));
       break;
     case "manifest-done":
       logger.debug(`manifest ${e.desc.mediaType} ${e.desc.digest} written`);
