@@ -198,9 +198,12 @@ export class RegistryStore implements MountingStore {
 
   /**
    * One request with authentication. Authorization is attached only when the URL is the
-   * registry's own origin (upload Locations may point elsewhere); a 401 is answered by
-   * learning the challenge and retrying once. Transient failures are retried by the
-   * transport unless `retry` is false.
+   * registry's own origin (upload Locations may point elsewhere; a redirect to another
+   * origin drops it); a 401 is answered by learning the challenge and retrying once, but
+   * only a 401 from the registry's own origin: one from a host a request was redirected to
+   * (a blob GET sent to storage) is returned as it is, for #fail to report, so that no
+   * challenge of that host ever gets the user's credentials. Transient failures are
+   * retried by the transport unless `retry` is false.
    */
   async #send(
     req: ApiRequest,
@@ -215,12 +218,18 @@ export class RegistryStore implements MountingStore {
         headers: { ...req.headers, authorization },
       });
       if (res.status !== 401 || attempt > 0 || !ours) return res;
+      if (!this.#transport.isRegistryOrigin(res.url)) return res;
       if (!(await this.#auth.unauthorized(res, wanted, authorization))) return res;
       await res.discard();
     }
   }
 
-  /** A one-line UserError for an unexpected response; reads (at most 1 MiB of) the body. */
+  /**
+   * A one-line UserError for an unexpected response to `method url`; reads (at most 1 MiB
+   * of) the body for the registry's own error codes and messages (distribution-spec
+   * "Error Codes"). An answer from a host the request was redirected to names that host;
+   * a 401 from it is never answered with credentials.
+   */
   async #fail(res: HttpResponse, method: string, url: URL): Promise<UserError> {
     let detail: string | undefined;
     if (res.method !== "HEAD") {
@@ -234,6 +243,16 @@ export class RegistryStore implements MountingStore {
     }
     const status = `${res.status}${detail ? "" : res.statusText ? " " + res.statusText : ""}`;
     const what = `${method} ${url.pathname}: ${status}${detail ? " " + detail : ""}`;
+    if (!this.#transport.isRegistryOrigin(res.url) && this.#transport.isRegistryOrigin(url)) {
+      // A redirect target answered: name it. Its challenges are not the registry's.
+      const there = `${this.registry}: ${method} ${url.pathname}: redirected to ${res.url.host}, ` +
+        `which answered ${status}${detail ? " " + detail : ""}`;
+      return new UserError(
+        res.status === 401
+          ? `${there}; credentials for ${this.registry} are not sent to ${res.url.host}`
+          : there,
+      );
+    }
     if (res.status === 401) {
       return new UserError(`authentication failed for ${this.registry}: ${what}`);
     }
