@@ -6,7 +6,8 @@
 //   request, and the registry never a token minted there (CVE-2020-15157 is this kind);
 // - a storage host that serves the blob gets it done, without any Authorization;
 // - a token realm the registry itself names on another host (nvcr.io → authn.nvidia.com)
-//   gets the credentials, and works.
+//   gets the credentials, and works;
+// - anonymous, a 401 reads "not found, or access denied without credentials".
 //
 // Every run has --trace-requests --log=debug, and its whole output is searched for the
 // password and its Basic form; failures are run again with --log=error to see one line.
@@ -234,6 +235,17 @@ Deno.test("realm: a registry's token realm on another host gets the credentials 
     // The registry itself never saw the password.
     assert.ok(reg.requests.every((r) => r.authorization !== BASIC));
 
+    // Anonymous: an anonymous token, then 401 insufficient_scope: the line says the
+    // repository may be missing or need credentials, and how to give them.
+    tokens.requests.length = 0;
+    const why = await fails(home, [`oci://${reg.host}/nvidia/cuda:v1`, `${join(dir, "o2")}:v1`]);
+    assert.equal(
+      why,
+      `${reg.host}/nvidia/cuda: not found, or access denied without credentials ` +
+        `(HEAD /v2/nvidia/cuda/manifests/v1: 401 Unauthorized); ` +
+        "give credentials with --creds or --authfile",
+    );
+    assert.ok(tokens.requests.every((r) => r.authorization === null));
     // With a wrong password it stays what it is.
     assert.equal(
       await fails(home, [

@@ -602,18 +602,57 @@ Deno.test("basic: a wrong password is 'authentication failed for HOST', checked 
     } finally {
       await store.close();
     }
+    // Without credentials the 401 is no failed authentication: the repository may be
+    // missing or private, and the line says so and how to give credentials.
     store = await open();
     try {
-      await assert.rejects(
-        store.exists(blob(1)),
-        new RegExp(`^UserError: authentication failed for ${server.host}: HEAD`),
-      );
+      await assert.rejects(store.exists(blob(1)), (e) => {
+        assert.ok(e instanceof UserError);
+        assert.equal(
+          e.message,
+          `${server.host}/r: not found, or access denied without credentials ` +
+            `(HEAD /v2/r/blobs/${blob(1).digest}: 401 Unauthorized); ` +
+            "give credentials with --creds or --authfile",
+        );
+        return true;
+      });
     } finally {
       await store.close();
     }
   } finally {
     await server.stop();
   }
+});
+
+Deno.test("token: a refused anonymous token request is 'access denied without credentials'", async () => {
+  await withFake(async (fake) => {
+    fake.respond = () => new Response('{"details":"SECRET-ish"}', { status: 401 });
+    const { auth, close } = await authenticatorFor(fake);
+    try {
+      await assert.rejects(auth.header(["repository:r:pull"]), (e) => {
+        assert.ok(e instanceof UserError);
+        assert.equal(
+          e.message,
+          `${fake.server.host}/r: not found, or access denied without credentials ` +
+            `(token server ${fake.server.origin} answered 401 to an anonymous token request); ` +
+            "give credentials with --creds or --authfile",
+        );
+        return true;
+      });
+    } finally {
+      close();
+    }
+    // With credentials, the same answer is a failed authentication.
+    const a = await authenticatorFor(fake, { username: "u", password: "p" });
+    try {
+      await assert.rejects(
+        a.auth.header(["repository:r:pull"]),
+        new RegExp(`^UserError: authentication failed for ${fake.server.host}$`),
+      );
+    } finally {
+      a.close();
+    }
+  });
 });
 
 // ---------------------------------------------------------------------------------------
@@ -942,14 +981,14 @@ for (const mode of ["htpasswd", "token"] as const) {
               "umoci-store",
               "umoci-store",
             ]);
-            // --no-creds: nothing is looked up, and the registry refuses.
+            // --no-creds: nothing is looked up, and the registry refuses an anonymous pull.
             await Deno.writeTextFile(s.helpers.log, "");
             const why = await s.fails(
               "--no-creds",
               [...tls, "--no-creds", img, `${s.out()}:v1`],
               home.env,
             );
-            assert.ok(why.startsWith(`authentication failed for ${H}`), why);
+            assert.match(why, /^\S+: not found, or access denied without credentials \(/, why);
             assert.deepEqual(await s.helpers.calls(), []);
             // A helper that fails says nothing of what it printed.
             const home3 = await s.home();
@@ -1091,16 +1130,44 @@ for (const mode of ["htpasswd", "token"] as const) {
           assert.match(check.stderr, /not found/);
         });
 
-        await t.step("missing credentials: one line", async () => {
+        await t.step("missing credentials: 'not found, or access denied', one line", async () => {
+          // Anonymous, the registry answers 401 for an existing private repository and for
+          // a missing one alike; the line says both, and how to give credentials.
+          const denied = (repo: string, method: string, path: string) =>
+            `${H}/${repo}: not found, or access denied without credentials ` +
+            `(${method} /v2/${repo}/${path}: 401 Unauthorized); ` +
+            "give credentials with --creds or --authfile";
           const home = await s.home();
-          const why = await s.fails("no credentials", [...tls, img, `${s.out()}:v1`], home.env);
-          assert.ok(why.startsWith(`authentication failed for ${H}`), why);
-          const why2 = await s.fails("no credentials, push", [
+          assert.equal(
+            await s.fails("no credentials", [...tls, img, `${s.out()}:v1`], home.env),
+            denied("auth/img", "HEAD", "manifests/v1"),
+          );
+          assert.equal(
+            await s.fails("no credentials, missing repository", [
+              ...tls,
+              `oci://${H}/auth/no-such-repo:v1`,
+              `${s.out()}:v1`,
+            ], home.env),
+            denied("auth/no-such-repo", "HEAD", "manifests/v1"),
+          );
+          assert.equal(
+            await s.fails("no credentials, push", [
+              ...tls,
+              `${s.src}:v1`,
+              `oci://${H}/auth/anon:v1`,
+            ], home.env),
+            denied("auth/anon", "HEAD", "manifests/v1"),
+          );
+          // With credentials, a missing repository is just that.
+          const r = await s.copy([
             ...tls,
-            `${s.src}:v1`,
-            `oci://${H}/auth/anon:v1`,
+            "--creds",
+            `alice:${USERS.alice}`,
+            `oci://${H}/auth/no-such-repo:v1`,
+            `${s.out()}:v1`,
           ], home.env);
-          assert.ok(why2.startsWith(`authentication failed for ${H}`), why2);
+          assert.equal(r.code, 1, r.stderr);
+          assert.match(r.stderr, /manifest v1 not found in [^\n]*auth\/no-such-repo\n$/);
         });
 
         await t.step("--cert-dir in the certs.d layout", async () => {

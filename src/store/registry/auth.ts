@@ -282,6 +282,20 @@ export function checkRealm(realm: string, registry: URL, name: string): RealmChe
   return { url, refuseCredentials };
 }
 
+/**
+ * The error for a 401 to a request made without credentials: the registry cannot tell us
+ * whether the repository is missing or private (Docker Hub, GHCR and the distribution
+ * registry answer both alike: 401 `insufficient_scope`, UNAUTHORIZED or DENIED), so the
+ * line says both, and how to give credentials. `name` is `REGISTRY/REPOSITORY`; `detail`
+ * is what was asked and answered (with the registry's own error code and message).
+ */
+export function deniedWithoutCredentials(name: string, detail: string): UserError {
+  return new UserError(
+    `${name}: not found, or access denied without credentials (${detail}); ` +
+      "give credentials with --creds or --authfile",
+  );
+}
+
 // ---------------------------------------------------------------------------------------
 // The authenticator
 
@@ -358,6 +372,21 @@ export class Authenticator {
   /** The one error for credentials the registry or its token server refused. */
   #authFailed(): UserError {
     return new UserError(`authentication failed for ${this.#name}`);
+  }
+
+  /**
+   * True when the request was (or will be) anonymous: the credential lookup found nothing
+   * for this registry and repository (or there is none to make, as with --no-creds). A 401
+   * then means "not found, or access denied without credentials", not that credentials
+   * were wrong. Looks credentials up if nothing has asked yet; false when that lookup fails
+   * (its error is reported where it happened).
+   */
+  async isAnonymous(): Promise<boolean> {
+    try {
+      return (await this.#getCredential()) === undefined;
+    } catch {
+      return false;
+    }
   }
 
   /** Authorization value for a registry request needing `scopes`, if auth is known to be needed. */
@@ -493,7 +522,7 @@ export class Authenticator {
     } else {
       res = await this.#tokenGet(url, service, scopes, cred?.basic);
     }
-    return await this.#readToken(res, realm, service, scopes, started);
+    return await this.#readToken(res, realm, service, scopes, started, cred === undefined);
   }
 
   /** Token GET: keep any query the realm already has, one scope parameter per scope. */
@@ -561,11 +590,17 @@ export class Authenticator {
     service: string,
     scopes: string[],
     started: number,
+    anonymous: boolean,
   ): Promise<CachedToken> {
     const origin = res.url.origin;
     if (res.status === 401 || res.status === 403) {
       await res.discard();
-      throw this.#refused = this.#authFailed();
+      throw this.#refused = anonymous
+        ? deniedWithoutCredentials(
+          `${this.#name}/${this.#repository}`,
+          `token server ${origin} answered ${res.status} to an anonymous token request`,
+        )
+        : this.#authFailed();
     }
     if (res.status === 400 && res.method === "POST") {
       // OAuth2 reports a bad refresh token as 400 invalid_grant (RFC 6749 §5.2).

@@ -26,7 +26,7 @@ import {
 import type { RegistryReference } from "../../reference.ts";
 import { VERSION } from "../../version.ts";
 import type { BlobReader, BlobSource, MountingStore, Store } from "../store.ts";
-import { Authenticator, type Credentials } from "./auth.ts";
+import { Authenticator, type Credentials, deniedWithoutCredentials } from "./auth.ts";
 import { type HttpResponse, type RetryPolicy, Transport } from "./transport.ts";
 import {
   type ApiRequest,
@@ -227,8 +227,10 @@ export class RegistryStore implements MountingStore {
   /**
    * A one-line UserError for an unexpected response to `method url`; reads (at most 1 MiB
    * of) the body for the registry's own error codes and messages (distribution-spec
-   * "Error Codes"). An answer from a host the request was redirected to names that host;
-   * a 401 from it is never answered with credentials.
+   * "Error Codes"). A 401 says "authentication failed for REGISTRY" when credentials were
+   * sent, and "not found, or access denied without credentials" when none were (a missing
+   * and a private repository look alike then). An answer from a host the request was
+   * redirected to names that host; a 401 from it is never answered with credentials.
    */
   async #fail(res: HttpResponse, method: string, url: URL): Promise<UserError> {
     let detail: string | undefined;
@@ -254,6 +256,7 @@ export class RegistryStore implements MountingStore {
       );
     }
     if (res.status === 401) {
+      if (await this.#auth.isAnonymous()) return deniedWithoutCredentials(this.name, what);
       return new UserError(`authentication failed for ${this.registry}: ${what}`);
     }
     if (res.status === 403) {
