@@ -7,7 +7,8 @@
 // - a storage host that serves the blob gets it done, without any Authorization;
 // - a token realm the registry itself names on another host (nvcr.io → authn.nvidia.com)
 //   gets the credentials, and works;
-// - anonymous, a 401 reads "not found, or access denied without credentials".
+// - anonymous, a 401 reads "not found, or access denied without credentials";
+// - a manifest PUT answered 202 (Quay) is a success.
 //
 // Every run has --trace-requests --log=debug, and its whole output is searched for the
 // password and its Basic form; failures are run again with --log=error to see one line.
@@ -256,5 +257,20 @@ Deno.test("realm: a registry's token realm on another host gets the credentials 
       ]),
       `authentication failed for ${reg.host}`,
     );
+  });
+});
+
+Deno.test("manifest PUT: any 2xx is success (Quay answers 202)", async () => {
+  await withServers(async (dir, stack) => {
+    const src = join(dir, "src");
+    const built = await buildRandomImage(src, "v1", { layerSizes: [1500] });
+    const reg = stack.add(startMiniRegistry({ auth: { kind: "none" }, manifestPutStatus: 202 }));
+    const home = join(dir, "home");
+    await Deno.mkdir(home);
+    const r = await ok(home, [`${src}:v1`, `oci://${reg.host}/quay/img:v1`]);
+    assert.equal(r.stdout.trim(), built.manifest.digest);
+    assert.equal(reg.tags.get("quay/img:v1"), built.manifest.digest);
+    const puts = reg.requests.filter((q) => q.method === "PUT" && q.target.includes("/manifests/"));
+    assert.equal(puts.length, 1);
   });
 });

@@ -438,7 +438,8 @@ export class RegistryStore implements MountingStore {
       { method: "PUT", url, headers: { "content-type": desc.mediaType }, body: bytes },
       this.#pushScopes(),
     );
-    if (res.status !== 201 && res.status !== 200) throw await this.#fail(res, "PUT", url);
+    // Any 2xx is success: 201 by the spec, 200 from some, 202 from Quay.
+    if (res.status < 200 || res.status > 299) throw await this.#fail(res, "PUT", url);
     const got = res.headers.get("docker-content-digest")?.trim();
     const subject = res.headers.get("oci-subject");
     await res.discard();
