@@ -44,7 +44,7 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 // ---------------------------------------------------------------------------------------
 // 1. Realm safety
 
-Deno.test("realm: credentials only over https (or the registry's own http), same domain or IP host", () => {
+Deno.test("realm: any host gets credentials over https (or the registry's own http); no domain rule", () => {
   const decide = (realm: string, registry: string) =>
     checkRealm(realm, new URL(registry), "reg").refuseCredentials;
   const allowed: [string, string][] = [
@@ -52,9 +52,20 @@ Deno.test("realm: credentials only over https (or the registry's own http), same
     ["https://registry.example/token?x=1", "https://registry.example"],
     ["https://auth.example.com/t", "https://registry.example.com:5000"],
     ["https://127.0.0.1:9999/token", "https://127.0.0.1:5000"],
+    // The registry's own challenge is trusted on any host (as docker, skopeo, crane do):
+    // nvcr.io's realm is on authn.nvidia.com, which no domain rule would accept.
+    ["https://authn.nvidia.com/token", "https://nvcr.io"],
+    ["https://evil.example/token", "https://registry.example"],
+    ["https://127.0.0.2/token", "https://127.0.0.1:5000"],
+    ["https://localhost/token", "https://127.0.0.1:5000"],
+    ["https://[::2]/token", "https://[::1]:5000"],
+    // Private addresses are fine: air-gapped registries and their token servers live there.
+    ["https://10.0.0.1/token", "https://registry.example"],
+    ["https://192.168.1.5:8443/token", "https://172.16.0.3:5000"],
     // http only when the user chose a plain-http registry.
     ["http://127.0.0.1:9999/token", "http://127.0.0.1:5000"],
     ["http://auth.example.com/token", "http://registry.example.com"],
+    ["http://localhost:9/token", "http://127.0.0.1:5000"],
     ["https://[::1]:9/token", "https://[::1]:5000"],
     // A link-local registry may have its realm on itself.
     ["https://169.254.10.10:8/t", "https://169.254.10.10:5000"],
@@ -62,15 +73,17 @@ Deno.test("realm: credentials only over https (or the registry's own http), same
   for (const [realm, registry] of allowed) {
     assert.equal(decide(realm, registry), undefined, `${realm} for ${registry}`);
   }
+  // The old "same last two DNS labels" rule decided nothing: attacker.co.uk and
+  // registry.example.co.uk share "co.uk". Whatever the host, only the scheme matters now.
+  assert.equal(decide("https://attacker.co.uk/t", "https://registry.example.co.uk"), undefined);
+  assert.match(
+    decide("http://attacker.co.uk/t", "https://registry.example.co.uk") ?? "(allowed)",
+    /plain http/,
+  );
   const refused: [string, string, RegExp][] = [
-    ["https://evil.example/token", "https://registry.example", /domain/],
-    ["https://docker.io.evil.example/token", "https://registry-1.docker.io", /domain/],
     ["http://auth.docker.io/token", "https://registry-1.docker.io", /plain http/],
     ["http://127.0.0.1:9/token", "https://127.0.0.1:5000", /plain http/],
-    ["https://127.0.0.2/token", "https://127.0.0.1:5000", /host/],
-    ["https://localhost/token", "https://127.0.0.1:5000", /host/],
-    ["https://10.0.0.1/token", "https://registry.example", /host/],
-    ["https://[::2]/token", "https://[::1]:5000", /host/],
+    ["http://authn.nvidia.com/token", "https://nvcr.io", /plain http/],
   ];
   for (const [realm, registry, why] of refused) {
     assert.match(decide(realm, registry) ?? "(allowed)", why, `${realm} for ${registry}`);
@@ -80,7 +93,12 @@ Deno.test("realm: credentials only over https (or the registry's own http), same
     ["ftp://auth.example/token", /unsupported scheme ftp:/],
     ["not a url", /is not a URL/],
     ["http://169.254.169.254/latest/meta-data/", /link-local/],
+    ["https://169.254.169.254/token", /link-local/],
+    // Other spellings of the metadata address, as the URL parser normalises them.
+    ["http://2852039166/token", /link-local/],
+    ["http://[::ffff:169.254.169.254]/token", /link-local/],
     ["http://[fe80::1]/token", /link-local/],
+    ["https://[febf::1]:8443/token", /link-local/],
   ];
   for (const [realm, why] of fatal) {
     assert.throws(() => checkRealm(realm, new URL("https://registry.example"), "reg"), (e) => {
@@ -89,6 +107,10 @@ Deno.test("realm: credentials only over https (or the registry's own http), same
       assert.ok(!e.message.includes("SECRETPW"), e.message);
       return true;
     });
+  }
+  // Not link-local: fec0::/10 and 169.255.x.x.
+  for (const realm of ["https://[fec0::1]/t", "https://169.255.0.1/t"]) {
+    assert.equal(decide(realm, "https://registry.example"), undefined, realm);
   }
 });
 
@@ -435,7 +457,7 @@ Deno.test("token: identity token → OAuth2 POST with one scope field; 404/405 �
   });
 });
 
-Deno.test("token: a realm on another host gets no credentials, and no redirect is followed off-origin", async () => {
+Deno.test("token: the registry's realm on another host gets the credentials; its redirects do not", async () => {
   await withFake(async (fake) => {
     /** The Authorization header of each request the other host got. */
     const otherCalls: (string | null)[] = [];
@@ -453,34 +475,28 @@ Deno.test("token: a realm on another host gets no credentials, and no redirect i
     try {
       const scopes = ["repository:r:pull"];
       const creds = { username: "u", password: "PASSWORD-9f1" };
-      // The registry names a realm on another IP: with credentials, a clear error.
+      // The registry names a realm on another host (nvcr.io → authn.nvidia.com): it is the
+      // registry's own challenge, so the credentials go there (plain http: so is the registry).
       fake.realm = `${other.origin}/token`;
       let a = await authenticatorFor(fake, creds);
       try {
-        await assert.rejects(a.auth.header(scopes), (e) => {
-          assert.ok(e instanceof UserError);
-          assert.equal(
-            e.message,
-            `${fake.server.host}: refusing to send credentials to token realm ${other.origin}/token: ` +
-              `its host is not the registry's (127.0.0.1)`,
-          );
-          return true;
-        });
+        assert.match((await a.auth.header(scopes))!, /^Bearer tok/);
       } finally {
         a.close();
       }
-      assert.equal(otherCalls.length, 0);
-      // Anonymous: nothing to leak, the foreign realm is fine.
+      assert.deepEqual(otherCalls, [basic("u", "PASSWORD-9f1")]);
+      // Anonymous: the same realm, no Authorization.
+      otherCalls.length = 0;
       a = await authenticatorFor(fake);
       try {
         assert.match((await a.auth.header(scopes))!, /^Bearer tok/);
       } finally {
         a.close();
       }
-      assert.equal(otherCalls.length, 1);
       assert.deepEqual(otherCalls, [null]);
 
-      // The registry's own token server redirects elsewhere: not followed, nothing sent there.
+      // The registry's own token server redirects elsewhere: a token request carrying
+      // credentials does not follow, and nothing is sent there.
       fake.realm = "";
       otherCalls.length = 0;
       fake.respond = (call) => Response.redirect(`${other.origin}/token${call.url.search}`, 307);
@@ -489,14 +505,36 @@ Deno.test("token: a realm on another host gets no credentials, and no redirect i
         await assert.rejects(
           a.auth.header(scopes),
           new RegExp(
-            `token server ${fake.server.origin} answered 307 \\(to ${other.origin}\\); ` +
-              "token requests do not follow that redirect",
+            `^UserError: ${fake.server.host}: token server ${fake.server.origin} answered 307 ` +
+              `\\(to ${other.origin}\\); token requests with credentials do not follow that redirect$`,
           ),
         );
       } finally {
         a.close();
       }
       assert.equal(otherCalls.length, 0);
+      // An anonymous token request carries nothing secret: it follows.
+      a = await authenticatorFor(fake);
+      try {
+        assert.match((await a.auth.header(scopes))!, /^Bearer tok/);
+      } finally {
+        a.close();
+      }
+      assert.deepEqual(otherCalls, [null]);
+      // ...but never to a link-local address (a cloud metadata endpoint).
+      fake.calls.length = 0;
+      fake.respond = () => Response.redirect("http://169.254.169.254/latest/meta-data/", 302);
+      a = await authenticatorFor(fake);
+      try {
+        await assert.rejects(
+          a.auth.header(scopes),
+          /token realm http:\/\/169\.254\.169\.254\/latest\/meta-data\/ is a link-local address; refused/,
+        );
+      } finally {
+        a.close();
+      }
+      assert.equal(fake.calls.length, 1);
+
       // A redirect within the realm's origin is followed, credentials and all.
       fake.calls.length = 0;
       fake.respond = (call) =>
@@ -564,18 +602,57 @@ Deno.test("basic: a wrong password is 'authentication failed for HOST', checked 
     } finally {
       await store.close();
     }
+    // Without credentials the 401 is no failed authentication: the repository may be
+    // missing or private, and the line says so and how to give credentials.
     store = await open();
     try {
-      await assert.rejects(
-        store.exists(blob(1)),
-        new RegExp(`^UserError: authentication failed for ${server.host}: HEAD`),
-      );
+      await assert.rejects(store.exists(blob(1)), (e) => {
+        assert.ok(e instanceof UserError);
+        assert.equal(
+          e.message,
+          `${server.host}/r: not found, or access denied without credentials ` +
+            `(HEAD /v2/r/blobs/${blob(1).digest}: 401 Unauthorized); ` +
+            "give credentials with --creds or --authfile",
+        );
+        return true;
+      });
     } finally {
       await store.close();
     }
   } finally {
     await server.stop();
   }
+});
+
+Deno.test("token: a refused anonymous token request is 'access denied without credentials'", async () => {
+  await withFake(async (fake) => {
+    fake.respond = () => new Response('{"details":"SECRET-ish"}', { status: 401 });
+    const { auth, close } = await authenticatorFor(fake);
+    try {
+      await assert.rejects(auth.header(["repository:r:pull"]), (e) => {
+        assert.ok(e instanceof UserError);
+        assert.equal(
+          e.message,
+          `${fake.server.host}/r: not found, or access denied without credentials ` +
+            `(token server ${fake.server.origin} answered 401 to an anonymous token request); ` +
+            "give credentials with --creds or --authfile",
+        );
+        return true;
+      });
+    } finally {
+      close();
+    }
+    // With credentials, the same answer is a failed authentication.
+    const a = await authenticatorFor(fake, { username: "u", password: "p" });
+    try {
+      await assert.rejects(
+        a.auth.header(["repository:r:pull"]),
+        new RegExp(`^UserError: authentication failed for ${fake.server.host}$`),
+      );
+    } finally {
+      a.close();
+    }
+  });
 });
 
 // ---------------------------------------------------------------------------------------
@@ -904,14 +981,14 @@ for (const mode of ["htpasswd", "token"] as const) {
               "umoci-store",
               "umoci-store",
             ]);
-            // --no-creds: nothing is looked up, and the registry refuses.
+            // --no-creds: nothing is looked up, and the registry refuses an anonymous pull.
             await Deno.writeTextFile(s.helpers.log, "");
             const why = await s.fails(
               "--no-creds",
               [...tls, "--no-creds", img, `${s.out()}:v1`],
               home.env,
             );
-            assert.ok(why.startsWith(`authentication failed for ${H}`), why);
+            assert.match(why, /^\S+: not found, or access denied without credentials \(/, why);
             assert.deepEqual(await s.helpers.calls(), []);
             // A helper that fails says nothing of what it printed.
             const home3 = await s.home();
@@ -1053,16 +1130,44 @@ for (const mode of ["htpasswd", "token"] as const) {
           assert.match(check.stderr, /not found/);
         });
 
-        await t.step("missing credentials: one line", async () => {
+        await t.step("missing credentials: 'not found, or access denied', one line", async () => {
+          // Anonymous, the registry answers 401 for an existing private repository and for
+          // a missing one alike; the line says both, and how to give credentials.
+          const denied = (repo: string, method: string, path: string) =>
+            `${H}/${repo}: not found, or access denied without credentials ` +
+            `(${method} /v2/${repo}/${path}: 401 Unauthorized); ` +
+            "give credentials with --creds or --authfile";
           const home = await s.home();
-          const why = await s.fails("no credentials", [...tls, img, `${s.out()}:v1`], home.env);
-          assert.ok(why.startsWith(`authentication failed for ${H}`), why);
-          const why2 = await s.fails("no credentials, push", [
+          assert.equal(
+            await s.fails("no credentials", [...tls, img, `${s.out()}:v1`], home.env),
+            denied("auth/img", "HEAD", "manifests/v1"),
+          );
+          assert.equal(
+            await s.fails("no credentials, missing repository", [
+              ...tls,
+              `oci://${H}/auth/no-such-repo:v1`,
+              `${s.out()}:v1`,
+            ], home.env),
+            denied("auth/no-such-repo", "HEAD", "manifests/v1"),
+          );
+          assert.equal(
+            await s.fails("no credentials, push", [
+              ...tls,
+              `${s.src}:v1`,
+              `oci://${H}/auth/anon:v1`,
+            ], home.env),
+            denied("auth/anon", "HEAD", "manifests/v1"),
+          );
+          // With credentials, a missing repository is just that.
+          const r = await s.copy([
             ...tls,
-            `${s.src}:v1`,
-            `oci://${H}/auth/anon:v1`,
+            "--creds",
+            `alice:${USERS.alice}`,
+            `oci://${H}/auth/no-such-repo:v1`,
+            `${s.out()}:v1`,
           ], home.env);
-          assert.ok(why2.startsWith(`authentication failed for ${H}`), why2);
+          assert.equal(r.code, 1, r.stderr);
+          assert.match(r.stderr, /manifest v1 not found in [^\n]*auth\/no-such-repo\n$/);
         });
 
         await t.step("--cert-dir in the certs.d layout", async () => {

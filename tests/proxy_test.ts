@@ -1,8 +1,8 @@
-// Proxies: which registries HTTP_PROXY/HTTPS_PROXY/ALL_PROXY apply to (NO_PROXY), and a
-// push and pull through a real forward proxy (a small one written here on Deno.serve that
-// forwards absolute-form requests to the real registry and counts them). Registries
-// without a proxy are spoken to by umoci-copy's own HTTP/1.1 client; through a proxy the
-// requests must still arrive, and the copy must still be byte for byte.
+// Proxies: which registries HTTP_PROXY/HTTPS_PROXY/ALL_PROXY apply to (Go's rules: NO_PROXY
+// with names, ports, CIDR ranges and `*`; never loopback), and a push and pull through a real
+// forward proxy (a small one written here on Deno.serve that forwards absolute-form requests
+// and counts them). The registry is named by a host name that only the proxy can resolve, so
+// the copy succeeds only if every request really goes through the proxy.
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { umoci } from "./fixtures/cli.ts";
@@ -31,16 +31,45 @@ Deno.test("proxyFor: scheme-specific and ALL_PROXY, NO_PROXY by name, suffix, po
     proxyFor(http, env({ ...p, no_proxy: "x.org, registry.example.com:5000" })),
     undefined,
   );
-  const v6 = new URL("http://[::1]:5000");
-  assert.equal(proxyFor(v6, env({ ...p, no_proxy: "[::1]:5000" })), undefined);
-  assert.equal(proxyFor(v6, env({ ...p, no_proxy: "::2" })), "http://p:3128");
+  // Loopback and localhost are never proxied, whatever NO_PROXY says.
+  for (
+    const local of [
+      "http://127.0.0.1:5000",
+      "http://127.9.9.9",
+      "http://[::1]:5000",
+      "http://localhost:5000",
+      "http://a.localhost",
+    ]
+  ) {
+    assert.equal(proxyFor(new URL(local), env(p)), undefined, local);
+  }
+  // CIDR ranges and IP addresses, with and without a port.
+  const ip = new URL("http://10.1.2.3:5000");
+  assert.equal(proxyFor(ip, env({ ...p, NO_PROXY: "10.0.0.0/8" })), undefined);
+  assert.equal(proxyFor(ip, env({ ...p, NO_PROXY: "10.1.2.3:5000" })), undefined);
+  assert.equal(proxyFor(ip, env({ ...p, NO_PROXY: "10.1.2.3:6000" })), "http://p:3128");
+  assert.equal(proxyFor(ip, env({ ...p, NO_PROXY: "192.168.0.0/16,11.0.0.0/8" })), "http://p:3128");
+  const v6 = new URL("http://[fd00::5]:5000");
+  assert.equal(proxyFor(v6, env({ ...p, no_proxy: "fd00::/8" })), undefined);
+  assert.equal(proxyFor(v6, env({ ...p, no_proxy: "[fd00::5]:5000" })), undefined);
+  assert.equal(proxyFor(v6, env({ ...p, no_proxy: "fd00::6" })), "http://p:3128");
+  // Upper case wins over lower case, as in Go; a proxy without a scheme is http://.
+  assert.equal(
+    proxyFor(http, env({ HTTP_PROXY: "http://U:1", http_proxy: "http://l:1" })),
+    "http://U:1",
+  );
+  assert.equal(proxyFor(http, env({ HTTP_PROXY: "p.example:3128" })), "http://p.example:3128");
 });
 
-/** A forward HTTP proxy: absolute-form requests are sent on to their target and logged. */
+/**
+ * A forward HTTP proxy: absolute-form requests are sent on to their target and logged; the
+ * host name `registry.proxy.test` (which nothing else resolves) means 127.0.0.1.
+ */
 function startForwardProxy() {
   const seen: string[] = [];
   const server = Deno.serve({ hostname: "127.0.0.1", port: 0, onListen: () => {} }, async (req) => {
     const target = new URL(req.url);
+    if (target.hostname === "registry.proxy.test") target.hostname = "127.0.0.1";
     seen.push(`${req.method} ${target.pathname}`);
     const headers = new Headers(req.headers);
     headers.delete("proxy-connection");
@@ -50,35 +79,47 @@ function startForwardProxy() {
       body: req.body,
       redirect: "manual",
     });
+    // The registry names itself by the address the proxy used: give back the proxy-only name.
+    const back = new Headers(res.headers);
+    const location = back.get("location");
+    if (location) back.set("location", location.replace("//127.0.0.1:", "//registry.proxy.test:"));
     return new Response(req.method === "HEAD" ? null : res.body, {
       status: res.status,
-      headers: res.headers,
+      headers: back,
     });
   });
   return { url: `http://127.0.0.1:${server.addr.port}`, seen, close: () => server.shutdown() };
 }
 
-Deno.test("CLI through HTTP_PROXY: push and pull arrive via the proxy, byte for byte", async () => {
+Deno.test("CLI through HTTP_PROXY: push and pull arrive via the proxy, byte for byte; loopback direct", async () => {
   const reg = await startRegistry();
   const proxy = startForwardProxy();
   try {
     await withTempDir(async (dir) => {
       const src = join(dir, "src");
       const built = await buildRandomImage(src, "v1", {
-        layerSizes: [3 * 1024 * 1024, 70 * 1024],
+        layerSizes: [5 * 1024 * 1024, 70 * 1024],
         raw: true,
       });
       const env = { HTTP_PROXY: proxy.url, NO_PROXY: "" };
-      const target = `oci://${reg.host}/proxied/img:v1`;
+      const target = `oci://registry.proxy.test:${reg.host.split(":")[1]}/proxied/img:v1`;
       const push = await umoci(
-        ["copy", "--plain-http", "--chunk-size", "1MiB", `${src}:v1`, target],
+        ["copy", "--plain-http", "--trace-requests", `${src}:v1`, target],
         { env, timeoutMs: 60_000 },
       );
       assert.equal(push.code, 0, push.stderr);
       assert.equal(push.stdout.trim(), built.manifest.digest);
-      // Every blob went up through the proxy (chunked from memory: several PATCHes).
-      assert.ok(proxy.seen.some((l) => l.startsWith("PATCH /v2/proxied/img/blobs/uploads/")));
+      // Every blob went up through the proxy (the large one as a streamed PATCH).
+      assert.ok(
+        proxy.seen.some((l) => l.startsWith("PATCH /v2/proxied/img/blobs/uploads/")),
+        proxy.seen.join("\n"),
+      );
       assert.ok(proxy.seen.includes(`PUT /v2/proxied/img/manifests/v1`), proxy.seen.join("\n"));
+      // The trace says so, without the proxy's password.
+      assert.match(
+        push.stderr,
+        /^> PUT http:\/\/registry\.proxy\.test:\d+\/v2\/proxied\/img\/manifests\/v1 via proxy http:\/\/127\.0\.0\.1:\d+\//m,
+      );
       const pushed = proxy.seen.length;
 
       const back = join(dir, "back");
@@ -94,10 +135,11 @@ Deno.test("CLI through HTTP_PROXY: push and pull arrive via the proxy, byte for 
       );
       await assertSameContent(src, "v1", back, "v1");
 
-      // NO_PROXY naming the registry: nothing goes through the proxy.
+      // A loopback registry never goes through the proxy, even with NO_PROXY empty.
       const before = proxy.seen.length;
-      const direct = await umoci(["copy", "--plain-http", target, `${join(dir, "direct")}:v1`], {
-        env: { HTTP_PROXY: proxy.url, NO_PROXY: "127.0.0.1" },
+      const loopback = `oci://${reg.host}/proxied/img:v1`;
+      const direct = await umoci(["copy", "--plain-http", loopback, `${join(dir, "direct")}:v1`], {
+        env,
         timeoutMs: 60_000,
       });
       assert.equal(direct.code, 0, direct.stderr);

@@ -1130,8 +1130,12 @@ Deno.test("registry: Basic auth (htpasswd) with credentials; a clear error witho
       const rec = recorder();
       await assert.rejects(
         push(src, "v1", `${reg.host}/auth/app`, { plainHttp: true }),
+        // No credentials: the 401 is "not found, or access denied", not a failed login.
         (e) =>
-          e instanceof UserError && e.message.startsWith(`authentication failed for ${reg.host}`),
+          e instanceof UserError &&
+          e.message.startsWith(
+            `${reg.host}/auth/app: not found, or access denied without credentials (`,
+          ),
       );
       const creds = {
         plainHttp: true,

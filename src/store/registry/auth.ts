@@ -202,32 +202,32 @@ function mergeScopes(scopes: Iterable<string>): string[] {
 // ---------------------------------------------------------------------------------------
 // Realm safety
 //
-// The registry names the token realm, so a hostile or compromised registry could point
-// it anywhere. Secrets (Basic credentials, refresh tokens) therefore go to a realm only
-// when all of these hold:
-//   - https, or http when the registry itself is plain http (the user chose --plain-http);
-//   - the realm's host is the registry's host, or shares its registrable domain (the last
-//     two DNS labels: registry-1.docker.io → auth.docker.io); an IP address must be the
-//     registry's own (the port may differ);
-// and no realm is used at all (not even anonymously) when it carries user info, has a
-// scheme other than http(s), or is a link-local address (cloud metadata endpoints) other
-// than the registry's own host. Token requests never follow a redirect to another origin.
-// A realm refused for credentials is an error, never a silent anonymous fallback: the
-// user asked for authenticated access.
+// Credentials answer only the registry's own challenges: those of the origin the user
+// named, never those of a host a request was redirected to (RegistryStore.#send checks
+// that the 401 came from the registry's origin). The realm such a challenge names is
+// trusted on any host, as docker, skopeo and crane trust it (nvcr.io's realm is on
+// authn.nvidia.com, registry-1.docker.io's on auth.docker.io): the user already trusts the
+// registry with the credentials, so the registry may say where they go. Secrets (Basic
+// credentials, refresh tokens) go to the realm only over https, or over http when the
+// registry itself is plain http (the user chose --plain-http). There is no domain
+// heuristic: a rule like "the same last two DNS labels" lets registry.example.co.uk hand
+// credentials to attacker.co.uk and refuses real registries.
+//
+// No realm is used at all (not even anonymously) when it carries user info, has a scheme
+// other than http(s), or is a link-local address (169.254.0.0/16, fe80::/10: cloud metadata
+// endpoints) other than the registry's own host; private addresses are fine (air-gapped
+// registries live there). A token request carrying secrets never follows a redirect to
+// another origin; an anonymous one may, to an address that would be a usable realm. A
+// realm refused for credentials is an error, never a silent anonymous fallback: the user
+// asked for authenticated access.
 
-/** Last two DNS labels: `registry-1.docker.io` and `auth.docker.io` share `docker.io`. */
-export function effectiveDomain(hostname: string): string {
-  if (isIpAddress(hostname)) return hostname;
-  return hostname.split(".").slice(-2).join(".");
-}
-
-function isIpAddress(hostname: string): boolean {
-  return /^\d{1,3}(\.\d{1,3}){3}$/.test(hostname) || hostname.startsWith("[");
-}
-
-/** 169.254.0.0/16 and fe80::/10: where cloud metadata services live. */
-function isLinkLocal(hostname: string): boolean {
-  return /^169\.254\.\d{1,3}\.\d{1,3}$/.test(hostname) || /^\[fe[89ab][0-9a-f]:/i.test(hostname);
+/** 169.254.0.0/16 and fe80::/10 (also IPv4-mapped): where cloud metadata services live. */
+export function isLinkLocal(hostname: string): boolean {
+  const h = hostname.toLowerCase();
+  if (/^169\.254\.\d{1,3}\.\d{1,3}$/.test(h)) return true;
+  if (/^\[fe[89ab][0-9a-f]:/.test(h)) return true;
+  // ::ffff:169.254.x.y, as the URL parser writes it: [::ffff:a9fe:XXXX].
+  return /^\[::ffff:a9fe:[0-9a-f]{1,4}\]$/.test(h);
 }
 
 /** A realm as shown in messages: scheme, host, port and path, nothing else. */
@@ -235,16 +235,27 @@ function showRealm(url: URL): string {
   return `${url.protocol}//${url.host}${url.pathname}`;
 }
 
+/** What checkRealm() decided about a token realm. */
 export interface RealmCheck {
+  /** The realm as a URL, fragment removed. */
   url: URL;
   /** Why credentials must not be sent to this realm; undefined when they may. */
   refuseCredentials?: string;
 }
 
 /**
- * Vet a token realm announced by the registry at `registry` (its base URL). Throws a
- * UserError for a realm that may not be used at all; otherwise says whether credentials
- * may go to it.
+ * Vet a token realm (the `realm` parameter of a Bearer challenge, distribution token spec
+ * "Requesting a Token") that the registry at base URL `registry` announced in its own 401,
+ * or a URL a token request was redirected to. Any host may be a realm; credentials may go
+ * to it over https, or over http when `registry` is http too.
+ *
+ * @param realm the realm as the registry wrote it.
+ * @param registry the registry's base URL (scheme, host, port).
+ * @param name the registry as named in messages.
+ * @returns the realm URL, and `refuseCredentials` (why no secret may go there) when it is
+ *   http for an https registry.
+ * @throws UserError when the realm may not be used at all: not a URL, a scheme other than
+ *   http(s), user info in it, or a link-local host that is not the registry's own.
  */
 export function checkRealm(realm: string, registry: URL, name: string): RealmCheck {
   let url: URL;
@@ -265,17 +276,24 @@ export function checkRealm(realm: string, registry: URL, name: string): RealmChe
     );
   }
   url.hash = "";
-  let refuseCredentials: string | undefined;
-  if (url.protocol === "http:" && registry.protocol === "https:") {
-    refuseCredentials = "it is plain http while the registry is https";
-  } else if (isIpAddress(url.hostname) || isIpAddress(registry.hostname)) {
-    if (url.hostname !== registry.hostname) {
-      refuseCredentials = `its host is not the registry's (${registry.hostname})`;
-    }
-  } else if (effectiveDomain(url.hostname) !== effectiveDomain(registry.hostname)) {
-    refuseCredentials = `its domain is not the registry's (${effectiveDomain(registry.hostname)})`;
-  }
+  const refuseCredentials = url.protocol === "http:" && registry.protocol === "https:"
+    ? "it is plain http while the registry is https"
+    : undefined;
   return { url, refuseCredentials };
+}
+
+/**
+ * The error for a 401 to a request made without credentials: the registry cannot tell us
+ * whether the repository is missing or private (Docker Hub, GHCR and the distribution
+ * registry answer both alike: 401 `insufficient_scope`, UNAUTHORIZED or DENIED), so the
+ * line says both, and how to give credentials. `name` is `REGISTRY/REPOSITORY`; `detail`
+ * is what was asked and answered (with the registry's own error code and message).
+ */
+export function deniedWithoutCredentials(name: string, detail: string): UserError {
+  return new UserError(
+    `${name}: not found, or access denied without credentials (${detail}); ` +
+      "give credentials with --creds or --authfile",
+  );
 }
 
 // ---------------------------------------------------------------------------------------
@@ -291,7 +309,7 @@ interface CachedToken {
 
 /** Sent as client_id in OAuth2 token requests. */
 const CLIENT_ID = "umoci-copy";
-/** Same-origin redirects followed by a token GET (cross-origin ones never are). */
+/** Redirects followed by a token GET (see #tokenRequest for which). */
 const MAX_TOKEN_REDIRECTS = 3;
 /** Characters a bearer token may have to be usable in a header (no spaces, no controls). */
 const TOKEN_CHARS = /^[\x21-\x7e]+$/;
@@ -354,6 +372,21 @@ export class Authenticator {
   /** The one error for credentials the registry or its token server refused. */
   #authFailed(): UserError {
     return new UserError(`authentication failed for ${this.#name}`);
+  }
+
+  /**
+   * True when the request was (or will be) anonymous: the credential lookup found nothing
+   * for this registry and repository (or there is none to make, as with --no-creds). A 401
+   * then means "not found, or access denied without credentials", not that credentials
+   * were wrong. Looks credentials up if nothing has asked yet; false when that lookup fails
+   * (its error is reported where it happened).
+   */
+  async isAnonymous(): Promise<boolean> {
+    try {
+      return (await this.#getCredential()) === undefined;
+    } catch {
+      return false;
+    }
   }
 
   /** Authorization value for a registry request needing `scopes`, if auth is known to be needed. */
@@ -479,7 +512,7 @@ export class Authenticator {
         url,
         headers: { "content-type": "application/x-www-form-urlencoded" },
         body: new TextEncoder().encode(form.toString()),
-      });
+      }, true);
       if (res.status === 404 || res.status === 405) {
         // No OAuth2 endpoint: the plain token GET. A refresh token is never sent there, so
         // this one is anonymous (as Docker does for an identity token without a password).
@@ -489,7 +522,7 @@ export class Authenticator {
     } else {
       res = await this.#tokenGet(url, service, scopes, cred?.basic);
     }
-    return await this.#readToken(res, realm, service, scopes, started);
+    return await this.#readToken(res, realm, service, scopes, started, cred === undefined);
   }
 
   /** Token GET: keep any query the realm already has, one scope parameter per scope. */
@@ -507,15 +540,19 @@ export class Authenticator {
       headers.authorization = basicHeader(basic.username, basic.password);
       url.searchParams.set("account", basic.username);
     }
-    return this.#tokenRequest({ method: "GET", url, headers });
+    return this.#tokenRequest({ method: "GET", url, headers }, basic !== undefined);
   }
 
   /**
-   * One token request. Redirects are followed by hand and only within the realm's origin
-   * (GET only); anything else is an error, so credentials never cross an origin.
+   * One token request. Redirects are followed by hand, GET only: within the realm's origin
+   * always; to another origin only when the request carries no secret (no Authorization,
+   * no refresh token), and only to a URL that checkRealm() would accept, never from https to
+   * http. So credentials only ever reach the realm the registry named, and no request at
+   * all reaches a link-local address through a redirect.
    */
   async #tokenRequest(
     req: { method: string; url: URL; headers: Record<string, string>; body?: Uint8Array },
+    secret: boolean,
   ): Promise<HttpResponse> {
     let url = req.url;
     for (let hop = 0;; hop++) {
@@ -529,16 +566,20 @@ export class Authenticator {
       } catch {
         next = undefined;
       }
+      const crossOrigin = next !== undefined && next.origin !== url.origin;
       if (
-        next === undefined || next.origin !== url.origin || req.method !== "GET" ||
-        hop >= MAX_TOKEN_REDIRECTS
+        next === undefined || req.method !== "GET" || hop >= MAX_TOKEN_REDIRECTS ||
+        (crossOrigin && (secret || (url.protocol === "https:" && next.protocol === "http:")))
       ) {
         throw new UserError(
           `${this.#name}: token server ${url.origin} answered ${res.status}${
-            next && next.origin !== url.origin ? ` (to ${next.origin})` : ""
-          }; token requests do not follow that redirect`,
+            crossOrigin ? ` (to ${next!.origin})` : ""
+          }; token requests ${
+            crossOrigin && secret ? "with credentials " : ""
+          }do not follow that redirect`,
         );
       }
+      if (crossOrigin) next = checkRealm(next.href, this.#transport.baseUrl, this.#name).url;
       url = next;
     }
   }
@@ -549,11 +590,17 @@ export class Authenticator {
     service: string,
     scopes: string[],
     started: number,
+    anonymous: boolean,
   ): Promise<CachedToken> {
     const origin = res.url.origin;
     if (res.status === 401 || res.status === 403) {
       await res.discard();
-      throw this.#refused = this.#authFailed();
+      throw this.#refused = anonymous
+        ? deniedWithoutCredentials(
+          `${this.#name}/${this.#repository}`,
+          `token server ${origin} answered ${res.status} to an anonymous token request`,
+        )
+        : this.#authFailed();
     }
     if (res.status === 400 && res.method === "POST") {
       // OAuth2 reports a bad refresh token as 400 invalid_grant (RFC 6749 §5.2).

@@ -26,7 +26,7 @@ import {
 import type { RegistryReference } from "../../reference.ts";
 import { VERSION } from "../../version.ts";
 import type { BlobReader, BlobSource, MountingStore, Store } from "../store.ts";
-import { Authenticator, type Credentials } from "./auth.ts";
+import { Authenticator, type Credentials, deniedWithoutCredentials } from "./auth.ts";
 import type { HttpResponse } from "./response.ts";
 import type { RetryPolicy } from "./retry.ts";
 import { Transport } from "./transport.ts";
@@ -190,9 +190,12 @@ export class RegistryStore implements MountingStore {
 
   /**
    * One request with authentication. Authorization is attached only when the URL is the
-   * registry's own origin (upload Locations may point elsewhere); a 401 is answered by
-   * learning the challenge and retrying once. Transient failures are retried by the
-   * transport unless `retry` is false.
+   * registry's own origin (upload Locations may point elsewhere; a redirect to another
+   * origin drops it); a 401 is answered by learning the challenge and retrying once, but
+   * only a 401 from the registry's own origin: one from a host a request was redirected to
+   * (a blob GET sent to storage) is returned as it is, for #fail to report, so that no
+   * challenge of that host ever gets the user's credentials. Transient failures are
+   * retried by the transport unless `retry` is false.
    */
   async #send(
     req: ApiRequest,
@@ -207,12 +210,20 @@ export class RegistryStore implements MountingStore {
         headers: { ...req.headers, authorization },
       });
       if (res.status !== 401 || attempt > 0 || !ours) return res;
+      if (!this.#transport.isRegistryOrigin(res.url)) return res;
       if (!(await this.#auth.unauthorized(res, wanted, authorization))) return res;
       await res.discard();
     }
   }
 
-  /** A one-line UserError for an unexpected response; reads (at most 1 MiB of) the body. */
+  /**
+   * A one-line UserError for an unexpected response to `method url`; reads (at most 1 MiB
+   * of) the body for the registry's own error codes and messages (distribution-spec
+   * "Error Codes"). A 401 says "authentication failed for REGISTRY" when credentials were
+   * sent, and "not found, or access denied without credentials" when none were (a missing
+   * and a private repository look alike then). An answer from a host the request was
+   * redirected to names that host; a 401 from it is never answered with credentials.
+   */
   async #fail(res: HttpResponse, method: string, url: URL): Promise<UserError> {
     let detail: string | undefined;
     if (res.method !== "HEAD") {
@@ -226,7 +237,18 @@ export class RegistryStore implements MountingStore {
     }
     const status = `${res.status}${detail ? "" : res.statusText ? " " + res.statusText : ""}`;
     const what = `${method} ${url.pathname}: ${status}${detail ? " " + detail : ""}`;
+    if (!this.#transport.isRegistryOrigin(res.url) && this.#transport.isRegistryOrigin(url)) {
+      // A redirect target answered: name it. Its challenges are not the registry's.
+      const there = `${this.registry}: ${method} ${url.pathname}: redirected to ${res.url.host}, ` +
+        `which answered ${status}${detail ? " " + detail : ""}`;
+      return new UserError(
+        res.status === 401
+          ? `${there}; credentials for ${this.registry} are not sent to ${res.url.host}`
+          : there,
+      );
+    }
     if (res.status === 401) {
+      if (await this.#auth.isAnonymous()) return deniedWithoutCredentials(this.name, what);
       return new UserError(`authentication failed for ${this.registry}: ${what}`);
     }
     if (res.status === 403) {
@@ -414,7 +436,8 @@ export class RegistryStore implements MountingStore {
       },
       this.#pushScopes(),
     );
-    if (res.status !== 201 && res.status !== 200) throw await this.#fail(res, "PUT", url);
+    // Any 2xx is success: 201 by the spec, 200 from some, 202 from Quay.
+    if (res.status < 200 || res.status > 299) throw await this.#fail(res, "PUT", url);
     const got = res.headers.get("docker-content-digest")?.trim();
     const subject = res.headers.get("oci-subject");
     await res.discard();

@@ -1,0 +1,86 @@
+// A registry whose certificate is self-signed with the usual recipe (`openssl req -x509`,
+// which makes the certificate its own CA): trusted with --cacert as curl and skopeo do, by
+// pinning exactly that certificate; refused without it; and a different self-signed
+// certificate under the same name is refused before a byte of a request is sent.
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { umoci } from "./fixtures/cli.ts";
+import { assertSameContent, buildRandomImage, withTempDir } from "./fixtures/images.ts";
+import { startRegistry } from "./fixtures/registry.ts";
+
+/** `openssl req -x509` for 127.0.0.1 and localhost; returns the cert and key paths. */
+async function selfSigned(dir: string, name: string): Promise<{ cert: string; key: string }> {
+  const cert = join(dir, `${name}.crt`);
+  const key = join(dir, `${name}.key`);
+  const out = await new Deno.Command("openssl", {
+    args: [
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-keyout",
+      key,
+      "-out",
+      cert,
+      "-days",
+      "2",
+      "-subj",
+      "/CN=localhost",
+      "-addext",
+      "subjectAltName=DNS:localhost,IP:127.0.0.1",
+    ],
+    stdout: "null",
+    stderr: "piped",
+  }).output();
+  assert.ok(out.success, new TextDecoder().decode(out.stderr));
+  return { cert, key };
+}
+
+Deno.test("self-signed registry certificate (openssl req -x509): --cacert pins it; others refused", async () => {
+  await withTempDir(async (dir) => {
+    const real = await selfSigned(dir, "real");
+    const other = await selfSigned(dir, "other");
+    const reg = await startRegistry({
+      tls: { certificate: real.cert, key: real.key },
+      accessLog: true,
+    });
+    try {
+      const src = join(dir, "src");
+      const built = await buildRandomImage(src, "v1", {
+        layerSizes: [5 * 1024 * 1024, 1000],
+        raw: true,
+      });
+      const target = `oci://${reg.host}/pinned/img:v1`;
+      const push = await umoci(["copy", "--cacert", real.cert, `${src}:v1`, target]);
+      assert.equal(push.code, 0, push.stderr);
+      assert.equal(push.stdout.trim(), built.manifest.digest);
+      const back = join(dir, "back");
+      const pull = await umoci(["copy", "--cacert", real.cert, target, `${back}:v1`]);
+      assert.equal(pull.code, 0, pull.stderr);
+      await assertSameContent(src, "v1", back, "v1");
+
+      // Without --cacert: refused, one line, saying it is a certificate problem.
+      const plain = await umoci(["copy", "--retries=0", target, `${join(dir, "x")}:v1`]);
+      assert.equal(plain.code, 1);
+      assert.match(plain.stderr, /^error: .*certificate/m);
+
+      // Another self-signed certificate for the same names: the pin does not match.
+      const before = reg.requests().length;
+      const wrong = await umoci([
+        "copy",
+        "--retries=0",
+        "--cacert",
+        other.cert,
+        target,
+        `${join(dir, "y")}:v1`,
+      ]);
+      assert.equal(wrong.code, 1);
+      assert.match(wrong.stderr, /^error: .*not the pinned self-signed certificate/m);
+      assert.equal(wrong.stderr.trim().split("\n").filter((l) => l.startsWith("error:")).length, 1);
+      assert.equal(reg.requests().length, before, "no request reached the registry");
+    } finally {
+      await reg.stop();
+    }
+  });
+});
