@@ -189,6 +189,15 @@ export function watchBody(
     plain = body.getReader();
   }
   const finish = () => dog.pause();
+  // A client whose body does not end when the request is aborted (node:https streams) must
+  // not leave a read hanging: every read also ends when the watchdog fires.
+  const aborted = new Promise<never>((_, reject) => {
+    const fire = () => reject(dog.signal.reason);
+    if (dog.signal.aborted) fire();
+    else dog.signal.addEventListener("abort", fire, { once: true });
+  });
+  aborted.catch(() => {});
+  const bounded = <T>(read: Promise<T>): Promise<T> => Promise.race([read, aborted]);
   return new ReadableStream({
     type: "bytes",
     async pull(controller) {
@@ -197,8 +206,8 @@ export function watchBody(
         const request = controller.byobRequest;
         if (byob && request?.view) {
           const view = request.view as Uint8Array<ArrayBuffer>;
-          const { done, value } = await byob.read(
-            new Uint8Array(view.buffer, view.byteOffset, view.byteLength),
+          const { done, value } = await bounded(
+            byob.read(new Uint8Array(view.buffer, view.byteOffset, view.byteLength)),
           );
           dog.pause();
           if (done) {
@@ -213,13 +222,15 @@ export function watchBody(
           return;
         }
         const reader = byob ?? plain!;
-        const { done, value } = byob
-          ? await byob.read(new Uint8Array(64 * 1024))
-          : await plain!.read();
+        const { done, value } = await bounded(
+          byob ? byob.read(new Uint8Array(64 * 1024)) : plain!.read(),
+        );
         dog.pause();
         if (done) {
           finish();
           controller.close();
+          // A pending BYOB read of this byte stream is only answered by respond(0).
+          controller.byobRequest?.respond(0);
           reader.releaseLock();
           return;
         }
@@ -227,6 +238,7 @@ export function watchBody(
         controller.enqueue(value);
       } catch (e) {
         dog.pause();
+        if (dog.fired) (byob ?? plain!).cancel(dog.fired).catch(() => {});
         throw toError(dog.fired ?? e);
       }
     },
