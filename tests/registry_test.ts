@@ -13,7 +13,7 @@ import type { Descriptor } from "../src/media.ts";
 import { parseRegistryReference } from "../src/reference.ts";
 import { parseChallenges } from "../src/store/registry/auth.ts";
 import { type RegistryOptions, RegistryStore } from "../src/store/registry/registry.ts";
-import { Transport } from "../src/store/registry/transport.ts";
+import { describeNetworkError, Transport } from "../src/store/registry/transport.ts";
 import { redactUrl } from "../src/store/registry/trace.ts";
 import { LayoutStore } from "../src/store/layout.ts";
 import type { Store } from "../src/store/store.ts";
@@ -1340,4 +1340,26 @@ Deno.test("registry: the source starts opening while the upload session is being
       await proxy.close();
     }
   });
+});
+
+Deno.test("describeNetworkError: fetch's wrapping is dropped, the cause kept, hints added", () => {
+  assert.equal(
+    describeNetworkError(
+      new TypeError(
+        "error sending request from 127.0.0.1:38768 for http://127.0.0.1:1/v2/r (127.0.0.1:1): " +
+          "client error (SendRequest): connection closed before message completed",
+      ),
+    ),
+    "connection closed before message completed",
+  );
+  assert.equal(
+    describeNetworkError(
+      new TypeError(
+        "error sending request for url (https://h/v2/): client error (Connect): invalid peer " +
+          "certificate: UnknownIssuer",
+      ),
+    ),
+    "invalid peer certificate: UnknownIssuer (TLS verification failed: add the CA with " +
+      "--cacert or a certs.d directory, or turn verification off for this registry)",
+  );
 });

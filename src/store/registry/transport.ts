@@ -92,12 +92,17 @@ export interface HttpRequest {
 }
 
 /** A network-level failure as one readable line, without the URL (messages add their own). */
-function describeNetworkError(e: unknown): string {
+export function describeNetworkError(e: unknown): string {
   if (e instanceof TimeoutError) return `${e.message} (--timeout)`;
   const err = e as Error;
   let msg = String((err?.cause as Error | undefined)?.message ?? err?.message ?? e);
-  msg = msg.replace(/^error sending request for url \([^)]*\):\s*/, "");
-  msg = msg.replace(/^client error \((Connect|SendRequest)\):\s*/, "");
+  // fetch says "error sending request [from ADDR] for URL (HOST): client error (KIND): CAUSE";
+  // the message around it names the request already.
+  if (msg.startsWith("error sending request")) {
+    const at = msg.indexOf("client error (");
+    msg = at >= 0 ? msg.slice(at) : msg.replace(/^error sending request.*?\): /, "");
+  }
+  msg = msg.replace(/^client error \(\w+\):\s*/, "");
   if (/InvalidContentType|corrupt message|wrong version number|packet length too long/i.test(msg)) {
     msg += " (the server does not speak TLS here: for a plain-http registry use --plain-http)";
   }
