@@ -478,6 +478,39 @@ Deno.test("upload: a streamed PATCH that stored half the blob resumes there from
   }
 });
 
+Deno.test("upload: a token that runs out during a streamed PATCH is renewed and the upload continues", async () => {
+  let issued = 0;
+  let expired = "";
+  const reg = fakeRegistry((req, { n, url }) => {
+    if (url.pathname === "/token") return Response.json({ token: `t${++issued}` });
+    const auth = req.headers.get("authorization") ?? "";
+    const challenge = () =>
+      new Response(null, {
+        status: 401,
+        headers: { "www-authenticate": `Bearer realm="${url.origin}/token",service="fake"` },
+      });
+    if (!auth.startsWith("Bearer ") || auth === `Bearer ${expired}`) return challenge();
+    if (req.method === "PATCH" && n["PATCH /v2/r/blobs/uploads/ID"] === 1) {
+      expired = auth.slice("Bearer ".length); // the token expires under the first PATCH
+      return challenge();
+    }
+  });
+  const store = await openFake(reg.host, { onRetry: () => {} });
+  try {
+    const data = randomBytes(5 * MiB);
+    const opened: number[] = [];
+    await store.push(blobDesc(data), memorySource(data, opened));
+    assert.deepEqual(reg.fake.blobs.get(digestOf(data)), data);
+    assert.equal(issued, 2, "one new token, asked for once");
+    const patches = reg.fake.log.filter((r) => r.method === "PATCH").length;
+    assert.equal(patches, 2, "the PATCH was sent again once, with the new token");
+    assert.deepEqual(opened, [0, 0], "the source was read again from the registry's progress");
+  } finally {
+    await store.close();
+    await reg.stop();
+  }
+});
+
 Deno.test("upload: an expired session (404 BLOB_UPLOAD_UNKNOWN) starts the blob over with a new POST", async () => {
   const reg = fakeRegistry((req, { n, url, fake }) => {
     if (req.method === "PATCH" && n["PATCH /v2/r/blobs/uploads/ID"] === 2) {

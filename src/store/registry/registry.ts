@@ -211,7 +211,9 @@ export class RegistryStore implements MountingStore {
       });
       if (res.status !== 401 || attempt > 0 || !ours) return res;
       if (!this.#transport.isRegistryOrigin(res.url)) return res;
-      if (!(await this.#auth.unauthorized(res, wanted, authorization))) return res;
+      const renewed = await this.#auth.unauthorized(res, wanted, authorization);
+      // A streamed body is spent: the caller (upload.ts) sends again from the progress.
+      if (!renewed || req.body instanceof ReadableStream) return res;
       await res.discard();
     }
   }

@@ -788,6 +788,17 @@ function sendStreamed(
         await res.discard();
         throw bodyError;
       }
+      if (res.status === 401) {
+        // The token ran out during a long upload: the store has learned the challenge (and
+        // renewed the token); continue from the registry's progress with the new one.
+        await res.discard();
+        return {
+          error: new NetworkError(
+            `${api.name}: PATCH ${url.pathname}: 401; renewing the token`,
+            true,
+          ),
+        };
+      }
       return { res };
     } catch (e) {
       if (bodyError !== undefined) throw bodyError;
