@@ -728,8 +728,13 @@ function sendChunkFromMemory(
     }));
 }
 
-/** Bytes handed to the network per piece of a streamed PATCH. */
-const STREAM_PIECE = 1024 * 1024;
+/**
+ * Bytes handed to the network per piece of a streamed PATCH. Small on purpose: fetch copies
+ * each piece into native memory, and pieces above glibc's mmap threshold (128 KiB) raise it
+ * and are then kept by malloc's arenas: 1 MiB pieces took a 512 MiB push to 125 MiB peak RSS,
+ * 32 KiB pieces to 80-84 MiB at the same speed.
+ */
+const STREAM_PIECE = 32 * 1024;
 
 /**
  * PATCH the whole blob as one stream from the source (chunked transfer coding). A PATCH
