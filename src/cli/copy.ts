@@ -2,7 +2,7 @@
 import { type CopyEvent, copyGraph, type CopyStats } from "../copy.ts";
 import { parseDigest } from "../digest.ts";
 import { UsageError } from "../errors.ts";
-import { isIndexType, isManifestType } from "../media.ts";
+import { type Descriptor, isIndexType, isManifestType } from "../media.ts";
 import {
   formatReference,
   parseReference,
@@ -25,6 +25,16 @@ import {
 import { findCredentials, parseCredsFlag } from "../store/registry/credentials.ts";
 import { escapeControl, formatBytes, type Logger } from "./log.ts";
 import { Progress } from "./progress.ts";
+import {
+  checkComplete,
+  choosePlatforms,
+  copyPlatformPlan,
+  parsePlatforms,
+  parseSparse,
+  planPlatformCopy,
+  type PlatformChoice,
+  type Selection,
+} from "../platform.ts";
 
 export const COPY_FLAGS: Record<string, FlagSpec> = {
   "plain-http": {
@@ -97,6 +107,18 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
     help:
       "copy blobs of foreign layers and descriptors with urls too (default off: descriptors only)",
   },
+  "platform": {
+    type: "string",
+    multiple: true,
+    value: "OS/ARCH[/VARIANT]",
+    help:
+      "copy only these platforms of an index (repeatable, comma-separated, * for a part, local)",
+  },
+  "sparse": {
+    type: "string",
+    value: "POLICY",
+    help: "several platforms chosen: auto (default), keep (index as is) or rewrite (new index)",
+  },
   "digestfile": {
     type: "string",
     value: "PATH",
@@ -150,6 +172,13 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
         : `copy takes exactly SRC and DST, got ${positionals.length} arguments`,
     );
   }
+  const platforms = values.platform === undefined
+    ? undefined
+    : parsePlatforms(values.platform as string[]);
+  if (values.sparse !== undefined && !platforms) {
+    throw new UsageError("--sparse goes with --platform");
+  }
+  const sparse = parseSparse(values.sparse as string | undefined);
   const jobs = values.jobs === undefined ? 4 : parseCount(String(values.jobs), "jobs", 1, 64);
   const src = parseReference(positionals[0]);
   const dst = parseReference(positionals[1]);
@@ -205,7 +234,15 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       logger.info(registryLine(source, src));
       logger.info("Checking if manifest available in registry");
     }
-    const root = await source.resolve({ tag: src.tag, digest: src.digest });
+    let root = await source.resolve({ tag: src.tag, digest: src.digest });
+    // --platform: what of the index to copy (an error, with nothing written, when nothing
+    // matches); without it, a layout's index must hold all it lists (see src/platform.ts).
+    let choice: PlatformChoice | undefined;
+    if (platforms) choice = await choosePlatforms(source, root, platforms);
+    else await checkComplete(source, root);
+    if (dst.kind === "registry" && dst.digest && choice) {
+      throw new UsageError("--platform: give the destination a tag, not a digest");
+    }
     if (dst.kind === "registry" && dst.digest && dst.digest !== root.digest) {
       throw new UsageError(
         `destination digest ${dst.digest} does not match the source's ${root.digest}`,
@@ -219,17 +256,27 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       logger.info(registryLine(target, dst));
     }
     logger.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
+    const plan = choice &&
+      await planPlatformCopy(choice, sparse, target, (line) => logger.info(line));
+    if (plan) root = plan.root;
     const tag = dst.tag;
     // The tag already names this very manifest: the registry has all of it; one HEAD.
     const done = tag !== undefined && target instanceof RegistryStore &&
       isManifestType(root.mediaType) && (await target.tagDigest(tag)) === root.digest;
-    const stats = done ? emptyStats() : await copyGraph(source, target, root, {
-      jobs,
-      retries: registry.retries,
-      rootTag: tag,
-      allowNonDistributable: values["allow-nondistributable-artifacts"] === true,
-      onEvent: (e) => report(e, logger, progress, target!),
-    });
+    const copy = (from: Descriptor, selection?: Selection) =>
+      copyGraph(source!, target!, from, {
+        jobs,
+        retries: registry.retries,
+        rootTag: tag,
+        allowNonDistributable: values["allow-nondistributable-artifacts"] === true,
+        onEvent: (e) => report(e, logger, progress, target!),
+        selection,
+      });
+    let stats: CopyStats;
+    if (done) stats = emptyStats();
+    else if (plan) {
+      ({ root, stats } = await copyPlatformPlan(plan, copy, (line) => logger.info(line)));
+    } else stats = await copy(root);
     progress?.stop();
     if (done) {
       logger.info(`${formatReference(dst)} is already ${root.digest}: nothing to copy`);
