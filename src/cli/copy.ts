@@ -157,6 +157,8 @@ Examples:
   umoci copy --plain-http oci://localhost:8080/opensuse/amd64:42.2 opensuse:42.2
   umoci copy --plain-http opensuse:42.2 oci://localhost:8080/opensuse/amd64:42.2
   umoci copy oci://registry.example/app:v1 oci://mirror.example/app:v1
+  umoci copy --platform linux/amd64 oci://registry.example/app:v1 app:v1
+  umoci copy --platform linux/amd64,linux/arm64 --sparse=rewrite app:v1 oci://mirror.example/app:v1
 `;
 
 export async function copyCommand(args: string[], logger: Logger): Promise<number> {
@@ -186,6 +188,10 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     throw new UsageError(
       `destination ${JSON.stringify(dst.text)}: a layout destination needs a tag, not a digest`,
     );
+  }
+  if (dst.kind === "registry" && dst.digest && platforms) {
+    // What --platform copies (and so its digest) is decided only once SRC is read.
+    throw new UsageError("--platform: give the destination a tag, not a digest");
   }
   if (dst.kind === "registry" && dst.digest && dst.tag) {
     throw new UsageError(
@@ -240,9 +246,6 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     let choice: PlatformChoice | undefined;
     if (platforms) choice = await choosePlatforms(source, root, platforms);
     else await checkComplete(source, root);
-    if (dst.kind === "registry" && dst.digest && choice) {
-      throw new UsageError("--platform: give the destination a tag, not a digest");
-    }
     if (dst.kind === "registry" && dst.digest && dst.digest !== root.digest) {
       throw new UsageError(
         `destination digest ${dst.digest} does not match the source's ${root.digest}`,
