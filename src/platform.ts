@@ -251,6 +251,8 @@ export interface PlatformChoice {
   source: Descriptor;
   /** Exactly one platform manifest chosen: it, with its platform; otherwise undefined. */
   single?: Descriptor;
+  /** The index that lists `single`, when that is a nested index rather than the root. */
+  singleParent?: string;
   /** The attestation manifests a single pick leaves behind (an index could list them). */
   droppedAttestations: Descriptor[];
   /** Chosen platform manifests (attestations not counted), in index order. */
@@ -303,6 +305,8 @@ export async function choosePlatforms(
   }
 
   const leaves = new Map<string, Descriptor>();
+  /** The index that lists each chosen leaf (for "from index … in index …"). */
+  const parentOf = new Map<string, string>();
   const attestations = new Map<string, Descriptor>();
   const seenPlatforms: string[] = [];
   let platformCount = 0;
@@ -345,6 +349,7 @@ export async function choosePlatforms(
           if (e.platform && anyMatches(specs, e.platform)) {
             chosen.push(e);
             leaves.set(e.digest, { ...e });
+            if (!parentOf.has(e.digest)) parentOf.set(e.digest, desc.digest);
           }
         }
         for (const a of pending) {
@@ -433,6 +438,9 @@ export async function choosePlatforms(
   return {
     source: root,
     single: leafList.length === 1 ? leafList[0] : undefined,
+    singleParent: leafList.length === 1 && parentOf.get(leafList[0].digest) !== root.digest
+      ? parentOf.get(leafList[0].digest)
+      : undefined,
     droppedAttestations: leafList.length === 1 ? dropped : [],
     leaves: leafList,
     platformCount,
@@ -601,9 +609,9 @@ export async function planPlatformCopy(
   if (choice.single) {
     const leaf = choice.single;
     log(
-      `Selected platform ${
-        formatPlatform(leaf.platform!)
-      } (${leaf.digest}) from index ${src.digest} (1 of ${choice.platformCount} platforms)`,
+      `Selected platform ${formatPlatform(leaf.platform!)} (${leaf.digest}) from index ${
+        choice.singleParent ? `${choice.singleParent} in index ${src.digest}` : src.digest
+      } (1 of ${choice.platformCount} platforms)`,
     );
     if (choice.droppedAttestations.length > 0) {
       log(
@@ -690,7 +698,8 @@ export async function copyPlatformPlan<S>(
       );
     }
     log(
-      `The registry refused the sparse index (${why}); writing a rewritten index ${plan.fallback.root.digest} instead (--sparse=auto)`,
+      `The registry refused the sparse index (${why}); the chosen platforms are in place, ` +
+        `writing a rewritten index ${plan.fallback.root.digest} instead (--sparse=auto)`,
     );
     return {
       root: plan.fallback.root,
