@@ -21,6 +21,7 @@ import {
   type Descriptor,
   isIndexType,
   isManifestType,
+  OCI_CONFIG,
   OCI_MANIFEST,
   parseNode,
   type Platform,
@@ -43,6 +44,9 @@ export type SparsePolicy = "auto" | "keep" | "rewrite";
 export const ATTESTATION_DIGEST = "vnd.docker.reference.digest";
 /** BuildKit's `vnd.docker.reference.type` value for attestation manifests. */
 const ATTESTATION_TYPE = "attestation-manifest";
+
+/** Docker's image config media type (same os/architecture/variant fields as OCI's). */
+const DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json";
 
 /** Largest image config read to check a single manifest's platform. */
 const MAX_CONFIG_SIZE = 4 * 1024 * 1024;
@@ -488,10 +492,9 @@ async function checkManifestPlatform(
   let platform: Platform | undefined;
   if (
     cfg && cfg.size <= MAX_CONFIG_SIZE &&
-    /image\.config\.v1\+json|container\.image\.v1\+json/.test(cfg.mediaType)
+    (cfg.mediaType === OCI_CONFIG || cfg.mediaType === DOCKER_CONFIG)
   ) {
-    const { stream } = await src.fetch(cfg);
-    const bytes = new Uint8Array(await new Response(stream).arrayBuffer());
+    const bytes = await readCapped((await src.fetch(cfg)).stream, cfg.size);
     await verifyBytes(bytes, cfg.digest, cfg.size);
     try {
       const doc = JSON.parse(new TextDecoder().decode(bytes));
@@ -518,6 +521,25 @@ async function checkManifestPlatform(
       `${root.digest} is a single ${formatPlatform(platform)} image, not --platform ${asked}`,
     );
   }
+}
+
+/** At most `size` + 1 bytes of `stream` (more is a mismatch verifyBytes reports). */
+async function readCapped(stream: ReadableStream<Uint8Array>, size: number): Promise<Uint8Array> {
+  const out = new Uint8Array(size + 1);
+  let n = 0;
+  const reader = stream.getReader();
+  try {
+    while (n <= size) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      const take = Math.min(value.length, out.length - n);
+      out.set(value.subarray(0, take), n);
+      n += take;
+    }
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+  return out.subarray(0, n);
 }
 
 // ---------------------------------------------------------------------------------------

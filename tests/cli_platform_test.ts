@@ -15,6 +15,7 @@ import { type RunOptions, type RunResult, umoci } from "./fixtures/cli.ts";
 import {
   assertOciImageToolValid,
   blobFile,
+  buildArtifact,
   buildDockerManifestList,
   buildMultiPlatformIndex,
   buildRandomImage,
@@ -538,6 +539,17 @@ Deno.test("CLI --platform: a single-manifest source must be of the platform aske
     assert.equal(copied(ok, "match"), img.manifest.digest);
     assert.match(ok.stderr, /is a single manifest of the platform asked for/);
     await assertOciImageToolValid(dst, "x");
+    // An artifact (empty config) has no platform: asked for one, it is an error.
+    const art = await buildArtifact(dir, "sbom");
+    const artMsg = failed(
+      await cli(["copy", "--platform", "linux/arm64", `${dir}:sbom`, `${dst}:y`]),
+      1,
+      "artifact",
+    );
+    assert.equal(
+      artMsg,
+      `--platform linux/arm64: ${art.manifest.digest} is a single manifest without a platform (config application/vnd.oci.empty.v1+json)`,
+    );
     // --sparse without --platform, a bad --platform or --sparse: usage errors, exit 2.
     failed(await cli(["copy", "--sparse=keep", `${dir}:arm`, `${dst}:y`]), 2, "--sparse alone");
     failed(
