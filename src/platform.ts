@@ -710,7 +710,11 @@ export async function copyPlatformPlan<S>(
   log: (line: string) => void,
 ): Promise<{ root: Descriptor; stats: S }> {
   try {
-    return { root: plan.root, stats: await copy(plan.root, plan.selection) };
+    const stats = await copy(plan.root, plan.selection);
+    if (plan.fallback) {
+      log(`The registry took the sparse index ${plan.root.digest} (--sparse=auto)`);
+    }
+    return { root: plan.root, stats };
   } catch (e) {
     if (plan.mode !== "keep" || !isSparseRefusal(e)) throw e;
     const why = (e as Error).message;

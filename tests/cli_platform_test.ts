@@ -37,6 +37,7 @@ import {
   writeBlob,
   writeJson,
 } from "./fixtures/images.ts";
+import { startMiniRegistry } from "./fixtures/mini_registry.ts";
 import { type RunningRegistry, startRegistry } from "./fixtures/registry.ts";
 
 const enc = new TextEncoder();
@@ -679,5 +680,44 @@ Deno.test("CLI --platform: a Docker manifest list is chosen from like an OCI ind
     const doc = JSON.parse(await Deno.readTextFile(blobFile(two, digest)));
     assert.equal(doc.mediaType, DOCKER_LIST);
     assert.deepEqual(doc.manifests, list.manifests.slice(0, 2));
+  });
+});
+
+Deno.test("CLI --platform: --sparse=auto keeps the index where a registry takes it (a registry that does not check children)", async () => {
+  await withTempDir(async (tmp) => {
+    // The mini registry stores any manifest without looking at what it lists, as registries
+    // configured to accept sparse indexes do.
+    const mini = startMiniRegistry({ auth: { kind: "none" } });
+    try {
+      const src = await fivePlatforms(join(tmp, "src"));
+      const r = await cli([
+        "copy",
+        "--plain-http",
+        "--platform",
+        "linux/arm/v7,linux/ppc64le",
+        `${src.dir}:v1`,
+        `oci://${mini.host}/sparse/app:v1`,
+      ]);
+      assert.equal(copied(r, "auto to a registry that takes it"), src.index.digest);
+      assert.match(r.stderr, /\(--sparse=auto: trying whether \S+ takes a sparse index\)$/m);
+      assert.doesNotMatch(r.stderr, /refused/);
+      assert.ok(
+        r.stderr.includes(
+          `The registry took the sparse index ${src.index.digest} (--sparse=auto)\n`,
+        ),
+        r.stderr,
+      );
+      assert.equal(mini.tags.get("sparse/app:v1"), src.index.digest);
+      const want = await contentOfAll(
+        src,
+        ["linux/arm/v7", "linux/ppc64le"].map((p) => src.byPlatform.get(p)!),
+      );
+      assert.deepEqual(
+        [...mini.blobs.keys()].sort(),
+        [...new Set([src.index.digest, ...want])].sort(),
+      );
+    } finally {
+      await mini.stop();
+    }
   });
 });
