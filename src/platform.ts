@@ -26,6 +26,7 @@ import {
   parseNode,
   type Platform,
 } from "./media.ts";
+import type { CopyEvent, CopyStats } from "./copy.ts";
 import type { Store } from "./store/store.ts";
 
 /** One `--platform` value: each part a name or `*` (any); a missing variant means any. */
@@ -606,7 +607,10 @@ export interface PlatformPlan {
   selection: Selection;
   /** The policy that applies now (`auto` becomes keep or rewrite). */
   mode: "single" | "whole" | "keep" | "rewrite";
-  /** With `auto` to a registry: keep is tried, and on refusal rewrite is copied instead. */
+  /**
+   * With `auto` to a registry: keep is tried, and on refusal the rewritten indexes are
+   * written (only they: what they list is in place by then).
+   */
   fallback?: { root: Descriptor; selection: Selection };
 }
 
@@ -683,7 +687,19 @@ export async function planPlatformCopy(
     return { ...choice.rewrite, mode: "rewrite" };
   }
   log(`${keepLine} (--sparse=auto: trying whether ${dst.name} takes a sparse index)`);
-  return { ...choice.keep, mode: "keep", fallback: choice.rewrite };
+  // When the registry refuses the sparse index, everything it lists was written before the
+  // refused PUT (children before parents), so the fallback writes only the indexes made by
+  // rewrite: one HEAD and one PUT each, instead of asking about every blob again.
+  const made = choice.rewrite.selection.manifests;
+  const fallback: Selection = {
+    manifests: made,
+    children: (_parent, listed) => listed.filter((d) => made.has(d.digest)),
+  };
+  return {
+    ...choice.keep,
+    mode: "keep",
+    fallback: { root: choice.rewrite.root, selection: fallback },
+  };
 }
 
 /**
@@ -732,4 +748,24 @@ export async function copyPlatformPlan<S>(
       stats: await copy(plan.fallback.root, plan.fallback.selection),
     };
   }
+}
+
+/** What the summary line counts, added up over the copies of one command. */
+export type CopyTally = Pick<
+  CopyStats,
+  "blobsCopied" | "bytesCopied" | "blobsSkipped" | "blobsMounted" | "manifestsCopied"
+>;
+
+/**
+ * Add one copy event to `tally`: with `--sparse=auto` falling back, the blobs were copied by
+ * the refused attempt and the summary must still count them. Never throws.
+ */
+export function tallyEvent(tally: CopyTally, e: CopyEvent): void {
+  if (e.type === "blob-done") {
+    tally.blobsCopied++;
+    tally.bytesCopied += e.desc.size;
+  } else if (e.type === "blob-skip") {
+    if (e.reason === "mounted") tally.blobsMounted++;
+    else tally.blobsSkipped++;
+  } else if (e.type === "manifest-done") tally.manifestsCopied++;
 }

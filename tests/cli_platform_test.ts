@@ -339,7 +339,7 @@ Deno.test("CLI --platform: two platforms to the registry under --sparse keep, re
         ),
       );
       assert.deepEqual(await served(`${reg.host}/auto/app:v1`), wantBytes);
-      const autoRequests = reg.requests().slice(mark);
+      const autoRequests = reg.requests().slice(mark).filter((l) => l.includes("umoci-copy/"));
       const puts = autoRequests.filter((l) => /^PUT \/v2\/auto\/app\/manifests\//.test(l))
         .map((l) => l.split(" ").slice(0, 3).join(" "));
       // The four children by digest, the sparse index refused, the rewritten one taken.
@@ -352,6 +352,27 @@ Deno.test("CLI --platform: two platforms to the registry under --sparse keep, re
         "PUT /v2/auto/app/manifests/v1 400",
         "PUT /v2/auto/app/manifests/v1 201",
       ]);
+      // After the refusal only the rewritten index is asked about and written: no blob is
+      // asked about again.
+      const refused = autoRequests.findIndex((l) =>
+        l.startsWith("PUT /v2/auto/app/manifests/v1 400")
+      );
+      assert.deepEqual(
+        autoRequests.slice(refused + 1).map((l) => l.split(" ").slice(0, 3).join(" ")),
+        [
+          `HEAD /v2/auto/app/manifests/${rewritten} 404`,
+          "PUT /v2/auto/app/manifests/v1 201",
+        ],
+      );
+      // The summary counts what both attempts wrote: 4 child manifests, the rewritten index.
+      const blobCount = (await contentOfAll(src, wantEntries)).length - wantEntries.length;
+      assert.match(
+        auto.stderr,
+        new RegExp(
+          `^Copied ${blobCount} blobs \\(.*\\), skipped 0 already present; 5 manifests written \\(index\\)$`,
+          "m",
+        ),
+      );
       // A rerun: the registry holds the rewritten index, so auto takes it at once (2 HEADs).
       const mark2 = reg.requests().length;
       const again = await cli(["copy", ...flags, `${src.dir}:v1`, `oci://${reg.host}/auto/app:v1`]);

@@ -29,11 +29,13 @@ import {
   checkComplete,
   choosePlatforms,
   copyPlatformPlan,
+  type CopyTally,
   parsePlatforms,
   parseSparse,
   planPlatformCopy,
   type PlatformChoice,
   type Selection,
+  tallyEvent,
 } from "../platform.ts";
 
 export const COPY_FLAGS: Record<string, FlagSpec> = {
@@ -266,19 +268,31 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     // The tag already names this very manifest: the registry has all of it; one HEAD.
     const done = tag !== undefined && target instanceof RegistryStore &&
       isManifestType(root.mediaType) && (await target.tagDigest(tag)) === root.digest;
+    // Every copyGraph run of this command counted (--sparse=auto may run two).
+    const tally: CopyTally = {
+      blobsCopied: 0,
+      bytesCopied: 0,
+      blobsSkipped: 0,
+      blobsMounted: 0,
+      manifestsCopied: 0,
+    };
     const copy = (from: Descriptor, selection?: Selection) =>
       copyGraph(source!, target!, from, {
         jobs,
         retries: registry.retries,
         rootTag: tag,
         allowNonDistributable: values["allow-nondistributable-artifacts"] === true,
-        onEvent: (e) => report(e, logger, progress, target!),
+        onEvent: (e) => {
+          tallyEvent(tally, e);
+          report(e, logger, progress, target!);
+        },
         selection,
       });
     let stats: CopyStats;
     if (done) stats = emptyStats();
     else if (plan) {
       ({ root, stats } = await copyPlatformPlan(plan, copy, (line) => logger.info(line)));
+      stats = { ...stats, ...tally };
     } else stats = await copy(root);
     progress?.stop();
     if (done) {
