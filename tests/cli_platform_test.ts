@@ -660,6 +660,22 @@ Deno.test("CLI --platform: nested indexes are filtered too; rewrite rewrites eve
       const root = copied(r, "nested rewrite");
       const outerDoc = JSON.parse(dec.decode((await served(`${reg.host}/nested/app:n`))!));
       assert.equal(digestOf((await served(`${reg.host}/nested/app:n`))!), root);
+      // auto: docker-registry refuses the sparse inner index; the two rewritten indexes
+      // are written instead, the same digests as --sparse=rewrite.
+      const auto = await cli([
+        "copy",
+        "--plain-http",
+        "--platform",
+        "linux/amd64,linux/s390x",
+        `${dir}:n`,
+        `oci://${reg.host}/nested-auto/app:n`,
+      ]);
+      assert.equal(copied(auto, "nested auto"), root);
+      assert.match(
+        auto.stderr,
+        /^The registry refused the sparse index .*400 MANIFEST_BLOB_UNKNOWN/m,
+      );
+      assert.equal(digestOf((await served(`${reg.host}/nested-auto/app:n`))!), root);
       assert.equal(outerDoc.manifests.length, 2);
       assert.equal(outerDoc.manifests[0].annotations["com.example.kind"], "inner");
       assert.equal(outerDoc.manifests[1].digest, direct.manifest.digest);
