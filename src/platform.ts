@@ -26,7 +26,6 @@ import {
   parseNode,
   type Platform,
 } from "./media.ts";
-import type { CopyEvent, CopyStats } from "./copy.ts";
 import type { Store } from "./store/store.ts";
 
 /** One `--platform` value: each part a name or `*` (any); a missing variant means any. */
@@ -748,24 +747,4 @@ export async function copyPlatformPlan<S>(
       stats: await copy(plan.fallback.root, plan.fallback.selection),
     };
   }
-}
-
-/** What the summary line counts, added up over the copies of one command. */
-export type CopyTally = Pick<
-  CopyStats,
-  "blobsCopied" | "bytesCopied" | "blobsSkipped" | "blobsMounted" | "manifestsCopied"
->;
-
-/**
- * Add one copy event to `tally`: with `--sparse=auto` falling back, the blobs were copied by
- * the refused attempt and the summary must still count them. Never throws.
- */
-export function tallyEvent(tally: CopyTally, e: CopyEvent): void {
-  if (e.type === "blob-done") {
-    tally.blobsCopied++;
-    tally.bytesCopied += e.desc.size;
-  } else if (e.type === "blob-skip") {
-    if (e.reason === "mounted") tally.blobsMounted++;
-    else tally.blobsSkipped++;
-  } else if (e.type === "manifest-done") tally.manifestsCopied++;
 }

@@ -1,8 +1,8 @@
 // `umoci copy [flags] SRC DST`
-import { type CopyEvent, copyGraph, type CopyStats } from "../copy.ts";
+import { type CopyEvent, copyGraph, type CopyOptions, type CopyStats } from "../copy.ts";
 import { parseDigest } from "../digest.ts";
 import { UsageError } from "../errors.ts";
-import { type Descriptor, isIndexType, isManifestType } from "../media.ts";
+import { isIndexType, isManifestType } from "../media.ts";
 import {
   formatReference,
   parseReference,
@@ -26,17 +26,12 @@ import { findCredentials, parseCredsFlag } from "../store/registry/credentials.t
 import { escapeControl, formatBytes, type Logger } from "./log.ts";
 import { Progress } from "./progress.ts";
 import {
-  checkComplete,
-  choosePlatforms,
-  copyPlatformPlan,
-  type CopyTally,
-  parsePlatforms,
-  parseSparse,
-  planPlatformCopy,
-  type PlatformChoice,
-  type Selection,
-  tallyEvent,
-} from "../platform.ts";
+  choosePlatformsForCli,
+  copyPlanForCli,
+  planForCli,
+  PLATFORM_FLAGS,
+  platformArgs,
+} from "./platform.ts";
 
 export const COPY_FLAGS: Record<string, FlagSpec> = {
   "plain-http": {
@@ -104,22 +99,11 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
     value: "N",
     help: "large-blob transfers at once (default 4); blobs under 1 MiB run 2×N beside them",
   },
+  ...PLATFORM_FLAGS,
   "allow-nondistributable-artifacts": {
     type: "boolean",
     help:
       "copy blobs of foreign layers and descriptors with urls too (default off: descriptors only)",
-  },
-  "platform": {
-    type: "string",
-    multiple: true,
-    value: "OS/ARCH[/VARIANT]",
-    help:
-      "copy only these platforms of an index (repeatable, comma-separated, * for a part, local)",
-  },
-  "sparse": {
-    type: "string",
-    value: "POLICY",
-    help: "several platforms chosen: auto (default), keep (index as is) or rewrite (new index)",
   },
   "digestfile": {
     type: "string",
@@ -159,8 +143,6 @@ Examples:
   umoci copy --plain-http oci://localhost:8080/opensuse/amd64:42.2 opensuse:42.2
   umoci copy --plain-http opensuse:42.2 oci://localhost:8080/opensuse/amd64:42.2
   umoci copy oci://registry.example/app:v1 oci://mirror.example/app:v1
-  umoci copy --platform linux/amd64 oci://registry.example/app:v1 app:v1
-  umoci copy --platform linux/amd64,linux/arm64 --sparse=rewrite app:v1 oci://mirror.example/app:v1
 `;
 
 export async function copyCommand(args: string[], logger: Logger): Promise<number> {
@@ -176,13 +158,6 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
         : `copy takes exactly SRC and DST, got ${positionals.length} arguments`,
     );
   }
-  const platforms = values.platform === undefined
-    ? undefined
-    : parsePlatforms(values.platform as string[]);
-  if (values.sparse !== undefined && !platforms) {
-    throw new UsageError("--sparse goes with --platform");
-  }
-  const sparse = parseSparse(values.sparse as string | undefined);
   const jobs = values.jobs === undefined ? 4 : parseCount(String(values.jobs), "jobs", 1, 64);
   const src = parseReference(positionals[0]);
   const dst = parseReference(positionals[1]);
@@ -191,15 +166,12 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       `destination ${JSON.stringify(dst.text)}: a layout destination needs a tag, not a digest`,
     );
   }
-  if (dst.kind === "registry" && dst.digest && platforms) {
-    // What --platform copies (and so its digest) is decided only once SRC is read.
-    throw new UsageError("--platform: give the destination a tag, not a digest");
-  }
   if (dst.kind === "registry" && dst.digest && dst.tag) {
     throw new UsageError(
       `destination ${JSON.stringify(dst.text)}: give a tag or a digest, not both`,
     );
   }
+  const platform = platformArgs(values, dst);
   const creds = await credentialFlags(values, logger);
   const registryFor = (side: "src" | "dest"): RegistryOptions => ({
     ...registry,
@@ -243,11 +215,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       logger.info("Checking if manifest available in registry");
     }
     let root = await source.resolve({ tag: src.tag, digest: src.digest });
-    // --platform: what of the index to copy (an error, with nothing written, when nothing
-    // matches); without it, a layout's index must hold all it lists (see src/platform.ts).
-    let choice: PlatformChoice | undefined;
-    if (platforms) choice = await choosePlatforms(source, root, platforms);
-    else await checkComplete(source, root);
+    const choice = await choosePlatformsForCli(platform, source, root);
     if (dst.kind === "registry" && dst.digest && dst.digest !== root.digest) {
       throw new UsageError(
         `destination digest ${dst.digest} does not match the source's ${root.digest}`,
@@ -261,39 +229,24 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       logger.info(registryLine(target, dst));
     }
     logger.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
-    const plan = choice &&
-      await planPlatformCopy(choice, sparse, target, (line) => logger.info(line));
+    const plan = await planForCli(choice, platform, target, logger);
     if (plan) root = plan.root;
     const tag = dst.tag;
     // The tag already names this very manifest: the registry has all of it; one HEAD.
     const done = tag !== undefined && target instanceof RegistryStore &&
       isManifestType(root.mediaType) && (await target.tagDigest(tag)) === root.digest;
-    // Every copyGraph run of this command counted (--sparse=auto may run two).
-    const tally: CopyTally = {
-      blobsCopied: 0,
-      bytesCopied: 0,
-      blobsSkipped: 0,
-      blobsMounted: 0,
-      manifestsCopied: 0,
+    const copyOptions: CopyOptions = {
+      jobs,
+      retries: registry.retries,
+      rootTag: tag,
+      allowNonDistributable: values["allow-nondistributable-artifacts"] === true,
+      onEvent: (e) => report(e, logger, progress, target!),
     };
-    const copy = (from: Descriptor, selection?: Selection) =>
-      copyGraph(source!, target!, from, {
-        jobs,
-        retries: registry.retries,
-        rootTag: tag,
-        allowNonDistributable: values["allow-nondistributable-artifacts"] === true,
-        onEvent: (e) => {
-          tallyEvent(tally, e);
-          report(e, logger, progress, target!);
-        },
-        selection,
-      });
     let stats: CopyStats;
     if (done) stats = emptyStats();
     else if (plan) {
-      ({ root, stats } = await copyPlatformPlan(plan, copy, (line) => logger.info(line)));
-      stats = { ...stats, ...tally };
-    } else stats = await copy(root);
+      ({ root, stats } = await copyPlanForCli(plan, source, target, copyOptions, logger));
+    } else stats = await copyGraph(source, target, root, copyOptions);
     progress?.stop();
     if (done) {
       logger.info(`${formatReference(dst)} is already ${root.digest}: nothing to copy`);
