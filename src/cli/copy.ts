@@ -1,5 +1,5 @@
 // `umoci copy [flags] SRC DST`
-import { type CopyEvent, copyGraph, type CopyOptions, type CopyStats } from "../copy.ts";
+import { type CopyEvent, copyGraph, type CopyStats } from "../copy.ts";
 import { parseDigest } from "../digest.ts";
 import { UsageError } from "../errors.ts";
 import { isIndexType, isManifestType } from "../media.ts";
@@ -10,6 +10,13 @@ import {
   type RegistryReference,
 } from "../reference.ts";
 import { type RegistryOptions, RegistryStore } from "../store/registry/registry.ts";
+import {
+  choosePlatformsForCli,
+  copyPlanForCli,
+  planForCli,
+  PLATFORM_FLAGS,
+  platformArgs,
+} from "./platform.ts";
 import { VERSION } from "../version.ts";
 import { LayoutStore } from "../store/layout.ts";
 import { openStore } from "../store/open.ts";
@@ -25,13 +32,6 @@ import {
 import { findCredentials, parseCredsFlag } from "../store/registry/credentials.ts";
 import { escapeControl, formatBytes, type Logger } from "./log.ts";
 import { Progress } from "./progress.ts";
-import {
-  choosePlatformsForCli,
-  copyPlanForCli,
-  planForCli,
-  PLATFORM_FLAGS,
-  platformArgs,
-} from "./platform.ts";
 
 export const COPY_FLAGS: Record<string, FlagSpec> = {
   "plain-http": {
@@ -166,12 +166,12 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       `destination ${JSON.stringify(dst.text)}: a layout destination needs a tag, not a digest`,
     );
   }
+  const platform = platformArgs(values, dst);
   if (dst.kind === "registry" && dst.digest && dst.tag) {
     throw new UsageError(
       `destination ${JSON.stringify(dst.text)}: give a tag or a digest, not both`,
     );
   }
-  const platform = platformArgs(values, dst);
   const creds = await credentialFlags(values, logger);
   const registryFor = (side: "src" | "dest"): RegistryOptions => ({
     ...registry,
@@ -235,12 +235,12 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     // The tag already names this very manifest: the registry has all of it; one HEAD.
     const done = tag !== undefined && target instanceof RegistryStore &&
       isManifestType(root.mediaType) && (await target.tagDigest(tag)) === root.digest;
-    const copyOptions: CopyOptions = {
+    const copyOptions = {
       jobs,
       retries: registry.retries,
       rootTag: tag,
       allowNonDistributable: values["allow-nondistributable-artifacts"] === true,
-      onEvent: (e) => report(e, logger, progress, target!),
+      onEvent: (e: CopyEvent) => report(e, logger, progress, target!),
     };
     let stats: CopyStats;
     if (done) stats = emptyStats();
