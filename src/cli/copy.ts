@@ -225,12 +225,12 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       `${describe(src)} resolved to ${root.mediaType} ${root.digest} (${root.size} bytes)`,
     );
     target = await openStore(dst, { create: true, registry: registryFor("dest") });
+    const platformPlan = await planForCli(choice, platform, target, logger);
+    if (platformPlan) root = platformPlan.root;
     if (target instanceof RegistryStore && dst.kind === "registry") {
       logger.info(registryLine(target, dst));
     }
     logger.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
-    const plan = await planForCli(choice, platform, target, logger);
-    if (plan) root = plan.root;
     const tag = dst.tag;
     // The tag already names this very manifest: the registry has all of it; one HEAD.
     const done = tag !== undefined && target instanceof RegistryStore &&
@@ -244,8 +244,8 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     };
     let stats: CopyStats;
     if (done) stats = emptyStats();
-    else if (plan) {
-      ({ root, stats } = await copyPlanForCli(plan, source, target, copyOptions, logger));
+    else if (platformPlan) {
+      ({ root, stats } = await copyPlanForCli(platformPlan, source, target, copyOptions, logger));
     } else stats = await copyGraph(source, target, root, copyOptions);
     progress?.stop();
     if (done) {
