@@ -10,6 +10,13 @@ import {
   type RegistryReference,
 } from "../reference.ts";
 import { type RegistryOptions, RegistryStore } from "../store/registry/registry.ts";
+import {
+  choosePlatformsForCli,
+  copyPlanForCli,
+  planForCli,
+  PLATFORM_FLAGS,
+  platformArgs,
+} from "./platform.ts";
 import { VERSION } from "../version.ts";
 import { LayoutStore } from "../store/layout.ts";
 import { openStore } from "../store/open.ts";
@@ -92,6 +99,7 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
     value: "N",
     help: "large-blob transfers at once (default 4); blobs under 1 MiB run 2×N beside them",
   },
+  ...PLATFORM_FLAGS,
   "allow-nondistributable-artifacts": {
     type: "boolean",
     help:
@@ -158,6 +166,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       `destination ${JSON.stringify(dst.text)}: a layout destination needs a tag, not a digest`,
     );
   }
+  const platform = platformArgs(values, dst);
   if (dst.kind === "registry" && dst.digest && dst.tag) {
     throw new UsageError(
       `destination ${JSON.stringify(dst.text)}: give a tag or a digest, not both`,
@@ -205,7 +214,8 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       logger.info(registryLine(source, src));
       logger.info("Checking if manifest available in registry");
     }
-    const root = await source.resolve({ tag: src.tag, digest: src.digest });
+    let root = await source.resolve({ tag: src.tag, digest: src.digest });
+    const choice = await choosePlatformsForCli(platform, source, root);
     if (dst.kind === "registry" && dst.digest && dst.digest !== root.digest) {
       throw new UsageError(
         `destination digest ${dst.digest} does not match the source's ${root.digest}`,
@@ -215,6 +225,8 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       `${describe(src)} resolved to ${root.mediaType} ${root.digest} (${root.size} bytes)`,
     );
     target = await openStore(dst, { create: true, registry: registryFor("dest") });
+    const platformPlan = await planForCli(choice, platform, target, logger);
+    if (platformPlan) root = platformPlan.root;
     if (target instanceof RegistryStore && dst.kind === "registry") {
       logger.info(registryLine(target, dst));
     }
@@ -223,13 +235,18 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     // The tag already names this very manifest: the registry has all of it; one HEAD.
     const done = tag !== undefined && target instanceof RegistryStore &&
       isManifestType(root.mediaType) && (await target.tagDigest(tag)) === root.digest;
-    const stats = done ? emptyStats() : await copyGraph(source, target, root, {
+    const copyOptions = {
       jobs,
       retries: registry.retries,
       rootTag: tag,
       allowNonDistributable: values["allow-nondistributable-artifacts"] === true,
-      onEvent: (e) => report(e, logger, progress, target!),
-    });
+      onEvent: (e: CopyEvent) => report(e, logger, progress, target!),
+    };
+    let stats: CopyStats;
+    if (done) stats = emptyStats();
+    else if (platformPlan) {
+      ({ root, stats } = await copyPlanForCli(platformPlan, source, target, copyOptions, logger));
+    } else stats = await copyGraph(source, target, root, copyOptions);
     progress?.stop();
     if (done) {
       logger.info(`${formatReference(dst)} is already ${root.digest}: nothing to copy`);
