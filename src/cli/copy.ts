@@ -12,6 +12,9 @@ import {
 import { type RegistryOptions, RegistryStore } from "../store/registry/registry.ts";
 import { VERSION } from "../version.ts";
 import { LayoutStore } from "../store/layout.ts";
+import { ArchiveStore } from "../store/archive.ts";
+import type { Descriptor } from "../media.ts";
+import { checkAllTagsReferences, tagsToCopy } from "./all_tags.ts";
 import { openStore } from "../store/open.ts";
 import type { Store } from "../store/store.ts";
 import {
@@ -97,6 +100,11 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
     help:
       "copy blobs of foreign layers and descriptors with urls too (default off: descriptors only)",
   },
+  "all-tags": {
+    type: "boolean",
+    help: "copy every tag of SRC (a repository, layout or archive named without a tag)",
+  },
+  "tag-page-size": { type: "string", value: "N" }, // tags/list page size (tests; hidden)
   "digestfile": {
     type: "string",
     value: "PATH",
@@ -119,12 +127,14 @@ and manifests are copied byte for byte, so every digest is preserved.
 SRC and DST are each one of:
   DIR[:TAG]                               an OCI image layout (TAG defaults to "latest")
   DIR@DIGEST                              a manifest or index in a layout (SRC only)
+  oci-archive:PATH[:TAG]                  a tar of an OCI image layout (skopeo, docker save)
   oci://HOST[:PORT]/REPO[:TAG|@DIGEST]    a repository in a registry
   docker://[HOST[:PORT]/]REPO[:TAG|@DIGEST]
                                           the same with Docker's defaults (docker.io,
                                           library/ for one-part names)
 
-A DST layout that does not exist is created. Registries are reached over https unless
+A DST layout or archive that does not exist is created. With --all-tags, SRC and DST
+name no tag and every tag of SRC is copied under its own name. Registries are reached over https unless
 --plain-http is given.
 
 Flags:
@@ -153,7 +163,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
   const jobs = values.jobs === undefined ? 4 : parseCount(String(values.jobs), "jobs", 1, 64);
   const src = parseReference(positionals[0]);
   const dst = parseReference(positionals[1]);
-  if (dst.kind === "layout" && dst.digest) {
+  if ((dst.kind === "layout" || dst.kind === "archive") && dst.digest) {
     throw new UsageError(
       `destination ${JSON.stringify(dst.text)}: a layout destination needs a tag, not a digest`,
     );
@@ -196,6 +206,8 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     userAgent: `umoci-copy/${VERSION}`,
   };
 
+  const allTags = values["all-tags"] === true;
+  if (allTags) checkAllTagsReferences(src, dst);
   const progress = Progress.forTerminal(logger);
   let source: Store | undefined;
   let target: Store | undefined;
@@ -205,56 +217,47 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       logger.info(registryLine(source, src));
       logger.info("Checking if manifest available in registry");
     }
-    const root = await source.resolve({ tag: src.tag, digest: src.digest });
-    if (dst.kind === "registry" && dst.digest && dst.digest !== root.digest) {
-      throw new UsageError(
-        `destination digest ${dst.digest} does not match the source's ${root.digest}`,
-      );
+    const images = allTags
+      ? (await tagsToCopy(source, dst, {
+        digestTags: values["digest-tags"] === true,
+        pageSize: values["tag-page-size"] === undefined
+          ? undefined
+          : parseCount(String(values["tag-page-size"]), "tag-page-size", 1, 10000),
+        logger,
+      })).map((tag) => ({
+        src: { ...src, tag, digest: undefined },
+        dst: { ...dst, tag },
+      }))
+      : [{ src, dst }];
+    const copied: { digest: string; tag?: string }[] = [];
+    for (const image of images) {
+      const root = await source.resolve({ tag: image.src.tag, digest: image.src.digest });
+      target ??= await openStore(dst, { create: true, registry: registryFor("dest") });
+      if (target instanceof RegistryStore && dst.kind === "registry" && copied.length === 0) {
+        logger.info(registryLine(target, dst));
+      }
+      await copyImage(source, target, image.src, image.dst, root, {
+        jobs,
+        retries: registry.retries,
+        allowNonDistributable: values["allow-nondistributable-artifacts"] === true,
+        logger,
+        progress,
+      });
+      copied.push({ digest: root.digest, tag: image.dst.tag });
     }
-    logger.debug(
-      `${describe(src)} resolved to ${root.mediaType} ${root.digest} (${root.size} bytes)`,
-    );
-    target = await openStore(dst, { create: true, registry: registryFor("dest") });
-    if (target instanceof RegistryStore && dst.kind === "registry") {
-      logger.info(registryLine(target, dst));
+    if (target?.commit) {
+      if (target instanceof ArchiveStore) logger.info(`Writing ${target.path}`);
+      await target.commit();
     }
-    logger.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
-    const tag = dst.tag;
-    // The tag already names this very manifest: the registry has all of it; one HEAD.
-    const done = tag !== undefined && target instanceof RegistryStore &&
-      isManifestType(root.mediaType) && (await target.tagDigest(tag)) === root.digest;
-    const stats = done ? emptyStats() : await copyGraph(source, target, root, {
-      jobs,
-      retries: registry.retries,
-      rootTag: tag,
-      allowNonDistributable: values["allow-nondistributable-artifacts"] === true,
-      onEvent: (e) => report(e, logger, progress, target!),
+    // stdout is for scripts and terminals alike: only ever digests of the strict grammar
+    // (and, with --all-tags, tags of the strict grammar beside them).
+    const lines = copied.map(({ digest, tag }) => {
+      parseDigest(digest);
+      return allTags ? `${digest} ${tag}` : digest;
     });
-    progress?.stop();
-    if (done) {
-      logger.info(`${formatReference(dst)} is already ${root.digest}: nothing to copy`);
-    } else if (tag) {
-      if (target instanceof LayoutStore) {
-        logger.info(`Saving reference '${tag}' to index in ${target.path}`);
-      } else logger.info(`Tagging ${root.digest} as '${tag}'`);
-      // Usually done already: the root was pushed with its tag.
-      if (!stats.rootTagged) await target.tag(root, tag, stats.rootBytes);
-    }
-    if (target instanceof RegistryStore) {
-      logger.info(`Successfully copied to remote ${target.registry}`);
-    }
-    logger.info(
-      `Copied ${stats.blobsCopied} blobs (${formatBytes(stats.bytesCopied)}), skipped ${
-        stats.blobsSkipped + stats.blobsMounted
-      } already present; ${stats.manifestsCopied} manifests written${
-        isIndexType(root.mediaType) ? " (index)" : ""
-      }`,
-    );
-    // stdout is for scripts and terminals alike: only ever a digest of the strict grammar.
-    parseDigest(root.digest);
-    console.log(root.digest);
+    if (lines.length > 0) console.log(lines.join("\n"));
     if (typeof values.digestfile === "string") {
-      await Deno.writeTextFile(values.digestfile, root.digest + "\n");
+      await Deno.writeTextFile(values.digestfile, lines.map((l) => l + "\n").join(""));
     }
     return 0;
   } finally {
@@ -262,6 +265,67 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     await source?.close().catch(() => {});
     await target?.close().catch(() => {});
   }
+}
+
+/**
+ * Copy one image (the graph under `root`) from `source` to `target` and tag it as
+ * `dstRef.tag`, with the step lines on stderr. Throws what copyGraph and the stores throw.
+ */
+async function copyImage(
+  source: Store,
+  target: Store,
+  src: Reference,
+  dst: Reference,
+  root: Descriptor,
+  opts: {
+    jobs: number;
+    retries?: number;
+    allowNonDistributable: boolean;
+    logger: Logger;
+    progress?: Progress;
+  },
+): Promise<void> {
+  const { logger, progress } = opts;
+  if (dst.kind === "registry" && dst.digest && dst.digest !== root.digest) {
+    throw new UsageError(
+      `destination digest ${dst.digest} does not match the source's ${root.digest}`,
+    );
+  }
+  logger.debug(
+    `${describe(src)} resolved to ${root.mediaType} ${root.digest} (${root.size} bytes)`,
+  );
+  logger.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
+  const tag = dst.tag;
+  // The tag already names this very manifest: the registry has all of it; one HEAD.
+  const done = tag !== undefined && target instanceof RegistryStore &&
+    isManifestType(root.mediaType) && (await target.tagDigest(tag)) === root.digest;
+  const stats = done ? emptyStats() : await copyGraph(source, target, root, {
+    jobs: opts.jobs,
+    retries: opts.retries,
+    rootTag: tag,
+    allowNonDistributable: opts.allowNonDistributable,
+    onEvent: (e) => report(e, logger, progress, target),
+  });
+  progress?.stop();
+  if (done) {
+    logger.info(`${formatReference(dst)} is already ${root.digest}: nothing to copy`);
+  } else if (tag) {
+    if (target instanceof LayoutStore || target instanceof ArchiveStore) {
+      logger.info(`Saving reference '${tag}' to index in ${target.path}`);
+    } else logger.info(`Tagging ${root.digest} as '${tag}'`);
+    // Usually done already: the root was pushed with its tag.
+    if (!stats.rootTagged) await target.tag(root, tag, stats.rootBytes);
+  }
+  if (target instanceof RegistryStore) {
+    logger.info(`Successfully copied to remote ${target.registry}`);
+  }
+  logger.info(
+    `Copied ${stats.blobsCopied} blobs (${formatBytes(stats.bytesCopied)}), skipped ${
+      stats.blobsSkipped + stats.blobsMounted
+    } already present; ${stats.manifestsCopied} manifests written${
+      isIndexType(root.mediaType) ? " (index)" : ""
+    }`,
+  );
 }
 
 function emptyStats(): CopyStats {
@@ -338,7 +402,8 @@ function registryLine(store: RegistryStore, ref: RegistryReference): string {
 }
 
 function describe(ref: Reference): string {
-  return ref.kind === "layout" ? `layout ${ref.path}` : `${ref.registry}/${ref.repository}`;
+  if (ref.kind === "registry") return `${ref.registry}/${ref.repository}`;
+  return `${ref.kind} ${ref.path}`;
 }
 
 function blobLabel(e: { role: string; n: number; total: number }): string {

@@ -365,6 +365,16 @@ export class LayoutStore implements Store {
     return doc as ImageIndex;
   }
 
+  /** Every tag (`org.opencontainers.image.ref.name`) in index.json, sorted, each once. */
+  async listTags(): Promise<string[]> {
+    const names = new Set<string>();
+    for (const m of (await this.readIndex()).manifests) {
+      const name = m?.annotations?.[REF_NAME_ANNOTATION];
+      if (typeof name === "string") names.add(name);
+    }
+    return [...names].sort();
+  }
+
   /** The directory holding blobs of one algorithm, checked to be a real directory. */
   async #algDir(algorithm: string, create: boolean): Promise<string> {
     const dir = join(this.path, "blobs", algorithm);
