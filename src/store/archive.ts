@@ -228,7 +228,11 @@ export class ArchiveStore implements Store {
       if (this.#gzip) {
         end = await this.#scanGzip();
       } else {
-        end = await scanMembers(this.path, (o, n) => readAt(file, o, n), (m) => this.#add(m));
+        end = await scanMembers(this.path, (o, n) => readAt(file, o, n), (m) => this.#add(m))
+          .catch((e) => {
+            if (!this.#writable || !(e instanceof UserError)) throw e;
+            throw refuse(e.message.slice(this.path.length + 2));
+          });
         this.#content = new PlainContent(this.path, this.path);
       }
     } finally {
