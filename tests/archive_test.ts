@@ -15,7 +15,9 @@ import {
 import { ArchiveStore } from "../src/store/archive.ts";
 import { LayoutStore } from "../src/store/layout.ts";
 import { copyGraph } from "../src/copy.ts";
-import { UserError } from "../src/errors.ts";
+import { UsageError, UserError } from "../src/errors.ts";
+import { formatReference, parseReference } from "../src/reference.ts";
+import { checkAllTagsReferences, isDigestTag } from "../src/cli/all_tags.ts";
 import * as fx from "./fixtures/images.ts";
 
 const enc = new TextEncoder();
@@ -289,3 +291,51 @@ async function exists(path: string): Promise<boolean> {
     return false;
   }
 }
+
+Deno.test("oci-archive: references: PATH[:TAG] and PATH@DIGEST as a layout's, text kept", () => {
+  const H = "b".repeat(64);
+  assert.deepEqual(parseReference("oci-archive:/tmp/a.tar"), {
+    kind: "archive",
+    path: "/tmp/a.tar",
+    tag: "latest",
+    text: "oci-archive:/tmp/a.tar",
+  });
+  const tagged = parseReference("oci-archive:a.tar:docker.io/library/alpine:3.20");
+  assert.equal(tagged.kind, "archive");
+  assert.equal(tagged.kind === "archive" && tagged.path, "a.tar");
+  assert.equal(tagged.kind === "archive" && tagged.tag, "docker.io/library/alpine:3.20");
+  const byDigest = parseReference(`oci-archive:a.tar@sha256:${H}`);
+  assert.equal(byDigest.kind === "archive" && byDigest.digest, `sha256:${H}`);
+  assert.equal(formatReference(tagged), "oci-archive:a.tar:docker.io/library/alpine:3.20");
+  assert.equal(formatReference(byDigest), `oci-archive:a.tar@sha256:${H}`);
+  for (
+    const [text, why] of [
+      ["oci-archive:", /empty archive path/],
+      ["oci-archive::v1", /empty layout path/],
+      ["oci-archive:a.tar:", /empty tag/],
+      ["oci-archive:a.tar:bad tag", /not a valid/],
+    ] as const
+  ) {
+    assert.throws(
+      () => parseReference(text),
+      (e) => e instanceof UsageError && why.test(e.message),
+    );
+  }
+});
+
+Deno.test("--all-tags: digest tags are recognized; SRC and DST must name no tag", () => {
+  assert.ok(isDigestTag(`sha256-${"c".repeat(64)}`));
+  assert.ok(isDigestTag(`sha256-${"c".repeat(64)}.sig`));
+  assert.ok(!isDigestTag("sha256-short.sig"));
+  assert.ok(!isDigestTag("v1"));
+  checkAllTagsReferences(parseReference("dir"), parseReference("oci://h:5000/r"));
+  checkAllTagsReferences(parseReference("oci://h:5000/r"), parseReference("oci-archive:x.tar"));
+  for (
+    const [src, dst] of [["dir:latest", "out"], ["dir", "oci://h/r:v1"], ["oci://h/r:v1", "x"]]
+  ) {
+    assert.throws(
+      () => checkAllTagsReferences(parseReference(src), parseReference(dst)),
+      (e) => e instanceof UsageError && /must name no tag or digest/.test(e.message),
+    );
+  }
+});
