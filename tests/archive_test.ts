@@ -339,3 +339,48 @@ Deno.test("--all-tags: digest tags are recognized; SRC and DST must name no tag"
     );
   }
 });
+
+Deno.test("archive store: blob members that are symbolic or hard links are read through", async () => {
+  await fx.withTempDir(async (tmp) => {
+    const layout = join(tmp, "layout");
+    const image = await fx.buildRandomImage(layout, "v1", { layerSizes: [10_000, 20_000] });
+    const [sym, hard] = image.layers.map((l) => l.digest);
+    // One layer lives elsewhere, linked with a relative symlink (as `docker save` links
+    // layer.tar files); the other under a second name, a hard link in the tar.
+    await Deno.mkdir(join(tmp, "layout", "payload"));
+    await Deno.rename(fx.blobFile(layout, sym), join(layout, "payload", "layer.tar"));
+    await Deno.symlink("../../payload/layer.tar", fx.blobFile(layout, sym));
+    await Deno.link(fx.blobFile(layout, hard), join(layout, "payload", "again"));
+    const archive = join(tmp, "linked.tar");
+    await fx.mustRun("tar", [
+      "-cf",
+      archive,
+      "-C",
+      layout,
+      "payload",
+      "index.json",
+      "oci-layout",
+      "blobs",
+    ]);
+    const store = await ArchiveStore.open(archive);
+    try {
+      for (const d of image.layers) {
+        assert.ok(await store.exists(d), `${d.digest} found`);
+        const got = new Uint8Array(await new Response((await store.fetch(d)).stream).arrayBuffer());
+        assert.equal(fx.digestOf(got), d.digest);
+      }
+    } finally {
+      await store.close();
+    }
+    const out = join(tmp, "out");
+    const src = await ArchiveStore.open(archive);
+    const dst = await LayoutStore.open(out, { create: true });
+    try {
+      await copyGraph(src, dst, await src.resolve({ tag: "v1" }), { rootTag: "v1" });
+    } finally {
+      await src.close();
+      await dst.close();
+    }
+    await fx.assertLayoutConsistent(out);
+  });
+});

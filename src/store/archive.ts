@@ -255,6 +255,7 @@ export class ArchiveStore implements Store {
       }
     }
     if (this.#members.size === 0) throw refuse("no tar members");
+    this.#resolveLinks();
     const layout = this.#members.get("oci-layout");
     if (!layout || layout.type !== "file") throw refuse("no oci-layout member");
     let version: unknown;
@@ -291,14 +292,29 @@ export class ArchiveStore implements Store {
 
   /** Record a member; later members of one name replace earlier ones (tar semantics). */
   #add(m: TarMember): void {
-    if (m.type === "hardlink" && m.linkName !== undefined) {
-      const target = this.#members.get(m.linkName);
-      if (target?.type === "file") {
-        this.#members.set(m.name, { ...target, name: m.name, headerOffset: m.headerOffset });
-      }
-      return;
-    }
     this.#members.set(m.name, m);
+  }
+
+  /**
+   * Let hard links and symbolic links to regular members stand for them (a link may come
+   * before its target, so this runs after the scan). A hard link names its target from the
+   * archive's root, a symbolic link from its own directory; at most 8 links are followed, and
+   * links that lead elsewhere are left as they are (and never read).
+   */
+  #resolveLinks(): void {
+    for (const [name, m] of this.#members) {
+      let target: TarMember | undefined = m;
+      for (let hops = 0; target && target.type !== "file" && hops < 8; hops++) {
+        if (target.linkName === undefined) break;
+        const next: string = target.type === "hardlink"
+          ? target.linkName
+          : join(target.name.slice(0, target.name.lastIndexOf("/") + 1) || ".", target.linkName);
+        target = this.#members.get(next);
+      }
+      if (target?.type === "file" && target !== m) {
+        this.#members.set(name, { ...target, name, headerOffset: m.headerOffset });
+      }
+    }
   }
 
   /** Scan a gzip archive once: every header, and small members kept in memory. */
@@ -377,42 +393,40 @@ export class ArchiveStore implements Store {
     return undefined;
   }
 
-  resolve(ref: { tag?: string; digest?: string }): Promise<Descriptor> {
-    return Promise.resolve().then(async () => {
-      const where = `${this.path}: index.json`;
-      if (ref.digest !== undefined) {
-        const reference = ref.digest;
-        const entry = this.#index.manifests.find((m) => m?.digest === reference);
-        if (entry) return checkDescriptor(entry, where);
-        const at = this.#locate(reference);
-        if (!at) throw new NotFoundError(`${reference} not found in ${this.path}`);
-        if (at.size > MAX_MANIFEST_SIZE) {
-          throw new UserError(`${reference} in ${this.path} is too large to be a manifest`);
-        }
-        const bytes = await this.#read(at);
-        const mediaType = sniffMediaType(bytes);
-        if (!mediaType) throw new UserError(`${reference} in ${this.path} is not a manifest`);
-        return { mediaType, digest: reference, size: at.size };
+  async resolve(ref: { tag?: string; digest?: string }): Promise<Descriptor> {
+    const where = `${this.path}: index.json`;
+    if (ref.digest !== undefined) {
+      const reference = ref.digest;
+      const entry = this.#index.manifests.find((m) => m?.digest === reference);
+      if (entry) return checkDescriptor(entry, where);
+      const at = this.#locate(reference);
+      if (!at) throw new NotFoundError(`${reference} not found in ${this.path}`);
+      if (at.size > MAX_MANIFEST_SIZE) {
+        throw new UserError(`${reference} in ${this.path} is too large to be a manifest`);
       }
-      const reference = ref.tag ?? "latest";
-      const matches: Descriptor[] = [];
-      for (const m of this.#index.manifests) {
-        if (m?.annotations?.[REF_NAME_ANNOTATION] !== reference) continue;
-        const d = checkDescriptor(m, where);
-        if (!matches.some((x) => x.digest === d.digest)) matches.push(d);
-      }
-      if (matches.length === 0) {
-        throw new NotFoundError(`tag ${JSON.stringify(reference)} not found in ${this.path}`);
-      }
-      if (matches.length > 1) {
-        throw new UserError(
-          `tag ${JSON.stringify(reference)} is ambiguous in ${this.path}: ${
-            matches.map((m) => m.digest).join(", ")
-          }`,
-        );
-      }
-      return matches[0];
-    });
+      const bytes = await this.#read(at);
+      const mediaType = sniffMediaType(bytes);
+      if (!mediaType) throw new UserError(`${reference} in ${this.path} is not a manifest`);
+      return { mediaType, digest: reference, size: at.size };
+    }
+    const reference = ref.tag ?? "latest";
+    const matches: Descriptor[] = [];
+    for (const m of this.#index.manifests) {
+      if (m?.annotations?.[REF_NAME_ANNOTATION] !== reference) continue;
+      const d = checkDescriptor(m, where);
+      if (!matches.some((x) => x.digest === d.digest)) matches.push(d);
+    }
+    if (matches.length === 0) {
+      throw new NotFoundError(`tag ${JSON.stringify(reference)} not found in ${this.path}`);
+    }
+    if (matches.length > 1) {
+      throw new UserError(
+        `tag ${JSON.stringify(reference)} is ambiguous in ${this.path}: ${
+          matches.map((m) => m.digest).join(", ")
+        }`,
+      );
+    }
+    return matches[0];
   }
 
   exists(desc: Descriptor): Promise<boolean> {
