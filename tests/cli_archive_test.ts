@@ -554,3 +554,153 @@ function flip(bytes: Uint8Array, at: number): Uint8Array {
   copy[at] ^= 0xff;
   return copy;
 }
+
+Deno.test("cli job: 3 repositories, 5 tags: registry A → --images → archive → --all-tags → registry B", async () => {
+  const [a, b] = [await startRegistry(), await startRegistry()];
+  try {
+    await fx.withTempDir(async (tmp) => {
+      const src = join(tmp, "src");
+      const shared = fx.tarOfFiles({ "base.txt": new TextEncoder().encode("shared base\n") });
+      const images: [string, string][] = [
+        ["library/alpine", "3.19"],
+        ["library/alpine", "3.20"],
+        ["org/app", "v1"],
+        ["org/app", "v2"],
+        ["tools/x", "1.0"],
+      ];
+      const digests = new Map<string, string>();
+      for (const [i, [repo, tag]] of images.entries()) {
+        const built = await fx.buildRandomImage(src, `${i}`, {
+          layerSizes: [20_000 + i],
+          sharedLayer: shared,
+        });
+        digests.set(`${repo}:${tag}`, built.manifest.digest);
+        await copyOk(["--plain-http", `${src}:${i}`, `oci://${a.host}/${repo}:${tag}`]);
+      }
+      // Every config and layer, each once (the shared layer is in all five images).
+      const blobs = (await fx.listBlobs(src)).length - images.length;
+      const list = join(tmp, "images.txt");
+      await Deno.writeTextFile(
+        list,
+        "# the bundle\n" +
+          images.map(([repo, tag]) => `oci://${a.host}/${repo}:${tag}  # ${repo}\n`).join("\n"),
+      );
+      const bundle = join(tmp, "bundle.tar");
+      const pack = await umoci(["copy", "--plain-http", "--images", list, `oci-archive:${bundle}`]);
+      assert.equal(pack.code, 0, pack.stderr);
+      assert.deepEqual(
+        pack.stdout.trim().split("\n"),
+        images.map(([r, t]) => `${digests.get(`${r}:${t}`)} oci://${a.host}/${r}:${t}`),
+      );
+      assert.match(
+        pack.stderr,
+        new RegExp(`Images: 5 copied, 0 already present, 0 failed; ${blobs} blobs`),
+      );
+      // Each image under its full reference, as skopeo's oci: names them; skopeo reads them.
+      for (const [repo, tag] of images) {
+        const raw = await skopeoRaw(`oci-archive:${bundle}:${a.host}/${repo}:${tag}`);
+        assert.equal(fx.digestOf(raw), digests.get(`${repo}:${tag}`));
+      }
+      // A rerun: every image at one request, zero bytes moved, the archive not rewritten.
+      const ino = (await Deno.stat(bundle)).ino;
+      const again = await umoci([
+        "copy",
+        "--plain-http",
+        "--images",
+        list,
+        `oci-archive:${bundle}`,
+      ]);
+      assert.equal(again.code, 0, again.stderr);
+      assert.match(again.stderr, /Images: 0 copied, 5 already present, 0 failed; 0 blobs \(0 B\)/);
+      assert.equal((await Deno.stat(bundle)).ino, ino);
+
+      // The way back: each full-reference name into its own repository under the prefix.
+      const restore = [
+        "copy",
+        "--plain-http",
+        "--all-tags",
+        `oci-archive:${bundle}`,
+        `oci://${b.host}/mirror`,
+      ];
+      const back = await umoci(restore);
+      assert.equal(back.code, 0, back.stderr);
+      assert.match(
+        back.stderr,
+        new RegExp(`Images: 5 copied, 0 already present, 0 failed; ${blobs} blobs`),
+      );
+      for (const [repo, tag] of images) {
+        assert.equal(
+          await registryDigest(b.url, `mirror/${repo}`, tag),
+          digests.get(`${repo}:${tag}`),
+        );
+      }
+      assert.deepEqual(await registryTags(b.url, "mirror/library/alpine"), ["3.19", "3.20"]);
+      assert.deepEqual(await registryTags(b.url, "mirror/org/app"), ["v1", "v2"]);
+      const rerun = await umoci(restore);
+      assert.equal(rerun.code, 0, rerun.stderr);
+      assert.match(rerun.stderr, /Images: 0 copied, 5 already present, 0 failed; 0 blobs \(0 B\)/);
+    });
+  } finally {
+    await a.stop();
+    await b.stop();
+  }
+});
+
+Deno.test("cli job: --keep-going copies the others and exits 1 naming the missing image", async () => {
+  const reg = await startRegistry();
+  try {
+    await fx.withTempDir(async (tmp) => {
+      const src = join(tmp, "src");
+      const one = await fx.buildRandomImage(src, "one", { layerSizes: [1000] });
+      const two = await fx.buildRandomImage(src, "two", { layerSizes: [2000] });
+      await copyOk(["--plain-http", `${src}:one`, `oci://${reg.host}/one:v1`]);
+      await copyOk(["--plain-http", `${src}:two`, `oci://${reg.host}/two:v1`]);
+      const list = join(tmp, "list");
+      await Deno.writeTextFile(
+        list,
+        [`oci://${reg.host}/one:v1`, `oci://${reg.host}/gone:v9`, `oci://${reg.host}/two:v1`].join(
+          "\n",
+        ),
+      );
+      const out = join(tmp, "out.tar");
+      const r = await umoci([
+        "copy",
+        "--plain-http",
+        "--keep-going",
+        "--images",
+        list,
+        `oci-archive:${out}`,
+      ]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /Images: 2 copied, 0 already present, 1 failed/);
+      const errors = r.stderr.split("\n").filter((l) => l.startsWith("error:"));
+      assert.deepEqual(errors, [`error: 1 of 3 images failed: ${reg.host}/gone:v9`]);
+      const back = await archiveTags(out);
+      assert.deepEqual(back, [`${reg.host}/one:v1`, `${reg.host}/two:v1`]);
+      assert.equal(
+        fx.digestOf(await skopeoRaw(`oci-archive:${out}:${reg.host}/two:v1`)),
+        two.manifest.digest,
+      );
+      // Without --keep-going the first failure stops the job; what was finished stays.
+      const stop = await umoci([
+        "copy",
+        "--plain-http",
+        "--images",
+        list,
+        `oci://${reg.host}/copy`,
+      ]);
+      assert.equal(stop.code, 1);
+      assert.match(stop.stderr, /error: manifest v9 not found in .*\/gone/);
+      assert.equal(await registryDigest(reg.url, "copy/one", "v1"), one.manifest.digest);
+      assert.deepEqual(await registryTags(reg.url, "copy/two").catch(() => []), []);
+    });
+  } finally {
+    await reg.stop();
+  }
+});
+
+/** The ref.names of an archive, read with GNU tar. */
+async function archiveTags(path: string): Promise<string[]> {
+  const index = JSON.parse((await fx.mustRun("tar", ["-xOf", path, "index.json"])).stdout);
+  return index.manifests.map((m: fx.Descriptor) => m.annotations?.[fx.REF_NAME]).sort();
+}

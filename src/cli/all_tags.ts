@@ -1,8 +1,9 @@
 // `--all-tags`: which tags of a source repository, layout or archive a copy takes.
 import { UsageError, UserError } from "../errors.ts";
-import { isValidTag, type Reference } from "../reference.ts";
+import { parseReference, type Reference } from "../reference.ts";
 import { RegistryStore } from "../store/registry/registry.ts";
 import type { Store } from "../store/store.ts";
+import { parseRegistryPrefix } from "./job.ts";
 import type { Logger } from "./log.ts";
 
 /**
@@ -22,31 +23,35 @@ function namesTag(ref: Reference): boolean {
 }
 
 /**
- * With --all-tags SRC and DST name a repository, layout or archive without a tag or digest
- * (every tag is copied under its own name). Throws UsageError (exit 2) otherwise.
+ * With --all-tags SRC names a repository, layout or archive without a tag or digest, and so
+ * does DST (`dstText`; a registry DST may also be a prefix `oci://HOST[/PREFIX]`, for a
+ * bundle's full-reference names): every tag is copied under its own name. Throws UsageError
+ * (exit 2) otherwise.
  */
-export function checkAllTagsReferences(src: Reference, dst: Reference): void {
-  for (const [side, ref] of [["SRC", src], ["DST", dst]] as const) {
-    if (ref.digest !== undefined || namesTag(ref)) {
-      throw new UsageError(
-        `--all-tags copies every tag: ${side} ${
-          JSON.stringify(ref.text)
-        } must name no tag or digest`,
-      );
-    }
+export function checkAllTagsReferences(src: Reference, dstText: string): void {
+  const refuse = (side: string, text: string) =>
+    new UsageError(
+      `--all-tags copies every tag: ${side} ${JSON.stringify(text)} must name no tag or digest`,
+    );
+  if (src.digest !== undefined || namesTag(src)) throw refuse("SRC", src.text);
+  let prefix: unknown;
+  try {
+    prefix = parseRegistryPrefix(dstText);
+  } catch {
+    throw refuse("DST", dstText);
   }
+  if (prefix) return;
+  const dst = parseReference(dstText);
+  if (dst.digest !== undefined || namesTag(dst)) throw refuse("DST", dstText);
 }
 
 /**
  * The tags of `source` to copy, sorted: every tag, without digest tags unless `digestTags`.
  * A registry's tag list is read page by page (distribution-spec "Listing Tags", `n` and the
- * `Link` header). For a registry destination, a layout tag that is not a valid registry tag
- * is refused before anything is copied (UserError naming it). Throws UserError when there is
- * nothing to copy.
+ * `Link` header). Throws UserError when there is nothing to copy.
  */
 export async function tagsToCopy(
   source: Store,
-  dst: Reference,
   opts: { digestTags: boolean; pageSize?: number; logger: Logger },
 ): Promise<string[]> {
   let tags: string[];
@@ -61,14 +66,6 @@ export async function tagsToCopy(
     );
   }
   if (wanted.length === 0) throw new UserError(`${source.name}: no tags to copy`);
-  if (dst.kind === "registry") {
-    const bad = wanted.find((t) => !isValidTag(t));
-    if (bad !== undefined) {
-      throw new UserError(
-        `${source.name}: ${JSON.stringify(bad)} is not a valid registry tag; nothing was copied`,
-      );
-    }
-  }
   opts.logger.info(
     `Copying ${wanted.length} tag${wanted.length === 1 ? "" : "s"}: ${wanted.join(", ")}`,
   );

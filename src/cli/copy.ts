@@ -1,7 +1,7 @@
 // `umoci copy [flags] SRC DST`
 import { type CopyEvent, copyGraph, type CopyStats } from "../copy.ts";
 import { parseDigest } from "../digest.ts";
-import { UsageError } from "../errors.ts";
+import { describeError, UsageError, UserError } from "../errors.ts";
 import { isIndexType, isManifestType } from "../media.ts";
 import {
   formatReference,
@@ -15,6 +15,7 @@ import { LayoutStore } from "../store/layout.ts";
 import { ArchiveStore } from "../store/archive.ts";
 import type { Descriptor } from "../media.ts";
 import { checkAllTagsReferences, tagsToCopy } from "./all_tags.ts";
+import { type JobImage, planImages, planTags, readImageList } from "./job.ts";
 import { openStore } from "../store/open.ts";
 import type { Store } from "../store/store.ts";
 import {
@@ -104,6 +105,15 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
     type: "boolean",
     help: "copy every tag of SRC (a repository, layout or archive named without a tag)",
   },
+  "images": {
+    type: "string",
+    value: "FILE",
+    help: "copy every image listed in FILE (one reference a line, # comments, - for stdin) to DST",
+  },
+  "keep-going": {
+    type: "boolean",
+    help: "in a job, report a failing image and go on with the others (exit 1 at the end)",
+  },
   "tag-page-size": { type: "string", value: "N" }, // tags/list page size (tests; hidden)
   "digestfile": {
     type: "string",
@@ -153,22 +163,34 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     console.log(COPY_USAGE);
     return 0;
   }
-  if (positionals.length !== 2) {
+  const imagesFile = typeof values.images === "string" ? values.images : undefined;
+  const allTags = values["all-tags"] === true;
+  const keepGoing = values["keep-going"] === true;
+  const want = imagesFile === undefined ? 2 : 1;
+  if (positionals.length !== want) {
     throw new UsageError(
-      positionals.length < 2
+      imagesFile !== undefined
+        ? `copy --images FILE takes DST alone, got ${positionals.length} arguments`
+        : positionals.length < 2
         ? "copy needs SRC and DST (see umoci copy --help)"
         : `copy takes exactly SRC and DST, got ${positionals.length} arguments`,
     );
   }
+  if (imagesFile !== undefined && allTags) {
+    throw new UsageError("--images and --all-tags go separately (an images file names tags)");
+  }
   const jobs = values.jobs === undefined ? 4 : parseCount(String(values.jobs), "jobs", 1, 64);
-  const src = parseReference(positionals[0]);
-  const dst = parseReference(positionals[1]);
-  if ((dst.kind === "layout" || dst.kind === "archive") && dst.digest) {
+  const dstText = positionals[positionals.length - 1];
+  const src = imagesFile === undefined ? parseReference(positionals[0]) : undefined;
+  // DST is a repository, layout or archive, or (a job) a registry prefix: parsed per image.
+  const dst = imagesFile === undefined && !allTags ? parseReference(dstText) : undefined;
+  if (allTags) checkAllTagsReferences(src!, dstText);
+  if (dst && (dst.kind === "layout" || dst.kind === "archive") && dst.digest) {
     throw new UsageError(
       `destination ${JSON.stringify(dst.text)}: a layout destination needs a tag, not a digest`,
     );
   }
-  if (dst.kind === "registry" && dst.digest && dst.tag) {
+  if (dst?.kind === "registry" && dst.digest && dst.tag) {
     throw new UsageError(
       `destination ${JSON.stringify(dst.text)}: give a tag or a digest, not both`,
     );
@@ -206,64 +228,158 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     userAgent: `umoci-copy/${VERSION}`,
   };
 
-  const allTags = values["all-tags"] === true;
-  if (allTags) checkAllTagsReferences(src, dst);
   const progress = Progress.forTerminal(logger);
-  let source: Store | undefined;
-  let target: Store | undefined;
+  const stores = new StoreCache(registryFor, logger);
+  const started = performance.now();
   try {
-    source = await openStore(src, { registry: registryFor("src") });
-    if (source instanceof RegistryStore && src.kind === "registry") {
-      logger.info(registryLine(source, src));
-      logger.info("Checking if manifest available in registry");
-    }
-    const images = allTags
-      ? (await tagsToCopy(source, dst, {
+    let images: JobImage[];
+    if (imagesFile !== undefined) {
+      images = planImages(await readImageList(imagesFile), dstText);
+    } else if (allTags) {
+      const tags = await tagsToCopy(await stores.source(src!), {
         digestTags: values["digest-tags"] === true,
         pageSize: values["tag-page-size"] === undefined
           ? undefined
           : parseCount(String(values["tag-page-size"]), "tag-page-size", 1, 10000),
         logger,
-      })).map((tag) => ({
-        src: { ...src, tag, digest: undefined },
-        dst: { ...dst, tag },
-      }))
-      : [{ src, dst }];
-    const copied: { digest: string; tag?: string }[] = [];
-    for (const image of images) {
-      const root = await source.resolve({ tag: image.src.tag, digest: image.src.digest });
-      target ??= await openStore(dst, { create: true, registry: registryFor("dest") });
-      if (target instanceof RegistryStore && dst.kind === "registry" && copied.length === 0) {
-        logger.info(registryLine(target, dst));
-      }
-      await copyImage(source, target, image.src, image.dst, root, {
-        jobs,
-        retries: registry.retries,
-        allowNonDistributable: values["allow-nondistributable-artifacts"] === true,
-        logger,
-        progress,
       });
-      copied.push({ digest: root.digest, tag: image.dst.tag });
+      images = planTags(src!, tags, dstText);
+    } else images = [{ src: src!, dst: dst! }];
+    const job = images.length > 1 || imagesFile !== undefined || allTags;
+    const copied: { digest: string; image: JobImage }[] = [];
+    const failed: { image: JobImage; error: unknown }[] = [];
+    const totals = { present: 0, blobs: 0, bytes: 0 };
+    for (const image of images) {
+      try {
+        const source = await stores.source(image.src);
+        const root = await source.resolve({ tag: image.src.tag, digest: image.src.digest });
+        const target = await stores.target(image.dst);
+        const stats = await copyImage(source, target, image.src, image.dst, root, {
+          jobs,
+          retries: registry.retries,
+          allowNonDistributable: values["allow-nondistributable-artifacts"] === true,
+          logger,
+          progress,
+          onBlob: (digest) => stores.holds(target, digest),
+        });
+        if (stats.blobsCopied === 0 && stats.manifestsCopied === 0) totals.present++;
+        totals.blobs += stats.blobsCopied;
+        totals.bytes += stats.bytesCopied;
+        copied.push({ digest: root.digest, image });
+      } catch (e) {
+        if (!keepGoing || e instanceof UsageError) throw e;
+        logger.warn(`! ${formatReference(image.src)} failed: ${describeError(e)}`);
+        failed.push({ image, error: e });
+      }
     }
-    if (target?.commit) {
-      if (target instanceof ArchiveStore) logger.info(`Writing ${target.path}`);
-      await target.commit();
+    await stores.commit();
+    if (job) {
+      logger.info(
+        `Images: ${
+          copied.length - totals.present
+        } copied, ${totals.present} already present, ${failed.length} failed; ${totals.blobs} blobs (${
+          formatBytes(totals.bytes)
+        }) moved in ${((performance.now() - started) / 1000).toFixed(1)} s`,
+      );
     }
-    // stdout is for scripts and terminals alike: only ever digests of the strict grammar
-    // (and, with --all-tags, tags of the strict grammar beside them).
-    const lines = copied.map(({ digest, tag }) => {
+    // stdout is for scripts and terminals alike: only ever digests of the strict grammar, and
+    // in a job the name each was copied from (a tag, or a reference from the images file).
+    const lines = copied.map(({ digest, image }) => {
       parseDigest(digest);
-      return allTags ? `${digest} ${tag}` : digest;
+      if (!job) return digest;
+      return `${digest} ${allTags ? image.src.tag : escapeControl(image.src.text)}`;
     });
     if (lines.length > 0) console.log(lines.join("\n"));
     if (typeof values.digestfile === "string") {
       await Deno.writeTextFile(values.digestfile, lines.map((l) => l + "\n").join(""));
     }
+    if (failed.length > 0) {
+      throw new UserError(
+        `${failed.length} of ${images.length} images failed: ${
+          failed.map(({ image }) => formatReference(image.src)).join(", ")
+        }`,
+      );
+    }
     return 0;
   } finally {
     progress?.stop();
-    await source?.close().catch(() => {});
-    await target?.close().catch(() => {});
+    await stores.close();
+  }
+}
+
+/**
+ * The stores of a job, each opened once: sources by repository or path, destinations
+ * likewise (created where missing). Prints the registry line of each registry opened.
+ */
+class StoreCache {
+  #open = new Map<string, Promise<Store>>();
+  constructor(
+    private registryFor: (side: "src" | "dest") => RegistryOptions,
+    private logger: Logger,
+  ) {}
+
+  #get(ref: Reference, side: "src" | "dest"): Promise<Store> {
+    const key = `${side} ${
+      ref.kind === "registry" ? `${ref.registry}/${ref.repository}` : `${ref.kind} ${ref.path}`
+    }`;
+    let p = this.#open.get(key);
+    if (!p) {
+      p = openStore(ref, { create: side === "dest", registry: this.registryFor(side) }).then(
+        (store) => {
+          if (store instanceof RegistryStore && side === "dest") {
+            store.mountHint = (digest) => this.holder(digest);
+          }
+          if (store instanceof RegistryStore && ref.kind === "registry") {
+            this.logger.info(registryLine(store, ref));
+            if (side === "src") this.logger.info("Checking if manifest available in registry");
+          }
+          return store;
+        },
+      );
+      this.#open.set(key, p);
+    }
+    return p;
+  }
+
+  source(ref: Reference): Promise<Store> {
+    return this.#get(ref, "src");
+  }
+
+  target(ref: Reference): Promise<Store> {
+    return this.#get(ref, "dest");
+  }
+
+  /** Publish what destinations that publish at the end (archives) hold. */
+  async commit(): Promise<void> {
+    for (const [key, p] of this.#open) {
+      const store = await p;
+      if (!key.startsWith("dest ") || !store.commit) continue;
+      if (store instanceof ArchiveStore && store.changed) {
+        this.logger.info(`Writing ${store.path}`);
+      }
+      await store.commit();
+    }
+  }
+
+  /** Blobs already in a destination repository of this job, by digest (for mounts). */
+  #holders = new Map<string, Store>();
+
+  /** Note that `target` holds the blob; later images' registry destinations mount from it. */
+  holds(target: Store, digest: string): void {
+    if (target instanceof RegistryStore && !this.#holders.has(digest)) {
+      this.#holders.set(digest, target);
+    }
+  }
+
+  /** Where a registry destination can mount a blob from, besides the copy's source. */
+  holder(digest: string): Store | undefined {
+    return this.#holders.get(digest);
+  }
+
+  async close(): Promise<void> {
+    for (const p of this.#open.values()) {
+      await p.then((s) => s.close()).catch(() => {});
+    }
   }
 }
 
@@ -283,8 +399,10 @@ async function copyImage(
     allowNonDistributable: boolean;
     logger: Logger;
     progress?: Progress;
+    /** A blob is now in `target` (copied, mounted or found there). */
+    onBlob?: (digest: string) => void;
   },
-): Promise<void> {
+): Promise<CopyStats> {
   const { logger, progress } = opts;
   if (dst.kind === "registry" && dst.digest && dst.digest !== root.digest) {
     throw new UsageError(
@@ -304,7 +422,10 @@ async function copyImage(
     retries: opts.retries,
     rootTag: tag,
     allowNonDistributable: opts.allowNonDistributable,
-    onEvent: (e) => report(e, logger, progress, target),
+    onEvent: (e) => {
+      if (e.type === "blob-done" || e.type === "blob-skip") opts.onBlob?.(e.desc.digest);
+      report(e, logger, progress, target);
+    },
   });
   progress?.stop();
   if (done) {
@@ -326,6 +447,7 @@ async function copyImage(
       isIndexType(root.mediaType) ? " (index)" : ""
     }`,
   );
+  return stats;
 }
 
 function emptyStats(): CopyStats {

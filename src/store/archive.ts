@@ -621,7 +621,10 @@ export class ArchiveStore implements Store {
       await this.#pumpResumable(desc, source, out, place.data, onProgress, opts.retries ?? 5);
       await writeAllAt(out, encodeHeader(name, desc.size, "file"), place.header);
     } catch (e) {
-      w.broken ??= e;
+      // The last region reserved is given back (a job that goes on past a failed image then
+      // still publishes the others); a hole in the middle makes the archive unpublishable.
+      if (w.end === place.data + padded(desc.size)) w.end = place.header;
+      else w.broken ??= e;
       throw e;
     } finally {
       out.close();
@@ -709,16 +712,22 @@ export class ArchiveStore implements Store {
     this.#indexChanged = true;
   }
 
+  /** Whether commit() has anything to write (blobs or tags were added). */
+  get changed(): boolean {
+    return !this.#committed && (this.#indexChanged || this.#written.size > 0);
+  }
+
   /**
    * Finish the new archive and publish it: index.json and oci-layout members and the
    * end-of-archive blocks are appended, the file is fsync'd and renamed over PATH, and the
-   * directory fsync'd. Nothing is written when nothing changed (a rerun). Throws when a
-   * blob transfer failed (the archive would have a hole) or a write fails; PATH is then
-   * untouched.
+   * directory fsync'd. Nothing is written when no blob and no tag was added (a rerun). Throws
+   * when a blob transfer failed in the middle of the archive (it would have a hole) or a
+   * write fails; PATH is then untouched.
    */
   async commit(): Promise<void> {
     if (this.#committed) return;
-    if (!this.#writer && !this.#indexChanged && this.#exists) return;
+    // Nothing new (a rerun, or every image of a job failed): PATH stays as it is.
+    if (!this.#indexChanged && this.#written.size === 0) return;
     const w = await this.#begin();
     if (w.broken !== undefined) {
       throw new UserError(`${this.path}: not written, a blob failed: ${describeError(w.broken)}`);

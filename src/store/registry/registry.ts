@@ -683,11 +683,21 @@ export class RegistryStore implements MountingStore {
   }
 
   /** Mount from another repository of the same registry; false when not applicable or refused. */
+  /**
+   * Another store known to hold a blob, tried for a mount after the copy's source (a job
+   * copying many images sets it to the repositories it has already filled).
+   */
+  mountHint?: (digest: string) => Store | undefined;
+
   async mount(desc: Descriptor, from: Store): Promise<boolean> {
-    if (!(from instanceof RegistryStore)) return false;
-    if (from.baseUrl !== this.baseUrl || from.repository === this.repository) return false;
-    parseDigest(desc.digest);
-    return await mountBlob(this.#api, desc, from.repository);
+    const hint = this.mountHint?.(desc.digest);
+    for (const other of hint && hint !== from ? [from, hint] : [from]) {
+      if (!(other instanceof RegistryStore)) continue;
+      if (other.baseUrl !== this.baseUrl || other.repository === this.repository) continue;
+      parseDigest(desc.digest);
+      if (await mountBlob(this.#api, desc, other.repository)) return true;
+    }
+    return false;
   }
 
   close(): Promise<void> {
