@@ -129,6 +129,7 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
 };
 
 export const COPY_USAGE = `Usage: umoci copy [flags] SRC DST
+       umoci copy [flags] --images FILE DST
 
 Copy an image, with everything it refers to, from SRC to DST. Every byte is verified
 against its digest while it streams, content already at DST is not transferred again,

@@ -33,8 +33,10 @@ export interface JobImage {
 
 /**
  * Read an images file: one reference a line, `#` starting a comment (whole line or after
- * whitespace), blank lines ignored. `-` reads stdin. Each reference is parsed as on the
- * command line; a bad one is a UsageError naming the line. Throws UsageError for an empty
+ * whitespace), blank lines ignored. `-` reads stdin. A line without a scheme is a Docker
+ * reference (`alpine:3.20` is `docker://alpine:3.20`, i.e. docker.io/library/alpine:3.20);
+ * `oci://…`, `docker://…` and `oci-archive:…` are parsed as on the command line. A bad line is
+ * a UsageError naming it. Throws UsageError for an empty
  * list and UserError when the file cannot be read.
  */
 export async function readImageList(path: string): Promise<Reference[]> {
@@ -50,8 +52,12 @@ export async function readImageList(path: string): Promise<Reference[]> {
   for (const [i, raw] of text.split(/\r?\n/).entries()) {
     const line = raw.replace(/(^|\s)#.*$/, "").trim();
     if (line === "") continue;
+    // A list names registry images: a line without a scheme is a Docker reference.
+    const text = /^[a-z][a-z0-9+.-]*:\/\//i.test(line) || line.startsWith("oci-archive:")
+      ? line
+      : `docker://${line}`;
     try {
-      refs.push(parseReference(line));
+      refs.push(parseReference(text));
     } catch (e) {
       throw new UsageError(`--images ${path}, line ${i + 1}: ${(e as Error).message}`);
     }
