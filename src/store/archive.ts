@@ -27,12 +27,11 @@ import {
   MAX_MANIFEST_SIZE,
   OCI_INDEX,
   OCI_LAYOUT_VERSION,
-  REF_NAME_ANNOTATION,
   sniffMediaType,
 } from "../media.ts";
 import { bufferSizeFor, ChunkReader, reclaim } from "../stream.ts";
 import { tempFiles } from "../tempfiles.ts";
-import type { ImageIndex } from "./layout.ts";
+import { findTagged, type ImageIndex, indexTags, setTag, tagEntry } from "./index_json.ts";
 import type { BlobReader, BlobSource, PushOptions, Store } from "./store.ts";
 import {
   type ArchiveContent,
@@ -376,12 +375,7 @@ export class ArchiveStore implements Store {
 
   /** Every tag (`org.opencontainers.image.ref.name`) in index.json, sorted, each once. */
   listTags(): Promise<string[]> {
-    const names = new Set<string>();
-    for (const m of this.#index.manifests) {
-      const name = m?.annotations?.[REF_NAME_ANNOTATION];
-      if (typeof name === "string") names.add(name);
-    }
-    return Promise.resolve([...names].sort());
+    return Promise.resolve(indexTags(this.#index));
   }
 
   /** Where a blob's data is: in the old archive, or written into the new one. */
@@ -409,24 +403,7 @@ export class ArchiveStore implements Store {
       if (!mediaType) throw new UserError(`${reference} in ${this.path} is not a manifest`);
       return { mediaType, digest: reference, size: at.size };
     }
-    const reference = ref.tag ?? "latest";
-    const matches: Descriptor[] = [];
-    for (const m of this.#index.manifests) {
-      if (m?.annotations?.[REF_NAME_ANNOTATION] !== reference) continue;
-      const d = checkDescriptor(m, where);
-      if (!matches.some((x) => x.digest === d.digest)) matches.push(d);
-    }
-    if (matches.length === 0) {
-      throw new NotFoundError(`tag ${JSON.stringify(reference)} not found in ${this.path}`);
-    }
-    if (matches.length > 1) {
-      throw new UserError(
-        `tag ${JSON.stringify(reference)} is ambiguous in ${this.path}: ${
-          matches.map((m) => m.digest).join(", ")
-        }`,
-      );
-    }
-    return matches[0];
+    return findTagged(this.#index, ref.tag ?? "latest", where, this.path);
   }
 
   exists(desc: Descriptor): Promise<boolean> {
@@ -694,22 +671,11 @@ export class ArchiveStore implements Store {
     if (!(await this.exists(desc))) {
       throw new UserError(`cannot tag ${desc.digest}: not present in ${this.path}`);
     }
-    const entry: Descriptor = { mediaType: desc.mediaType, digest: desc.digest, size: desc.size };
-    if (desc.artifactType) entry.artifactType = desc.artifactType;
-    if (desc.platform) entry.platform = desc.platform;
-    entry.annotations = { ...desc.annotations, [REF_NAME_ANNOTATION]: tag };
-    const named = this.#index.manifests.filter((m) =>
-      m?.annotations?.[REF_NAME_ANNOTATION] === tag
-    );
-    if (named.length === 1 && JSON.stringify(named[0]) === JSON.stringify(entry)) return;
-    this.#index = {
-      ...this.#index,
-      manifests: [
-        ...this.#index.manifests.filter((m) => m?.annotations?.[REF_NAME_ANNOTATION] !== tag),
-        entry,
-      ],
-    };
-    this.#indexChanged = true;
+    const index = { ...this.#index, manifests: [...this.#index.manifests] };
+    if (setTag(index, tagEntry(desc, tag))) {
+      this.#index = index;
+      this.#indexChanged = true;
+    }
   }
 
   /** Whether commit() has anything to write (blobs or tags were added). */
