@@ -3,6 +3,7 @@
 //   DIR[:TAG]  DIR@DIGEST                          an OCI image layout (umoci's syntax)
 //   oci://HOST[:PORT]/REPO[:TAG][@DIGEST]          a registry, host named explicitly
 //   docker://[HOST[:PORT]/]REPO[:TAG][@DIGEST]     a registry with Docker's defaults
+//   oci-archive:PATH[:TAG]  oci-archive:PATH@DIGEST   a tar of an OCI image layout
 import { parseDigest } from "./digest.ts";
 import { UsageError } from "./errors.ts";
 
@@ -30,7 +31,14 @@ export interface RegistryReference {
   text: string;
 }
 
-export type Reference = LayoutReference | RegistryReference;
+/** `oci-archive:PATH[:TAG]`: a tar of an OCI image layout; PATH and TAG as for a layout. */
+export interface ArchiveReference extends Omit<LayoutReference, "kind"> {
+  kind: "archive";
+}
+
+export type Reference = LayoutReference | RegistryReference | ArchiveReference;
+
+const ARCHIVE_PREFIX = "oci-archive:";
 
 export const DEFAULT_TAG = "latest";
 const DOCKER_HUB = "docker.io";
@@ -68,6 +76,7 @@ function checkDigest(digest: string, text: string): string {
 
 /** Parse any reference; `oci://` and `docker://` select a registry, anything else a layout. */
 export function parseReference(text: string): Reference {
+  if (text.startsWith(ARCHIVE_PREFIX)) return parseArchiveReference(text);
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) return parseRegistryReference(text);
   return parseLayoutReference(text);
 }
@@ -96,6 +105,16 @@ export function parseLayoutReference(text: string): LayoutReference {
     throw bad(`tag ${JSON.stringify(tag)} is not a valid org.opencontainers.image.ref.name`);
   }
   return { kind: "layout", path, tag, text };
+}
+
+/** `oci-archive:PATH[:TAG]` or `oci-archive:PATH@DIGEST` (skopeo's syntax; TAG defaults to latest). */
+export function parseArchiveReference(text: string): ArchiveReference {
+  const rest = text.slice(ARCHIVE_PREFIX.length);
+  if (rest === "") {
+    throw new UsageError(`invalid image reference ${JSON.stringify(text)}: empty archive path`);
+  }
+  const { kind: _, ...parts } = parseLayoutReference(rest);
+  return { ...parts, kind: "archive", text };
 }
 
 /** `oci://HOST[:PORT]/REPO[:TAG][@DIGEST]` or `docker://[HOST/]REPO[:TAG][@DIGEST]`. */
@@ -179,8 +198,9 @@ export function parseRegistryReference(text: string): RegistryReference {
 
 /** How a reference reads in messages. */
 export function formatReference(ref: Reference): string {
-  if (ref.kind === "layout") {
-    return ref.digest ? `${ref.path}@${ref.digest}` : `${ref.path}:${ref.tag}`;
+  if (ref.kind === "layout" || ref.kind === "archive") {
+    const path = ref.kind === "archive" ? `${ARCHIVE_PREFIX}${ref.path}` : ref.path;
+    return ref.digest ? `${path}@${ref.digest}` : `${path}:${ref.tag}`;
   }
   let s = `${ref.registry}/${ref.repository}`;
   if (ref.tag) s += `:${ref.tag}`;

@@ -1,7 +1,7 @@
 // `umoci copy [flags] SRC DST`
-import { type CopyEvent, copyGraph, type CopyStats } from "../copy.ts";
+import { type CopyEvent, copyGraph, type CopyOptions, type CopyStats } from "../copy.ts";
 import { parseDigest } from "../digest.ts";
-import { UsageError } from "../errors.ts";
+import { describeError, UsageError, UserError } from "../errors.ts";
 import { isIndexType, isManifestType } from "../media.ts";
 import {
   formatReference,
@@ -15,10 +15,16 @@ import {
   copyPlanForCli,
   planForCli,
   PLATFORM_FLAGS,
+  type PlatformArgs,
   platformArgs,
 } from "./platform.ts";
+import type { PlatformChoice } from "../platform.ts";
 import { VERSION } from "../version.ts";
 import { LayoutStore } from "../store/layout.ts";
+import { ArchiveStore } from "../store/archive.ts";
+import type { Descriptor } from "../media.ts";
+import { checkAllTagsReferences, tagsToCopy } from "./all_tags.ts";
+import { type JobImage, planImages, planTags, readImageList } from "./job.ts";
 import { openStore } from "../store/open.ts";
 import type { Store } from "../store/store.ts";
 import {
@@ -105,6 +111,20 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
     help:
       "copy blobs of foreign layers and descriptors with urls too (default off: descriptors only)",
   },
+  "all-tags": {
+    type: "boolean",
+    help: "copy every tag of SRC (a repository, layout or archive named without a tag)",
+  },
+  "images": {
+    type: "string",
+    value: "FILE",
+    help: "copy every image listed in FILE (one reference a line, # comments, - for stdin) to DST",
+  },
+  "keep-going": {
+    type: "boolean",
+    help: "in a job, report a failing image and go on with the others (exit 1 at the end)",
+  },
+  "tag-page-size": { type: "string", value: "N" }, // tags/list page size (tests; hidden)
   "digestfile": {
     type: "string",
     value: "PATH",
@@ -119,6 +139,7 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
 };
 
 export const COPY_USAGE = `Usage: umoci copy [flags] SRC DST
+       umoci copy [flags] --images FILE DST
 
 Copy an image, with everything it refers to, from SRC to DST. Every byte is verified
 against its digest while it streams, content already at DST is not transferred again,
@@ -127,12 +148,14 @@ and manifests are copied byte for byte, so every digest is preserved.
 SRC and DST are each one of:
   DIR[:TAG]                               an OCI image layout (TAG defaults to "latest")
   DIR@DIGEST                              a manifest or index in a layout (SRC only)
+  oci-archive:PATH[:TAG]                  a tar of an OCI image layout (skopeo, docker save)
   oci://HOST[:PORT]/REPO[:TAG|@DIGEST]    a repository in a registry
   docker://[HOST[:PORT]/]REPO[:TAG|@DIGEST]
                                           the same with Docker's defaults (docker.io,
                                           library/ for one-part names)
 
-A DST layout that does not exist is created. Registries are reached over https unless
+A DST layout or archive that does not exist is created. With --all-tags, SRC and DST
+name no tag and every tag of SRC is copied under its own name. Registries are reached over https unless
 --plain-http is given.
 
 Flags:
@@ -151,23 +174,35 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     console.log(COPY_USAGE);
     return 0;
   }
-  if (positionals.length !== 2) {
+  const imagesFile = typeof values.images === "string" ? values.images : undefined;
+  const allTags = values["all-tags"] === true;
+  const keepGoing = values["keep-going"] === true;
+  const want = imagesFile === undefined ? 2 : 1;
+  if (positionals.length !== want) {
     throw new UsageError(
-      positionals.length < 2
+      imagesFile !== undefined
+        ? `copy --images FILE takes DST alone, got ${positionals.length} arguments`
+        : positionals.length < 2
         ? "copy needs SRC and DST (see umoci copy --help)"
         : `copy takes exactly SRC and DST, got ${positionals.length} arguments`,
     );
   }
+  if (imagesFile !== undefined && allTags) {
+    throw new UsageError("--images and --all-tags go separately (an images file names tags)");
+  }
   const jobs = values.jobs === undefined ? 4 : parseCount(String(values.jobs), "jobs", 1, 64);
-  const src = parseReference(positionals[0]);
-  const dst = parseReference(positionals[1]);
-  if (dst.kind === "layout" && dst.digest) {
+  const dstText = positionals[positionals.length - 1];
+  const src = imagesFile === undefined ? parseReference(positionals[0]) : undefined;
+  // DST is a repository, layout or archive, or (a job) a registry prefix: parsed per image.
+  const dst = imagesFile === undefined && !allTags ? parseReference(dstText) : undefined;
+  if (allTags) checkAllTagsReferences(src!, dstText);
+  if (dst && (dst.kind === "layout" || dst.kind === "archive") && dst.digest) {
     throw new UsageError(
       `destination ${JSON.stringify(dst.text)}: a layout destination needs a tag, not a digest`,
     );
   }
   const platform = platformArgs(values, dst);
-  if (dst.kind === "registry" && dst.digest && dst.tag) {
+  if (dst?.kind === "registry" && dst.digest && dst.tag) {
     throw new UsageError(
       `destination ${JSON.stringify(dst.text)}: give a tag or a digest, not both`,
     );
@@ -206,79 +241,239 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
   };
 
   const progress = Progress.forTerminal(logger);
-  let source: Store | undefined;
-  let target: Store | undefined;
+  const stores = new StoreCache(registryFor, logger);
+  const started = performance.now();
   try {
-    source = await openStore(src, { registry: registryFor("src") });
-    if (source instanceof RegistryStore && src.kind === "registry") {
-      logger.info(registryLine(source, src));
-      logger.info("Checking if manifest available in registry");
+    let images: JobImage[];
+    if (imagesFile !== undefined) {
+      images = planImages(await readImageList(imagesFile), dstText);
+    } else if (allTags) {
+      const tags = await tagsToCopy(await stores.source(src!), {
+        digestTags: values["digest-tags"] === true,
+        pageSize: values["tag-page-size"] === undefined
+          ? undefined
+          : parseCount(String(values["tag-page-size"]), "tag-page-size", 1, 10000),
+        logger,
+      });
+      images = planTags(src!, tags, dstText);
+    } else images = [{ src: src!, dst: dst! }];
+    const job = images.length > 1 || imagesFile !== undefined || allTags;
+    const copied: { digest: string; image: JobImage }[] = [];
+    const failed: { image: JobImage; error: unknown }[] = [];
+    const totals = { present: 0, blobs: 0, bytes: 0 };
+    for (const image of images) {
+      try {
+        const source = await stores.source(image.src);
+        const resolved = await source.resolve({ tag: image.src.tag, digest: image.src.digest });
+        // With --platform, nothing is written (the target not even opened) when none matches.
+        const choice = await choosePlatformsForCli(platform, source, resolved);
+        const target = await stores.target(image.dst);
+        const { root, stats } = await copyImage(source, target, image.src, image.dst, resolved, {
+          platform,
+          choice,
+          jobs,
+          retries: registry.retries,
+          allowNonDistributable: values["allow-nondistributable-artifacts"] === true,
+          logger,
+          progress,
+          onBlob: (digest) => stores.holds(target, digest),
+        });
+        if (stats.blobsCopied === 0 && stats.manifestsCopied === 0) totals.present++;
+        totals.blobs += stats.blobsCopied;
+        totals.bytes += stats.bytesCopied;
+        copied.push({ digest: root.digest, image });
+      } catch (e) {
+        if (!keepGoing || e instanceof UsageError) throw e;
+        logger.warn(`! ${formatReference(image.src)} failed: ${describeError(e)}`);
+        failed.push({ image, error: e });
+      }
     }
-    let root = await source.resolve({ tag: src.tag, digest: src.digest });
-    const choice = await choosePlatformsForCli(platform, source, root);
-    if (dst.kind === "registry" && dst.digest && dst.digest !== root.digest) {
-      throw new UsageError(
-        `destination digest ${dst.digest} does not match the source's ${root.digest}`,
+    await stores.commit();
+    if (job) {
+      logger.info(
+        `Images: ${
+          copied.length - totals.present
+        } copied, ${totals.present} already present, ${failed.length} failed; ${totals.blobs} blobs (${
+          formatBytes(totals.bytes)
+        }) moved in ${((performance.now() - started) / 1000).toFixed(1)} s`,
       );
     }
-    logger.debug(
-      `${describe(src)} resolved to ${root.mediaType} ${root.digest} (${root.size} bytes)`,
-    );
-    target = await openStore(dst, { create: true, registry: registryFor("dest") });
-    const platformPlan = await planForCli(choice, platform, target, logger);
-    if (platformPlan) root = platformPlan.root;
-    if (target instanceof RegistryStore && dst.kind === "registry") {
-      logger.info(registryLine(target, dst));
-    }
-    logger.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
-    const tag = dst.tag;
-    // The tag already names this very manifest: the registry has all of it; one HEAD.
-    const done = tag !== undefined && target instanceof RegistryStore &&
-      isManifestType(root.mediaType) && (await target.tagDigest(tag)) === root.digest;
-    const copyOptions = {
-      jobs,
-      retries: registry.retries,
-      rootTag: tag,
-      allowNonDistributable: values["allow-nondistributable-artifacts"] === true,
-      onEvent: (e: CopyEvent) => report(e, logger, progress, target!),
-    };
-    let stats: CopyStats;
-    if (done) stats = emptyStats();
-    else if (platformPlan) {
-      ({ root, stats } = await copyPlanForCli(platformPlan, source, target, copyOptions, logger));
-    } else stats = await copyGraph(source, target, root, copyOptions);
-    progress?.stop();
-    if (done) {
-      logger.info(`${formatReference(dst)} is already ${root.digest}: nothing to copy`);
-    } else if (tag) {
-      if (target instanceof LayoutStore) {
-        logger.info(`Saving reference '${tag}' to index in ${target.path}`);
-      } else logger.info(`Tagging ${root.digest} as '${tag}'`);
-      // Usually done already: the root was pushed with its tag.
-      if (!stats.rootTagged) await target.tag(root, tag, stats.rootBytes);
-    }
-    if (target instanceof RegistryStore) {
-      logger.info(`Successfully copied to remote ${target.registry}`);
-    }
-    logger.info(
-      `Copied ${stats.blobsCopied} blobs (${formatBytes(stats.bytesCopied)}), skipped ${
-        stats.blobsSkipped + stats.blobsMounted
-      } already present; ${stats.manifestsCopied} manifests written${
-        isIndexType(root.mediaType) ? " (index)" : ""
-      }`,
-    );
-    // stdout is for scripts and terminals alike: only ever a digest of the strict grammar.
-    parseDigest(root.digest);
-    console.log(root.digest);
+    // stdout is for scripts and terminals alike: only ever digests of the strict grammar, and
+    // in a job the name each was copied from (a tag, or a reference from the images file).
+    const lines = copied.map(({ digest, image }) => {
+      parseDigest(digest);
+      if (!job) return digest;
+      return `${digest} ${allTags ? image.src.tag : escapeControl(image.src.text)}`;
+    });
+    if (lines.length > 0) console.log(lines.join("\n"));
     if (typeof values.digestfile === "string") {
-      await Deno.writeTextFile(values.digestfile, root.digest + "\n");
+      await Deno.writeTextFile(values.digestfile, lines.map((l) => l + "\n").join(""));
+    }
+    if (failed.length > 0) {
+      throw new UserError(
+        `${failed.length} of ${images.length} images failed: ${
+          failed.map(({ image }) => formatReference(image.src)).join(", ")
+        }`,
+      );
     }
     return 0;
   } finally {
     progress?.stop();
-    await source?.close().catch(() => {});
-    await target?.close().catch(() => {});
+    await stores.close();
   }
+}
+
+/**
+ * The stores of a job, each opened once: sources by repository or path, destinations
+ * likewise (created where missing). Prints the registry line of each registry opened.
+ */
+class StoreCache {
+  #open = new Map<string, Promise<Store>>();
+  constructor(
+    private registryFor: (side: "src" | "dest") => RegistryOptions,
+    private logger: Logger,
+  ) {}
+
+  #get(ref: Reference, side: "src" | "dest"): Promise<Store> {
+    const key = `${side} ${
+      ref.kind === "registry" ? `${ref.registry}/${ref.repository}` : `${ref.kind} ${ref.path}`
+    }`;
+    let p = this.#open.get(key);
+    if (!p) {
+      p = openStore(ref, { create: side === "dest", registry: this.registryFor(side) }).then(
+        (store) => {
+          if (store instanceof RegistryStore && side === "dest") {
+            store.mountHint = (digest) => this.holder(digest);
+          }
+          if (store instanceof RegistryStore && ref.kind === "registry") {
+            this.logger.info(registryLine(store, ref));
+            if (side === "src") this.logger.info("Checking if manifest available in registry");
+          }
+          return store;
+        },
+      );
+      this.#open.set(key, p);
+    }
+    return p;
+  }
+
+  source(ref: Reference): Promise<Store> {
+    return this.#get(ref, "src");
+  }
+
+  target(ref: Reference): Promise<Store> {
+    return this.#get(ref, "dest");
+  }
+
+  /** Publish what destinations that publish at the end (archives) hold. */
+  async commit(): Promise<void> {
+    for (const [key, p] of this.#open) {
+      const store = await p;
+      if (!key.startsWith("dest ") || !store.commit) continue;
+      if (store instanceof ArchiveStore && store.changed) {
+        this.logger.info(`Writing ${store.path}`);
+      }
+      await store.commit();
+    }
+  }
+
+  /** Blobs already in a destination repository of this job, by digest (for mounts). */
+  #holders = new Map<string, Store>();
+
+  /** Note that `target` holds the blob; later images' registry destinations mount from it. */
+  holds(target: Store, digest: string): void {
+    if (target instanceof RegistryStore && !this.#holders.has(digest)) {
+      this.#holders.set(digest, target);
+    }
+  }
+
+  /** Where a registry destination can mount a blob from, besides the copy's source. */
+  holder(digest: string): Store | undefined {
+    return this.#holders.get(digest);
+  }
+
+  async close(): Promise<void> {
+    for (const p of this.#open.values()) {
+      await p.then((s) => s.close()).catch(() => {});
+    }
+  }
+}
+
+/**
+ * Copy one image (the graph under `root`) from `source` to `target` and tag it as
+ * `dstRef.tag`, with the step lines on stderr. Throws what copyGraph and the stores throw.
+ */
+async function copyImage(
+  source: Store,
+  target: Store,
+  src: Reference,
+  dst: Reference,
+  root: Descriptor,
+  opts: {
+    /** --platform and --sparse, and what they chose of `root` (choosePlatformsForCli). */
+    platform?: PlatformArgs;
+    choice?: PlatformChoice;
+    jobs: number;
+    retries?: number;
+    allowNonDistributable: boolean;
+    logger: Logger;
+    progress?: Progress;
+    /** A blob is now in `target` (copied, mounted or found there). */
+    onBlob?: (digest: string) => void;
+  },
+): Promise<{ root: Descriptor; stats: CopyStats }> {
+  const { logger, progress } = opts;
+  if (dst.kind === "registry" && dst.digest && dst.digest !== root.digest) {
+    throw new UsageError(
+      `destination digest ${dst.digest} does not match the source's ${root.digest}`,
+    );
+  }
+  logger.debug(
+    `${describe(src)} resolved to ${root.mediaType} ${root.digest} (${root.size} bytes)`,
+  );
+  const platformPlan = await planForCli(opts.choice, opts.platform, target, logger);
+  if (platformPlan) root = platformPlan.root;
+  logger.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
+  const tag = dst.tag;
+  // The tag already names this very manifest: the registry has all of it; one HEAD.
+  const done = tag !== undefined && target instanceof RegistryStore &&
+    isManifestType(root.mediaType) && (await target.tagDigest(tag)) === root.digest;
+  const copyOptions: CopyOptions = {
+    jobs: opts.jobs,
+    retries: opts.retries,
+    rootTag: tag,
+    allowNonDistributable: opts.allowNonDistributable,
+    onEvent: (e) => {
+      if (e.type === "blob-done" || e.type === "blob-skip") opts.onBlob?.(e.desc.digest);
+      report(e, logger, progress, target);
+    },
+  };
+  let stats: CopyStats;
+  if (done) stats = emptyStats();
+  else if (platformPlan) {
+    ({ root, stats } = await copyPlanForCli(platformPlan, source, target, copyOptions, logger));
+  } else stats = await copyGraph(source, target, root, copyOptions);
+  progress?.stop();
+  if (done) {
+    logger.info(`${formatReference(dst)} is already ${root.digest}: nothing to copy`);
+  } else if (tag) {
+    if (target instanceof LayoutStore || target instanceof ArchiveStore) {
+      logger.info(`Saving reference '${tag}' to index in ${target.path}`);
+    } else logger.info(`Tagging ${root.digest} as '${tag}'`);
+    // Usually done already: the root was pushed with its tag.
+    if (!stats.rootTagged) await target.tag(root, tag, stats.rootBytes);
+  }
+  if (target instanceof RegistryStore) {
+    logger.info(`Successfully copied to remote ${target.registry}`);
+  }
+  logger.info(
+    `Copied ${stats.blobsCopied} blobs (${formatBytes(stats.bytesCopied)}), skipped ${
+      stats.blobsSkipped + stats.blobsMounted
+    } already present; ${stats.manifestsCopied} manifests written${
+      isIndexType(root.mediaType) ? " (index)" : ""
+    }`,
+  );
+  return { root, stats };
 }
 
 function emptyStats(): CopyStats {
@@ -355,7 +550,8 @@ function registryLine(store: RegistryStore, ref: RegistryReference): string {
 }
 
 function describe(ref: Reference): string {
-  return ref.kind === "layout" ? `layout ${ref.path}` : `${ref.registry}/${ref.repository}`;
+  if (ref.kind === "registry") return `${ref.registry}/${ref.repository}`;
+  return `${ref.kind} ${ref.path}`;
 }
 
 function blobLabel(e: { role: string; n: number; total: number }): string {

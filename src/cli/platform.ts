@@ -47,14 +47,17 @@ export interface PlatformArgs {
  * without `--platform`, or a destination digest (what is copied, and so its digest, is
  * known only once SRC is read).
  */
-export function platformArgs(values: FlagValues, dst: Reference): PlatformArgs | undefined {
+export function platformArgs(
+  values: FlagValues,
+  dst: Reference | undefined,
+): PlatformArgs | undefined {
   if (values.platform === undefined) {
     if (values.sparse !== undefined) throw new UsageError("--sparse goes with --platform");
     return undefined;
   }
   const platforms = parsePlatforms(values.platform as string[]);
   const sparse = parseSparse(values.sparse as string | undefined);
-  if (dst.kind === "registry" && dst.digest) {
+  if (dst?.kind === "registry" && dst.digest) {
     throw new UsageError("--platform: give the destination a tag, not a digest");
   }
   return { platforms, sparse };

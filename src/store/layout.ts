@@ -17,23 +17,18 @@ import {
   MAX_MANIFEST_SIZE,
   OCI_INDEX,
   OCI_LAYOUT_VERSION,
-  REF_NAME_ANNOTATION,
   sniffMediaType,
 } from "../media.ts";
 import type { BlobReader, BlobSource, PushOptions, Store } from "./store.ts";
 import { tempFiles } from "../tempfiles.ts";
+import { findTagged, type ImageIndex, indexTags, setTag, tagEntry } from "./index_json.ts";
 import { bufferSizeFor, ChunkReader, reclaim } from "../stream.ts";
 import { alignedBuffer, DIRECT_ALIGN, DIRECT_MIN_SIZE, DirectFile } from "./direct.ts";
 
 const MAX_INDEX_SIZE = 64 * 1024 * 1024;
 const TMP_DIR = ".umoci-copy-tmp";
 
-export interface ImageIndex {
-  schemaVersion: number;
-  mediaType?: string;
-  manifests: Descriptor[];
-  [key: string]: unknown;
-}
+export type { ImageIndex } from "./index_json.ts";
 
 function randomSuffix(): string {
   return crypto.getRandomValues(new Uint32Array(2)).join("-");
@@ -365,6 +360,11 @@ export class LayoutStore implements Store {
     return doc as ImageIndex;
   }
 
+  /** Every tag (`org.opencontainers.image.ref.name`) in index.json, sorted, each once. */
+  async listTags(): Promise<string[]> {
+    return indexTags(await this.readIndex());
+  }
+
   /** The directory holding blobs of one algorithm, checked to be a real directory. */
   async #algDir(algorithm: string, create: boolean): Promise<string> {
     const dir = join(this.path, "blobs", algorithm);
@@ -420,24 +420,7 @@ export class LayoutStore implements Store {
       if (!mediaType) throw new UserError(`${reference} in ${this.path} is not a manifest`);
       return { mediaType, digest: reference, size: info.size };
     }
-    const reference = ref.tag ?? "latest";
-    const matches: Descriptor[] = [];
-    for (const m of index.manifests) {
-      if (m?.annotations?.[REF_NAME_ANNOTATION] !== reference) continue;
-      const d = checkDescriptor(m, `${this.path}/index.json`);
-      if (!matches.some((x) => x.digest === d.digest)) matches.push(d);
-    }
-    if (matches.length === 0) {
-      throw new NotFoundError(`tag ${JSON.stringify(reference)} not found in ${this.path}`);
-    }
-    if (matches.length > 1) {
-      throw new UserError(
-        `tag ${JSON.stringify(reference)} is ambiguous in ${this.path}: ${
-          matches.map((m) => m.digest).join(", ")
-        }`,
-      );
-    }
-    return matches[0];
+    return findTagged(index, ref.tag ?? "latest", `${this.path}/index.json`, this.path);
   }
 
   async exists(desc: Descriptor): Promise<boolean> {
@@ -642,29 +625,10 @@ export class LayoutStore implements Store {
       throw new UserError(`cannot tag ${desc.digest}: not present in ${this.path}`);
     }
     await this.sync();
-    const entry: Descriptor = {
-      mediaType: desc.mediaType,
-      digest: desc.digest,
-      size: desc.size,
-    };
-    if (desc.artifactType) entry.artifactType = desc.artifactType;
-    if (desc.platform) entry.platform = desc.platform;
-    entry.annotations = { ...desc.annotations, [REF_NAME_ANNOTATION]: tag };
-    const wanted = JSON.stringify(entry);
-    const named = (index: ImageIndex) =>
-      index.manifests.filter((m) => m?.annotations?.[REF_NAME_ANNOTATION] === tag);
+    const entry = tagEntry(desc, tag);
     // Already so (a re-pull): leave index.json alone, no lock, no write, no fsync.
-    const current = named(await this.readIndex());
-    if (current.length === 1 && JSON.stringify(current[0]) === wanted) return;
-    await this.updateIndex((index) => {
-      const now = named(index);
-      if (now.length === 1 && JSON.stringify(now[0]) === wanted) return false;
-      index.manifests = index.manifests.filter((m) =>
-        m?.annotations?.[REF_NAME_ANNOTATION] !== tag
-      );
-      index.manifests.push(entry);
-      return true;
-    });
+    if (!setTag(await this.readIndex(), entry)) return;
+    await this.updateIndex((index) => setTag(index, entry));
   }
 
   /** Read-modify-write index.json under the layout lock; `change` returns false for no-op. */

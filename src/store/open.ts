@@ -1,5 +1,6 @@
 // Turn a parsed reference into the Store that serves it.
 import type { Reference } from "../reference.ts";
+import { ArchiveStore } from "./archive.ts";
 import { LayoutStore } from "./layout.ts";
 import { type RegistryOptions, RegistryStore } from "./registry/registry.ts";
 import type { Store } from "./store.ts";
@@ -13,5 +14,6 @@ export interface StoreOptions {
 
 export async function openStore(ref: Reference, opts: StoreOptions = {}): Promise<Store> {
   if (ref.kind === "layout") return await LayoutStore.open(ref.path, { create: opts.create });
+  if (ref.kind === "archive") return await ArchiveStore.open(ref.path, { create: opts.create });
   return await RegistryStore.open(ref, opts.registry ?? {});
 }

@@ -68,6 +68,19 @@ export interface Store {
    */
   tag(desc: Descriptor, tag: string, bytes?: Uint8Array): Promise<void>;
 
+  /**
+   * Every tag the store holds (a layout's or archive's ref.names; a registry's tag list),
+   * sorted, each once. Throws as the store's other reads do.
+   */
+  listTags?(): Promise<string[]>;
+
+  /**
+   * Make everything pushed and tagged so far visible, for a store that publishes all at once
+   * (an archive is renamed into place here). Stores that write as they go leave it out.
+   * Called once after the last tag; close() without it discards what was not published.
+   */
+  commit?(): Promise<void>;
+
   /** Release resources (locks, connections). */
   close(): Promise<void>;
 }

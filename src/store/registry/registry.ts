@@ -367,6 +367,49 @@ export class RegistryStore implements MountingStore {
     return digest && isValidDigest(digest) ? digest : undefined;
   }
 
+  /**
+   * Every tag of the repository, sorted, each once (distribution-spec "Listing Tags"): GET
+   * `tags/list`, `pageSize` (`n`) at a time when given, following `Link: <…>; rel="next"`
+   * while it stays on the registry's origin. At most 10,000 pages of at most 4 MiB each.
+   * Throws NotFoundError for a repository the registry does not know, UserError for other
+   * failures and for a malformed answer.
+   */
+  async listTags(pageSize?: number): Promise<string[]> {
+    const tags = new Set<string>();
+    let url: URL | undefined = this.#url("tags/list");
+    if (pageSize !== undefined) url.searchParams.set("n", String(pageSize));
+    for (let page = 0; url !== undefined; page++) {
+      if (page >= 10_000) throw new UserError(`${this.name}: more than 10000 pages of tags`);
+      const res = await this.#send({ method: "GET", url, headers: {} }, this.#pullScopes());
+      if (res.status === 404) {
+        await res.discard();
+        throw new NotFoundError(`repository ${this.name} not found`);
+      }
+      if (res.status !== 200) throw await this.#fail(res, "GET", url);
+      const link = res.headers.get("link");
+      let doc: unknown;
+      try {
+        doc = JSON.parse(new TextDecoder().decode(await res.bytes(4 * 1024 * 1024, "tag list")));
+      } catch (e) {
+        if (e instanceof UserError) throw e;
+        throw new UserError(`${this.name}: GET ${url.pathname}: tag list is not valid JSON`);
+      }
+      const list = (doc as { tags?: unknown })?.tags;
+      if (list !== null && list !== undefined && !Array.isArray(list)) {
+        throw new UserError(`${this.name}: GET ${url.pathname}: "tags" is not a list`);
+      }
+      for (const t of list ?? []) if (typeof t === "string") tags.add(t);
+      const next = link ? /<([^>]*)>\s*;\s*rel="?next"?/i.exec(link)?.[1] : undefined;
+      url = next === undefined ? undefined : new URL(next, url);
+      if (url && !this.#transport.isRegistryOrigin(url)) {
+        throw new UserError(
+          `${this.name}: tag list continues on another host (${url.host}); refused`,
+        );
+      }
+    }
+    return [...tags].sort();
+  }
+
   async fetchManifest(desc: Descriptor): Promise<Uint8Array> {
     parseDigest(desc.digest);
     if (desc.size > MAX_MANIFEST_SIZE) {
@@ -640,11 +683,21 @@ export class RegistryStore implements MountingStore {
   }
 
   /** Mount from another repository of the same registry; false when not applicable or refused. */
+  /**
+   * Another store known to hold a blob, tried for a mount after the copy's source (a job
+   * copying many images sets it to the repositories it has already filled).
+   */
+  mountHint?: (digest: string) => Store | undefined;
+
   async mount(desc: Descriptor, from: Store): Promise<boolean> {
-    if (!(from instanceof RegistryStore)) return false;
-    if (from.baseUrl !== this.baseUrl || from.repository === this.repository) return false;
-    parseDigest(desc.digest);
-    return await mountBlob(this.#api, desc, from.repository);
+    const hint = this.mountHint?.(desc.digest);
+    for (const other of hint && hint !== from ? [from, hint] : [from]) {
+      if (!(other instanceof RegistryStore)) continue;
+      if (other.baseUrl !== this.baseUrl || other.repository === this.repository) continue;
+      parseDigest(desc.digest);
+      if (await mountBlob(this.#api, desc, other.repository)) return true;
+    }
+    return false;
   }
 
   close(): Promise<void> {

@@ -1,0 +1,78 @@
+// Unit tests of the naming rules of a many-image job (src/cli/job.ts).
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import {
+  fullName,
+  parseRegistryPrefix,
+  planImages,
+  planTags,
+  readImageList,
+  splitFullName,
+} from "../src/cli/job.ts";
+import { formatReference, parseReference } from "../src/reference.ts";
+import { UsageError, UserError } from "../src/errors.ts";
+import * as fx from "./fixtures/images.ts";
+
+Deno.test("job: an images file: comments, blank lines, scheme-less lines are Docker references", async () => {
+  await fx.withTempDir(async (tmp) => {
+    const file = join(tmp, "list");
+    await Deno.writeTextFile(
+      file,
+      "# bundle\n\nalpine:3.20\nquay.io/org/app:v1   # trailing comment\n" +
+        "oci://localhost:5000/x/y:z\noci-archive:/b.tar:t\n",
+    );
+    const refs = await readImageList(file);
+    assert.deepEqual(refs.map(formatReference), [
+      "docker.io/library/alpine:3.20",
+      "quay.io/org/app:v1",
+      "localhost:5000/x/y:z",
+      "oci-archive:/b.tar:t",
+    ]);
+    await Deno.writeTextFile(file, "ok:1\nBad Ref\n");
+    await assert.rejects(
+      () => readImageList(file),
+      (e) => e instanceof UsageError && /line 2/.test(e.message),
+    );
+    await Deno.writeTextFile(file, "# nothing\n");
+    await assert.rejects(() => readImageList(file), UsageError);
+  });
+});
+
+Deno.test("job: into a prefix PREFIX/REPO-PATH:TAG; into a layout or archive the full reference", () => {
+  const images = ["docker://alpine:3.20", "oci://quay.io/org/app:v1"].map(parseReference);
+  assert.deepEqual(
+    planImages(images, "oci://mirror:5000/base").map(({ dst }) => formatReference(dst)),
+    ["mirror:5000/base/library/alpine:3.20", "mirror:5000/base/org/app:v1"],
+  );
+  assert.deepEqual(
+    planImages(images, "oci://mirror:5000").map(({ dst }) => formatReference(dst)),
+    ["mirror:5000/library/alpine:3.20", "mirror:5000/org/app:v1"],
+  );
+  assert.deepEqual(
+    planImages(images, "oci-archive:b.tar").map(({ dst }) => dst.tag),
+    ["docker.io/library/alpine:3.20", "quay.io/org/app:v1"],
+  );
+  assert.equal(fullName(parseReference("oci://h:1/r:t")), "h:1/r:t");
+  assert.throws(() => planImages(images, "b.tar:x"), UsageError);
+  assert.throws(() => parseRegistryPrefix("oci://h/p:tag"), UsageError);
+  assert.equal(parseRegistryPrefix("some/dir"), undefined);
+});
+
+Deno.test("job: a bundle's full references map back under the prefix; plain tags to DST's repository", () => {
+  assert.deepEqual(splitFullName("docker.io/library/alpine:3.20"), {
+    path: "library/alpine",
+    tag: "3.20",
+  });
+  assert.deepEqual(splitFullName("localhost:5000/app:v1"), { path: "app", tag: "v1" });
+  assert.deepEqual(splitFullName("library/alpine:3.20"), { path: "library/alpine", tag: "3.20" });
+  assert.equal(splitFullName("v1"), undefined);
+  const src = parseReference("oci-archive:b.tar");
+  const plan = planTags(src, ["docker.io/library/alpine:3.20", "v1"], "oci://m/base");
+  assert.deepEqual(plan.map(({ dst }) => formatReference(dst)), [
+    "m/base/library/alpine:3.20",
+    "m/base:v1",
+  ]);
+  assert.deepEqual(plan.map(({ src }) => src.tag), ["docker.io/library/alpine:3.20", "v1"]);
+  assert.throws(() => planTags(src, ["v1"], "oci://m"), UserError);
+  assert.throws(() => planTags(src, ["not a ref"], "oci://m/base"), UserError);
+});
