@@ -4,6 +4,7 @@ import { parseDigest } from "../digest.ts";
 import { UsageError } from "../errors.ts";
 import { isIndexType, isManifestType } from "../media.ts";
 import {
+  checkLayoutReference,
   formatReference,
   parseReference,
   type Reference,
@@ -151,8 +152,8 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     );
   }
   const jobs = values.jobs === undefined ? 4 : parseCount(String(values.jobs), "jobs", 1, 64);
-  const src = parseReference(positionals[0]);
-  const dst = parseReference(positionals[1]);
+  const src = checkReference(parseReference(positionals[0]));
+  const dst = checkReference(parseReference(positionals[1]));
   if (dst.kind === "layout" && dst.digest) {
     throw new UsageError(
       `destination ${JSON.stringify(dst.text)}: a layout destination needs a tag, not a digest`,
@@ -262,6 +263,11 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     await source?.close().catch(() => {});
     await target?.close().catch(() => {});
   }
+}
+
+/** A layout reference checked against the disk (see checkLayoutReference); others as they are. */
+function checkReference(ref: Reference): Reference {
+  return ref.kind === "layout" ? checkLayoutReference(ref) : ref;
 }
 
 function emptyStats(): CopyStats {
