@@ -16,6 +16,7 @@ import { LayoutStore } from "../store/layout.ts";
 import { openStore } from "../store/open.ts";
 import type { Store } from "../store/store.ts";
 import {
+  aliasHelp,
   flagHelp,
   type FlagSpec,
   type FlagValues,
@@ -27,6 +28,10 @@ import { findCredentials, parseCredsFlag } from "../store/registry/credentials.t
 import { escapeControl, formatBytes, type Logger } from "./log.ts";
 import { Progress } from "./progress.ts";
 
+const NEVER_CONVERTS = "umoci copy never converts; digests are preserved";
+const NO_SIGNING =
+  "umoci copy does not sign; sign the digest it prints afterwards (e.g. cosign sign REPO@DIGEST)";
+
 export const COPY_FLAGS: Record<string, FlagSpec> = {
   "plain-http": {
     type: "boolean",
@@ -37,6 +42,8 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
     value: "BOOL",
     help: "verify registry TLS certificates (default true; --tls-verify=false to skip)",
   },
+  "src-tls-verify": { type: "boolean", help: "the same for SRC only" },
+  "dest-tls-verify": { type: "boolean", help: "the same for DST only" },
   "cacert": {
     type: "string",
     multiple: true,
@@ -46,8 +53,10 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
   "cert-dir": {
     type: "string",
     value: "DIR",
-    help: "certificates in the layout of /etc/docker/certs.d: DIR/HOST[:PORT]/*.crt",
+    help: "certificates laid out like /etc/docker/certs.d: DIR/HOST[:PORT]/*.crt",
   },
+  "src-cert-dir": { type: "string", value: "DIR", help: "the same for SRC only" },
+  "dest-cert-dir": { type: "string", value: "DIR", help: "the same for DST only" },
   "trace-requests": {
     type: "boolean",
     help: "print every HTTP request and response on stderr (secrets redacted)",
@@ -66,6 +75,8 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
     value: "FILE",
     help: "read credentials only from this auth.json/config.json",
   },
+  "src-authfile": { type: "string", value: "FILE", help: "the same for SRC only" },
+  "dest-authfile": { type: "string", value: "FILE", help: "the same for DST only" },
   "no-creds": { type: "boolean", help: "access registries anonymously" },
   "retries": {
     type: "string",
@@ -108,28 +119,94 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
     value: "LEVEL",
     help: "debug, info, warn or error (default info)",
   },
+  "debug": { type: "boolean", help: "the same as --log=debug" },
+  "quiet": { type: "boolean", short: "q", help: "only warnings and errors (--log=warn)" },
   "help": { type: "boolean", short: "h", help: "show this help" },
+  // skopeo's names for the same things.
+  "retry-times": { type: "string", alias: "retries" },
+  "image-parallel-copies": { type: "string", alias: "jobs" },
+  // Always so here; accepted for scripts written for skopeo.
+  "all": {
+    type: "boolean",
+    help: "copy an index with all its images (always so; --all is accepted)",
+  },
+  "preserve-digests": {
+    type: "boolean",
+    help: "fail rather than change a digest (always so; accepted)",
+  },
+  // Other tools' flags that mean nothing here: what to use instead.
+  "insecure": {
+    type: "boolean",
+    instead: "use --tls-verify=false (https, certificates not checked) or --plain-http (http)",
+  },
+  "format": { type: "string", short: "f", instead: NEVER_CONVERTS },
+  "dest-compress": { type: "boolean", instead: NEVER_CONVERTS },
+  "dest-compress-format": { type: "string", instead: NEVER_CONVERTS },
+  "dest-compress-level": { type: "string", instead: NEVER_CONVERTS },
+  "dest-decompress": { type: "boolean", instead: NEVER_CONVERTS },
+  "remove-signatures": {
+    type: "boolean",
+    instead: "umoci copy adds and removes no signatures; manifests are copied byte for byte",
+  },
+  "sign-by": { type: "string", instead: NO_SIGNING },
+  "sign-by-sigstore": { type: "string", instead: NO_SIGNING },
+  "sign-by-sigstore-private-key": { type: "string", instead: NO_SIGNING },
+  "sign-passphrase-file": { type: "string", instead: NO_SIGNING },
+  "sign-identity": { type: "string", instead: NO_SIGNING },
+  "encryption-key": { type: "string", instead: "umoci copy does not encrypt layers" },
+  "decryption-key": { type: "string", instead: "umoci copy does not decrypt layers" },
+  "additional-tag": {
+    type: "string",
+    instead: "copy again to the other tag: only the tag is written the second time",
+  },
+  "retry-delay": {
+    type: "string",
+    instead: "waits double from 0.2 s up to --retry-max-wait (Retry-After is honored)",
+  },
+  "password": {
+    type: "string",
+    instead: "use --password-stdin or --creds USER (asks on the terminal); a password on " +
+      "the command line is visible to other users",
+  },
+  "src-username": { type: "string", instead: "use --src-creds USER[:PASS]" },
+  "src-password": { type: "string", instead: "use --src-creds USER[:PASS]" },
+  "dest-username": { type: "string", instead: "use --dest-creds USER[:PASS]" },
+  "dest-password": { type: "string", instead: "use --dest-creds USER[:PASS]" },
+  "verbose": {
+    type: "boolean",
+    short: "v",
+    instead: "use --debug for more detail, --trace-requests for every HTTP request",
+  },
 };
 
 export const COPY_USAGE = `Usage: umoci copy [flags] SRC DST
 
-Copy an image, with everything it refers to, from SRC to DST. Every byte is verified
-against its digest while it streams, content already at DST is not transferred again,
-and manifests are copied byte for byte, so every digest is preserved.
+Copy an image, with everything it refers to, from SRC to DST. Every byte is
+verified against its digest while it streams, content already at DST is not
+transferred again, and manifests are copied byte for byte, so every digest is
+preserved.
 
 SRC and DST are each one of:
-  DIR[:TAG]                               an OCI image layout (TAG defaults to "latest")
-  DIR@DIGEST                              a manifest or index in a layout (SRC only)
-  oci://HOST[:PORT]/REPO[:TAG|@DIGEST]    a repository in a registry
+  DIR[:TAG]            an OCI image layout (TAG defaults to "latest")
+  oci:DIR[:TAG]        the same (skopeo's spelling)
+  ocidir://DIR[:TAG]   the same (regctl's); TAG follows the last ':', so DIR
+                       may contain ':'
+  DIR@DIGEST           a manifest or index in a layout (SRC only)
+  oci://HOST[:PORT]/REPO[:TAG|@DIGEST]
+                       a repository in a registry
   docker://[HOST[:PORT]/]REPO[:TAG|@DIGEST]
-                                          the same with Docker's defaults (docker.io,
-                                          library/ for one-part names)
+                       the same with Docker's defaults (docker.io, library/
+                       for one-part names)
 
-A DST layout that does not exist is created. Registries are reached over https unless
---plain-http is given.
+A DST layout that does not exist is created, unless its name looks like a
+registry (HOST:PORT/..., localhost/..., a dotted host): write oci:// for a
+registry. Registries are reached over https unless --plain-http is given.
 
 Flags:
 ${flagHelp(COPY_FLAGS)}
+
+Also accepted (skopeo's names):
+${aliasHelp(COPY_FLAGS)}
 
 Examples:
   umoci copy opensuse:42.2 backup:stable
@@ -143,6 +220,12 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
   if (values.help) {
     console.log(COPY_USAGE);
     return 0;
+  }
+  if (values.all === false) {
+    throw new UsageError("--all=false: umoci copy always copies an index with all its images");
+  }
+  if (values["preserve-digests"] === false) {
+    throw new UsageError("--preserve-digests=false: umoci copy never changes a digest");
   }
   if (positionals.length !== 2) {
     throw new UsageError(
@@ -165,21 +248,23 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     );
   }
   const creds = await credentialFlags(values, logger);
+  /** A flag given for one side (`--src-X`, `--dest-X`), else for both (`--X`). */
+  const perSide = (side: "src" | "dest", flag: string) => values[`${side}-${flag}`] ?? values[flag];
   const registryFor = (side: "src" | "dest"): RegistryOptions => ({
     ...registry,
+    tlsVerify: perSide(side, "tls-verify") !== false,
+    certDir: perSide(side, "cert-dir") as string | undefined,
     credentials: (host, repository) =>
       findCredentials(host, repository, {
         creds: creds[side],
-        authFile: values.authfile as string | undefined,
+        authFile: perSide(side, "authfile") as string | undefined,
         noCreds: values["no-creds"] === true,
         debug: (m) => logger.debug(m),
       }),
   });
   const registry: RegistryOptions = {
     plainHttp: values["plain-http"] === true,
-    tlsVerify: values["tls-verify"] !== false,
     caCertFiles: values.cacert as string[] | undefined,
-    certDir: values["cert-dir"] as string | undefined,
     chunkSize: values["chunk-size"] === undefined
       ? undefined
       : parseSize(String(values["chunk-size"]), "chunk-size"),

@@ -12,13 +12,18 @@ Commands:
 
 Global flags:
   --log=LEVEL   debug, info, warn or error (default info)
+  --debug       the same as --log=debug
+  -q, --quiet   the same as --log=warn
   --version     print the version and exit
   -h, --help    show this help
 
 Run 'umoci copy --help' for the copy command's flags and reference syntax.
 `;
 
-/** Pull `--log=LEVEL` / `--log LEVEL` out of args wherever it stands. */
+/**
+ * Pull `--log=LEVEL` / `--log LEVEL` and its shorthands `--debug` (debug) and `-q`/`--quiet`
+ * (warn) out of args wherever they stand before `--`; the last one wins.
+ */
 function extractLogLevel(args: string[]): { level: Level; rest: string[] } {
   let level: string = "info";
   const rest: string[] = [];
@@ -28,7 +33,12 @@ function extractLogLevel(args: string[]): { level: Level; rest: string[] } {
       rest.push(...args.slice(i));
       break;
     }
-    if (a.startsWith("--log=")) level = a.slice(6);
+    const shorthand = /^(?:--(debug|quiet)|-(q))(?:=(true|false))?$/i.exec(a);
+    if (shorthand) {
+      if (shorthand[4]?.toLowerCase() !== "false") {
+        level = shorthand[1] === "debug" ? "debug" : "warn";
+      }
+    } else if (a.startsWith("--log=")) level = a.slice(6);
     else if (a === "--log") {
       if (i + 1 >= args.length) throw new UsageError("flag --log needs a level");
       level = args[++i];
