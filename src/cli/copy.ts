@@ -1,7 +1,8 @@
 // `umoci copy [flags] SRC DST`
-import { type CopyEvent, copyGraph, type CopyStats } from "../copy.ts";
+import { type CopyEvent, copyGraph, type CopyStats, type PlanAction } from "../copy.ts";
+import type { Descriptor } from "../media.ts";
 import { parseDigest } from "../digest.ts";
-import { UsageError } from "../errors.ts";
+import { UsageError, UserError } from "../errors.ts";
 import { isIndexType, isManifestType } from "../media.ts";
 import {
   checkLayoutReference,
@@ -33,6 +34,11 @@ const NO_SIGNING =
   "umoci copy does not sign; sign the digest it prints afterwards (e.g. cosign sign REPO@DIGEST)";
 
 export const COPY_FLAGS: Record<string, FlagSpec> = {
+  "dry-run": {
+    type: "boolean",
+    help: "resolve everything and print the plan (what exists, would be mounted or " +
+      "transferred, with sizes); write nothing",
+  },
   "plain-http": {
     type: "boolean",
     help: "talk to registries over http:// instead of https:// (no fallback)",
@@ -212,7 +218,7 @@ Examples:
   umoci copy opensuse:42.2 backup:stable
   umoci copy --plain-http oci://localhost:8080/opensuse/amd64:42.2 opensuse:42.2
   umoci copy --plain-http opensuse:42.2 oci://localhost:8080/opensuse/amd64:42.2
-  umoci copy oci://registry.example/app:v1 oci://mirror.example/app:v1
+  umoci copy --dry-run oci://registry.example/app:v1 oci://mirror.example/app:v1
 `;
 
 export async function copyCommand(args: string[], logger: Logger): Promise<number> {
@@ -248,6 +254,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     );
   }
   const creds = await credentialFlags(values, logger);
+  const steps = new HeldLines(logger);
   /** A flag given for one side (`--src-X`, `--dest-X`), else for both (`--X`). */
   const perSide = (side: "src" | "dest", flag: string) => values[`${side}-${flag}`] ?? values[flag];
   const registryFor = (side: "src" | "dest"): RegistryOptions => ({
@@ -269,7 +276,10 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       ? undefined
       : parseSize(String(values["chunk-size"]), "chunk-size"),
     trace: values["trace-requests"] ? (line) => logger.raw(line) : undefined,
-    onRetry: (line) => logger.info(line),
+    onRetry: (line) => {
+      steps.release();
+      logger.info(line);
+    },
     retries: values.retries === undefined
       ? 5
       : parseCount(String(values.retries), "retries", 0, 100),
@@ -288,8 +298,8 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
   try {
     source = await openStore(src, { registry: registryFor("src") });
     if (source instanceof RegistryStore && src.kind === "registry") {
-      logger.info(registryLine(source, src));
-      logger.info("Checking if manifest available in registry");
+      steps.info(registryLine(source, src));
+      steps.info("Checking if manifest available in registry");
     }
     const root = await source.resolve({ tag: src.tag, digest: src.digest });
     if (dst.kind === "registry" && dst.digest && dst.digest !== root.digest) {
@@ -302,40 +312,58 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     );
     target = await openStore(dst, { create: true, registry: registryFor("dest") });
     if (target instanceof RegistryStore && dst.kind === "registry") {
-      logger.info(registryLine(target, dst));
+      steps.info(registryLine(target, dst));
     }
-    logger.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
+    const dryRun = values["dry-run"] === true;
+    if (!dryRun) steps.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
     const tag = dst.tag;
-    // The tag already names this very manifest: the registry has all of it; one HEAD.
-    const done = tag !== undefined && target instanceof RegistryStore &&
-      isManifestType(root.mediaType) && (await target.tagDigest(tag)) === root.digest;
+    // What the tag names now: when that is the source's root, a rerun has nothing to do.
+    const before = tag === undefined ? undefined : await tagTarget(target, tag);
+    // A registry whose tag names this very manifest has all of it: one HEAD is the copy.
+    const done = before === root.digest && target instanceof RegistryStore &&
+      isManifestType(root.mediaType);
+    const plan = new Plan();
     const stats = done ? emptyStats() : await copyGraph(source, target, root, {
       jobs,
       retries: registry.retries,
       rootTag: tag,
       allowNonDistributable: values["allow-nondistributable-artifacts"] === true,
-      onEvent: (e) => report(e, logger, progress, target!),
+      dryRun,
+      onEvent: (e) => dryRun ? plan.add(e) : report(e, steps, progress, target!),
     });
     progress?.stop();
-    if (done) {
-      logger.info(`${formatReference(dst)} is already ${root.digest}: nothing to copy`);
-    } else if (tag) {
-      if (target instanceof LayoutStore) {
-        logger.info(`Saving reference '${tag}' to index in ${target.path}`);
-      } else logger.info(`Tagging ${root.digest} as '${tag}'`);
-      // Usually done already: the root was pushed with its tag.
-      if (!stats.rootTagged) await target.tag(root, tag, stats.rootBytes);
+    const nothingCopied = stats.blobsCopied + stats.blobsMounted + stats.manifestsCopied === 0;
+    if (dryRun) {
+      steps.release();
+      const lines = plan.lines(root, before === root.digest ? undefined : tag, done);
+      for (const line of lines) console.log(escapeControl(line));
+      return 0;
     }
-    if (target instanceof RegistryStore) {
-      logger.info(`Successfully copied to remote ${target.registry}`);
+    const written = tag !== undefined && before !== root.digest;
+    if (nothingCopied) {
+      // A rerun: its "already present" lines would only repeat what one line says.
+      steps.drop();
+      if (written) {
+        if (!stats.rootTagged) await target.tag(root, tag, stats.rootBytes);
+        logger.info(
+          `Nothing to copy: ${describe(dst)} had all of ${root.digest}; ` +
+            `only the tag '${tag}' was written`,
+        );
+      } else logger.info(`${formatReference(dst)} is already ${root.digest}: nothing to copy`);
+    } else {
+      steps.release();
+      if (written) {
+        if (target instanceof LayoutStore) {
+          logger.info(`Saving reference '${tag}' to index in ${target.path}`);
+        } else logger.info(`Tagging ${root.digest} as '${tag}'`);
+        // Usually done already: the root was pushed with its tag.
+        if (!stats.rootTagged) await target.tag(root, tag, stats.rootBytes);
+      }
+      if (target instanceof RegistryStore) {
+        logger.info(`Successfully copied to remote ${target.registry}`);
+      }
+      logger.info(summaryLine(stats, isIndexType(root.mediaType)));
     }
-    logger.info(
-      `Copied ${stats.blobsCopied} blobs (${formatBytes(stats.bytesCopied)}), skipped ${
-        stats.blobsSkipped + stats.blobsMounted
-      } already present; ${stats.manifestsCopied} manifests written${
-        isIndexType(root.mediaType) ? " (index)" : ""
-      }`,
-    );
     // stdout is for scripts and terminals alike: only ever a digest of the strict grammar.
     parseDigest(root.digest);
     console.log(root.digest);
@@ -343,6 +371,9 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       await Deno.writeTextFile(values.digestfile, root.digest + "\n");
     }
     return 0;
+  } catch (e) {
+    steps.release(); // what was done before the failure, then its error line
+    throw e;
   } finally {
     progress?.stop();
     await source?.close().catch(() => {});
@@ -353,6 +384,131 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
 /** A layout reference checked against the disk (see checkLayoutReference); others as they are. */
 function checkReference(ref: Reference): Reference {
   return ref.kind === "layout" ? checkLayoutReference(ref) : ref;
+}
+
+/** The digest `tag` names in `store` now; undefined when it names nothing (or several). */
+async function tagTarget(store: Store, tag: string): Promise<string | undefined> {
+  if (store instanceof RegistryStore) return await store.tagDigest(tag);
+  try {
+    return (await store.resolve({ tag })).digest;
+  } catch (e) {
+    if (e instanceof UserError) return undefined; // not there, or ambiguous: written anew
+    throw e;
+  }
+}
+
+/**
+ * The closing line of a copy: what was transferred, mounted and found present, and how many
+ * manifests were written; the parts that are zero are left out.
+ */
+export function summaryLine(stats: CopyStats, index: boolean): string {
+  const plural = (n: number, one: string) => `${n} ${one}${n === 1 ? "" : "s"}`;
+  const parts = [`Copied ${plural(stats.blobsCopied, "blob")} (${formatBytes(stats.bytesCopied)})`];
+  if (stats.blobsMounted > 0) parts.push(`mounted ${stats.blobsMounted}`);
+  if (stats.blobsSkipped > 0) parts.push(`${stats.blobsSkipped} already present`);
+  const manifests = `${plural(stats.manifestsCopied, "manifest")} written${
+    index ? " (index)" : ""
+  }`;
+  return `${parts.join(", ")}; ${manifests}`;
+}
+
+/** A dry run's plan, collected from copyGraph's plan events and printed as lines. */
+export class Plan {
+  readonly blobs: Extract<CopyEvent, { type: "plan-blob" }>[] = [];
+  readonly manifests: Extract<CopyEvent, { type: "plan-manifest" }>[] = [];
+
+  /** Take one event; all but plan events are ignored. */
+  add(e: CopyEvent): void {
+    if (e.type === "plan-blob") this.blobs.push(e);
+    else if (e.type === "plan-manifest") this.manifests.push(e);
+  }
+
+  /**
+   * The plan as lines: a header, one line per blob (largest first, the order transfers
+   * start in) and per manifest (children before parents), then the totals. `tag` is
+   * the tag that would be written, `done` that the destination's tag already names it all.
+   */
+  lines(root: Descriptor, tag: string | undefined, done: boolean): string[] {
+    const out = ["Dry run: nothing is written. Plan:"];
+    if (done) {
+      out.push(`  exists              root ${root.digest} (${formatBytes(root.size)}), tagged`);
+      out.push("Nothing to copy: the destination's tag already names it.");
+      return out;
+    }
+    const words: Record<PlanAction | "write", string> = {
+      exists: "exists",
+      mount: "would try to mount",
+      transfer: "would transfer",
+      write: "would write",
+    };
+    const row = (action: string, what: string, digest: string, size: number) =>
+      `  ${action.padEnd(19)} ${what.padEnd(11)} ${digest} ${formatBytes(size)}`;
+    const blobs = [...this.blobs].sort((a, b) => b.desc.size - a.desc.size);
+    for (const b of blobs) out.push(row(words[b.action], blobLabel(b), b.desc.digest, b.desc.size));
+    for (const m of this.manifests) {
+      const what = m.desc.digest === root.digest
+        ? (isIndexType(m.desc.mediaType) ? "index" : "manifest")
+        : "manifest";
+      const tagged = m.tag !== undefined ? ` (tag '${m.tag}')` : "";
+      out.push(row(words[m.action], what, m.desc.digest, m.desc.size) + tagged);
+    }
+    const sum = (list: { desc: Descriptor }[]) => list.reduce((n, e) => n + e.desc.size, 0);
+    const of = (action: PlanAction) => blobs.filter((b) => b.action === action);
+    const transfer = of("transfer");
+    const mount = of("mount");
+    const present = of("exists");
+    const written = this.manifests.filter((m) => m.action === "write");
+    const bytes = sum(transfer) + sum(written);
+    const count = (n: number, one: string) => `${n} ${one}${n === 1 ? "" : "s"}`;
+    let total = `Total to move: ${bytes} bytes (${formatBytes(bytes)}): ${
+      count(transfer.length, "blob")
+    } to transfer, ${count(written.length, "manifest")} to write`;
+    if (mount.length > 0) {
+      const m = sum(mount);
+      total += `; ${count(mount.length, "blob")} (${m} bytes) to try to mount, ` +
+        `${bytes + m} bytes if the registry refuses`;
+    }
+    total += `; ${count(present.length, "blob")} (${sum(present)} bytes) already there`;
+    if (tag !== undefined && !written.some((m) => m.tag !== undefined)) {
+      total += `; tag '${tag}' would be set`;
+    }
+    out.push(total);
+    if (bytes === 0 && mount.length === 0) {
+      out.push(tag === undefined ? "Nothing to copy." : `Only the tag '${tag}' would be written.`);
+    }
+    return out;
+  }
+}
+
+/**
+ * Step lines held back until the copy does something (transfers, mounts, writes, retries),
+ * so that a rerun with nothing to do says so in one line instead of a line per blob it
+ * found present. Released in order as soon as there is something to tell, and before an
+ * error line; with --log=debug nothing is held.
+ */
+class HeldLines {
+  #held: string[] | undefined;
+  constructor(readonly logger: Logger) {
+    this.#held = logger.enabled("debug") ? undefined : [];
+  }
+
+  /** An info line: now, or when released. */
+  info(line: string): void {
+    if (this.#held) this.#held.push(line);
+    else this.logger.info(line);
+  }
+
+  /** Write what is held; from now on lines go out at once. */
+  release(): void {
+    const held = this.#held;
+    this.#held = undefined;
+    for (const line of held ?? []) this.logger.info(line);
+  }
+
+  /** Forget what is held (nothing was done); from now on lines go out at once. */
+  drop(): void {
+    this.#held = undefined;
+  }
 }
 
 function emptyStats(): CopyStats {
@@ -458,9 +614,11 @@ function shortDigest(digest: string): string {
   return digest.slice(0, i + 1 + 12);
 }
 
-function report(e: CopyEvent, logger: Logger, progress: Progress | undefined, target: Store) {
+function report(e: CopyEvent, steps: HeldLines, progress: Progress | undefined, target: Store) {
+  const logger = steps.logger;
   switch (e.type) {
     case "blob-start":
+      steps.release();
       logger.info(
         `Copying ${blobLabel(e)} with digest ${e.desc.digest} (${formatBytes(e.desc.size)})`,
       );
@@ -478,16 +636,18 @@ function report(e: CopyEvent, logger: Logger, progress: Progress | undefined, ta
       );
       break;
     case "blob-skip":
-      logger.info(
+      if (e.reason === "mounted") steps.release();
+      steps.info(
         `Skipping ${blobLabel(e)} ${e.desc.digest}: ${
           e.reason === "exists" ? "already present" : "mounted from the source repository"
         }`,
       );
       break;
     case "nondistributable-skip":
-      logger.info(nonDistributableLine(e.descs));
+      steps.info(nonDistributableLine(e.descs));
       break;
     case "manifest-done":
+      steps.release();
       logger.debug(`manifest ${e.desc.mediaType} ${e.desc.digest} written`);
       break;
     case "manifest-skip":

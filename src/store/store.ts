@@ -76,6 +76,11 @@ export interface Store {
 export interface MountingStore extends Store {
   /** Try to make `desc` present by mounting it from `from`; true when it worked. */
   mount(desc: Descriptor, from: Store): Promise<boolean>;
+  /**
+   * True when mount() would ask to mount blobs from `from` (no request is made); whether a
+   * mount works is known only when it is tried.
+   */
+  mountsFrom(from: Store): boolean;
 }
 
 export function canMount(s: Store): s is MountingStore {

@@ -640,9 +640,14 @@ export class RegistryStore implements MountingStore {
   }
 
   /** Mount from another repository of the same registry; false when not applicable or refused. */
+  /** Blobs are mounted from another repository of the same registry only. */
+  mountsFrom(from: Store): from is RegistryStore {
+    return from instanceof RegistryStore && from.baseUrl === this.baseUrl &&
+      from.repository !== this.repository;
+  }
+
   async mount(desc: Descriptor, from: Store): Promise<boolean> {
-    if (!(from instanceof RegistryStore)) return false;
-    if (from.baseUrl !== this.baseUrl || from.repository === this.repository) return false;
+    if (!this.mountsFrom(from)) return false;
     parseDigest(desc.digest);
     return await mountBlob(this.#api, desc, from.repository);
   }
