@@ -2,7 +2,8 @@
 import { type CopyEvent, copyGraph, type CopyStats, type PlanAction } from "../copy.ts";
 import type { Descriptor } from "../media.ts";
 import { parseDigest } from "../digest.ts";
-import { UsageError, UserError } from "../errors.ts";
+import { describeError, NotFoundError, UsageError, UserError } from "../errors.ts";
+import { dirname } from "../path.ts";
 import { isIndexType, isManifestType } from "../media.ts";
 import {
   checkLayoutReference,
@@ -25,7 +26,12 @@ import {
   parseFlags,
   parseSize,
 } from "./flags.ts";
-import { findCredentials, parseCredsFlag } from "../store/registry/credentials.ts";
+import {
+  checkAuthFile,
+  credentialFiles,
+  findCredentials,
+  parseCredsFlag,
+} from "../store/registry/credentials.ts";
 import { escapeControl, formatBytes, type Logger } from "./log.ts";
 import { Progress } from "./progress.ts";
 
@@ -253,12 +259,40 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       `destination ${JSON.stringify(dst.text)}: give a tag or a digest, not both`,
     );
   }
+  // What can be checked before anything is copied is checked now.
+  // A file named on the command line that cannot serve is a bad command line (exit 2).
+  try {
+    for (const flag of ["authfile", "src-authfile", "dest-authfile"]) {
+      const file = values[flag];
+      if (typeof file === "string") await checkAuthFile(file, `--${flag}`);
+    }
+    if (typeof values.digestfile === "string") await checkDigestFile(values.digestfile);
+  } catch (e) {
+    throw e instanceof UserError ? new UsageError(e.message) : e;
+  }
   const creds = await credentialFlags(values, logger);
   const steps = new HeldLines(logger);
   /** A flag given for one side (`--src-X`, `--dest-X`), else for both (`--X`). */
   const perSide = (side: "src" | "dest", flag: string) => values[`${side}-${flag}`] ?? values[flag];
+  /** Where one side's credentials come from, and how to give others, for auth failures. */
+  const credentialHint = (side: "src" | "dest"): string => {
+    const flag = values[`${side}-creds`] !== undefined
+      ? `--${side}-creds`
+      : values.creds !== undefined
+      ? "--creds"
+      : values.username !== undefined
+      ? "--username and --password-stdin"
+      : undefined;
+    if (flag !== undefined) return `the credentials came from ${flag}`;
+    if (values["no-creds"]) return "--no-creds: no credentials were sent";
+    const files = credentialFiles(perSide(side, "authfile") as string | undefined);
+    const where = files.length > 0 ? files.join(", ") : "no file (HOME is not set)";
+    return `credentials were looked up in ${where}; ` +
+      "give them with --creds USER[:PASS], --authfile FILE or podman/docker login";
+  };
   const registryFor = (side: "src" | "dest"): RegistryOptions => ({
     ...registry,
+    credentialHint: credentialHint(side),
     tlsVerify: perSide(side, "tls-verify") !== false,
     certDir: perSide(side, "cert-dir") as string | undefined,
     credentials: (host, repository) =>
@@ -301,7 +335,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       steps.info(registryLine(source, src));
       steps.info("Checking if manifest available in registry");
     }
-    const root = await source.resolve({ tag: src.tag, digest: src.digest });
+    const root = await resolveSource(source, src);
     if (dst.kind === "registry" && dst.digest && dst.digest !== root.digest) {
       throw new UsageError(
         `destination digest ${dst.digest} does not match the source's ${root.digest}`,
@@ -384,6 +418,56 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
 /** A layout reference checked against the disk (see checkLayoutReference); others as they are. */
 function checkReference(ref: Reference): Reference {
   return ref.kind === "layout" ? checkLayoutReference(ref) : ref;
+}
+
+/**
+ * Check, before anything is copied, that --digestfile PATH can be written: its directory
+ * exists and takes a new file, and PATH is not a directory. A probe file is made in the
+ * directory and removed again.
+ */
+async function checkDigestFile(path: string): Promise<void> {
+  const dir = dirname(path);
+  const bad = (why: string) => new UserError(`--digestfile ${path}: ${why}`);
+  const info = await Deno.stat(dir).catch((e) => e as Error);
+  if (info instanceof Deno.errors.NotFound) throw bad(`directory ${dir} does not exist`);
+  if (info instanceof Error) throw bad(`${dir}: ${describeError(info)}`);
+  if (!info.isDirectory) throw bad(`${dir} is not a directory`);
+  const target = await Deno.stat(path).catch(() => undefined);
+  if (target?.isDirectory) throw bad("is a directory");
+  try {
+    const probe = await Deno.makeTempFile({ dir, prefix: ".umoci-copy-probe-" });
+    await Deno.remove(probe);
+  } catch (e) {
+    throw bad(`cannot write in ${dir} (${describeError(e)})`);
+  }
+}
+
+/** How many tags a "not found" message lists at most. */
+const TAGS_SHOWN = 10;
+
+/**
+ * Resolve the source reference; a tag that is not there is reported with the tags that are
+ * (up to TAGS_SHOWN), when the store can list them.
+ */
+async function resolveSource(store: Store, ref: Reference): Promise<Descriptor> {
+  try {
+    return await store.resolve({ tag: ref.tag, digest: ref.digest });
+  } catch (e) {
+    if (!(e instanceof NotFoundError) || ref.digest !== undefined || !store.listTags) throw e;
+    let listed: { tags: string[]; more: boolean };
+    try {
+      listed = await store.listTags(TAGS_SHOWN);
+    } catch {
+      throw e; // no list (a missing repository, no permission): the first error says it
+    }
+    const where = store instanceof LayoutStore ? "the layout" : "the repository";
+    const tags = listed.tags.map((t) => JSON.stringify(t)).join(", ");
+    throw new NotFoundError(
+      listed.tags.length === 0
+        ? `${e.message}; ${where} has no tags`
+        : `${e.message}; ${where} has tags ${tags}${listed.more ? " and more" : ""}`,
+    );
+  }
 }
 
 /** The digest `tag` names in `store` now; undefined when it names nothing (or several). */

@@ -440,6 +440,17 @@ export class LayoutStore implements Store {
     return matches[0];
   }
 
+  /** The distinct ref.names in index.json, in their order there. */
+  async listTags(max: number): Promise<{ tags: string[]; more: boolean }> {
+    const names = new Set<string>();
+    for (const m of (await this.readIndex()).manifests) {
+      const name = m?.annotations?.[REF_NAME_ANNOTATION];
+      if (typeof name === "string") names.add(name);
+    }
+    const tags = [...names];
+    return { tags: tags.slice(0, max), more: tags.length > max };
+  }
+
   async exists(desc: Descriptor): Promise<boolean> {
     const info = await this.#blobInfo(desc.digest);
     return info !== null && info.size === desc.size;

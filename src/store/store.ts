@@ -68,6 +68,12 @@ export interface Store {
    */
   tag(desc: Descriptor, tag: string, bytes?: Uint8Array): Promise<void>;
 
+  /**
+   * Up to `max` tags the store has, for messages (a tag that is not there lists these);
+   * `more` when it has others besides. Optional: a store without it lists nothing.
+   */
+  listTags?(max: number): Promise<{ tags: string[]; more: boolean }>;
+
   /** Release resources (locks, connections). */
   close(): Promise<void>;
 }
