@@ -2,11 +2,25 @@
 // unexpected system failure; the CLI still prints it as one line (no stack trace unless
 // --log=debug).
 
+/** The CLI's exit codes, as README.md's table lists them (tests/readme_test.ts compares). */
+export const EXIT = {
+  /** Copied, nothing to copy, or a dry run's plan printed; help and version. */
+  ok: 0,
+  /** The copy failed: one `error:` line names the cause. */
+  failed: 1,
+  /** Bad command line or reference. */
+  usage: 2,
+  /** Interrupted by SIGINT. */
+  sigint: 130,
+  /** Interrupted by SIGTERM. */
+  sigterm: 143,
+} as const;
+
 /** An error whose message is fit to show the user as it is. */
 export class UserError extends Error {
   /** Process exit code for this kind of failure. */
   exitCode: number;
-  constructor(message: string, exitCode = 1) {
+  constructor(message: string, exitCode: number = EXIT.failed) {
     super(message);
     this.name = new.target.name;
     this.exitCode = exitCode;
@@ -16,7 +30,7 @@ export class UserError extends Error {
 /** Bad command line: wrong flags or references. */
 export class UsageError extends UserError {
   constructor(message: string) {
-    super(message, 2);
+    super(message, EXIT.usage);
   }
 }
 

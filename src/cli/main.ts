@@ -1,5 +1,5 @@
 // The command dispatcher: global flags, subcommands, error reporting and signals.
-import { describeError, UsageError, UserError } from "../errors.ts";
+import { describeError, EXIT, UsageError, UserError } from "../errors.ts";
 import { removeTempFilesSync } from "../tempfiles.ts";
 import { versionString } from "../version.ts";
 import { COPY_USAGE, copyCommand } from "./copy.ts";
@@ -60,7 +60,7 @@ export async function run(args: string[]): Promise<number> {
     logger.error(
       `interrupted by ${signal}; nothing partial was published (a rerun resumes downloads)`,
     );
-    Deno.exit(signal === "SIGINT" ? 130 : 143);
+    Deno.exit(signal === "SIGINT" ? EXIT.sigint : EXIT.sigterm);
   };
   const handlers: [Deno.Signal, () => void][] = [];
   if (Deno.build.os !== "windows") {
@@ -76,7 +76,7 @@ export async function run(args: string[]): Promise<number> {
     const [command, ...commandArgs] = rest;
     if (command === undefined) {
       console.error(USAGE);
-      return 2;
+      return EXIT.usage;
     }
     if (command === "--help" || command === "-h" || command === "help") {
       if (commandArgs[0] === "copy" || commandArgs[0] === "cp") console.log(COPY_USAGE);
@@ -100,7 +100,7 @@ export async function run(args: string[]): Promise<number> {
       for (const line of (e.stack ?? String(e)).split("\n")) logger.debug(line);
     }
     logger.error(describeError(e));
-    return e instanceof UserError ? e.exitCode : 1;
+    return e instanceof UserError ? e.exitCode : EXIT.failed;
   } finally {
     for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
   }
