@@ -26,7 +26,7 @@ import {
   writeImageManifest,
   writeTarLayer,
 } from "../tests/fixtures/images.ts";
-import { PERMISSIONS } from "./build.ts";
+import { RUN_FLAGS } from "./build.ts";
 
 const { values: flags } = parseArgs({
   args: Deno.args,
@@ -132,7 +132,7 @@ async function timed(
   };
 }
 
-const UMOCI = [Deno.execPath(), "run", ...PERMISSIONS, join(root, "dist", "umoci.js")];
+const UMOCI = [Deno.execPath(), "run", ...RUN_FLAGS, join(root, "dist", "umoci.js")];
 
 /** Set once the registry holds the warm-up image: one untimed tiny copy per tool. */
 let warmUp: (() => Promise<void>) | undefined;

@@ -29,6 +29,19 @@ export const PERMISSIONS = [
   "--allow-ffi",
 ];
 
+/**
+ * V8 settings the release runs with (baked into `deno compile` binaries; pass them to
+ * `deno run` for the bundle). A 1 MiB young generation is collected more often, so the
+ * short-lived buffers a transfer hands to fetch go back to malloc sooner: a 512 MiB
+ * registry→registry copy peaked at 79 MiB RSS with it and 102–105 MiB without (push 75
+ * against 81, pull 71 against 75), at the same CPU time. Setting the flag at run time
+ * (node:v8 setFlagsFromString) is too late: the heap is already sized.
+ */
+export const V8_FLAGS = ["--v8-flags=--max-semi-space-size=1"];
+
+/** Everything `deno run` needs before the script name to run the bundle as released. */
+export const RUN_FLAGS = [...PERMISSIONS, ...V8_FLAGS];
+
 const TARGETS: Record<string, string> = {
   "linux-x86_64": "x86_64-unknown-linux-gnu",
   "linux-aarch64": "aarch64-unknown-linux-gnu",
@@ -99,12 +112,12 @@ async function bundle(): Promise<void> {
   }
   const size = (await Deno.stat(out)).size;
   console.log(`dist/umoci.js: ${(size / 1024).toFixed(0)} KiB`);
-  console.log(`run it with: deno run ${PERMISSIONS.join(" ")} dist/umoci.js copy SRC DST`);
+  console.log(`run it with: deno run ${RUN_FLAGS.join(" ")} dist/umoci.js copy SRC DST`);
 }
 
 async function compile(output: string, target?: string): Promise<boolean> {
   const entry = await writeEntry();
-  const args = ["compile", ...PERMISSIONS, "--no-check", "--output", output];
+  const args = ["compile", ...RUN_FLAGS, "--no-check", "--output", output];
   if (target) args.push("--target", target);
   args.push(entry);
   return await run(Deno.execPath(), args, true);

@@ -15,6 +15,7 @@ import {
   isSchema1,
   parseNode,
 } from "./media.ts";
+import type { Selection } from "./platform.ts";
 import { canMount, type Store } from "./store/store.ts";
 
 /** Blobs smaller than this are transferred in a lane of their own (see copyGraph). */
@@ -85,6 +86,8 @@ export interface CopyOptions {
    */
   dryRun?: boolean;
   onEvent?: (event: CopyEvent) => void;
+  /** --platform (src/platform.ts): which child manifests to copy, indexes made for it. */
+  selection?: Selection;
 }
 
 export interface CopyStats {
@@ -190,12 +193,18 @@ export async function copyGraph(
   /** Non-distributable blobs set aside while planning (by digest). */
   const setAside = new Map<string, Descriptor>();
 
+  /** A manifest from the source, or one made for this copy (a rewritten index). */
+  function srcManifest(desc: Descriptor): Promise<Uint8Array> {
+    const made = opts.selection?.manifests.get(desc.digest);
+    return made ? Promise.resolve(made) : src.fetchManifest(desc);
+  }
+
   async function readManifest(desc: Descriptor): Promise<Uint8Array> {
     if (!src.local && dst.local && (await dst.exists(desc))) {
       // Re-pull of something we already have: read it locally (verified), no request.
       return await dst.fetchManifest(desc);
     }
-    return await src.fetchManifest(desc);
+    return await srcManifest(desc);
   }
 
   function checkCopyable(desc: Descriptor, ancestors: string[]): void {
@@ -237,7 +246,8 @@ export async function copyGraph(
         if (node.config) known.add(node.config);
         const other = node.children.filter((c) => !isManifestType(c.mediaType) && !known.has(c));
         other.forEach((d, i) => addBlob(d, i + 1, other.length, "blob"));
-        const listed = node.children.filter((c) => isManifestType(c.mediaType));
+        let listed = node.children.filter((c) => isManifestType(c.mediaType));
+        if (opts.selection) listed = opts.selection.children(desc, listed);
         // A referrer's subject is a weak reference: copy it along when the source has it.
         if (node.subject && isManifestType(node.subject.mediaType)) {
           const subject = node.subject;
@@ -262,7 +272,7 @@ export async function copyGraph(
   // first). So a re-push asks one HEAD instead of one per blob, as oras and crane do.
   if (isManifestType(root.mediaType) && !dst.local) {
     if (await dst.exists(root)) {
-      stats.rootBytes = await src.fetchManifest(root);
+      stats.rootBytes = await srcManifest(root);
       stats.manifestsSkipped++;
       if (opts.dryRun) emit({ type: "plan-manifest", desc: root, action: "exists" });
       else emit({ type: "manifest-skip", desc: root });

@@ -13,6 +13,13 @@ import {
   type RegistryReference,
 } from "../reference.ts";
 import { type RegistryOptions, RegistryStore } from "../store/registry/registry.ts";
+import {
+  choosePlatformsForCli,
+  copyPlanForCli,
+  planForCli,
+  PLATFORM_FLAGS,
+  platformArgs,
+} from "./platform.ts";
 import { VERSION } from "../version.ts";
 import { LayoutStore } from "../store/layout.ts";
 import { openStore } from "../store/open.ts";
@@ -116,6 +123,7 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
     value: "N",
     help: "large-blob transfers at once (default 4); blobs under 1 MiB run 2×N beside them",
   },
+  ...PLATFORM_FLAGS,
   "allow-nondistributable-artifacts": {
     type: "boolean",
     help:
@@ -254,6 +262,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       `destination ${JSON.stringify(dst.text)}: a layout destination needs a tag, not a digest`,
     );
   }
+  const platform = platformArgs(values, dst);
   if (dst.kind === "registry" && dst.digest && dst.tag) {
     throw new UsageError(
       `destination ${JSON.stringify(dst.text)}: give a tag or a digest, not both`,
@@ -335,7 +344,8 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       steps.info(registryLine(source, src));
       steps.info("Checking if manifest available in registry");
     }
-    const root = await resolveSource(source, src);
+    let root = await resolveSource(source, src);
+    const choice = await choosePlatformsForCli(platform, source, root);
     if (dst.kind === "registry" && dst.digest && dst.digest !== root.digest) {
       throw new UsageError(
         `destination digest ${dst.digest} does not match the source's ${root.digest}`,
@@ -345,6 +355,8 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       `${describe(src)} resolved to ${root.mediaType} ${root.digest} (${root.size} bytes)`,
     );
     target = await openStore(dst, { create: true, registry: registryFor("dest") });
+    const platformPlan = await planForCli(choice, platform, target, logger);
+    if (platformPlan) root = platformPlan.root;
     if (target instanceof RegistryStore && dst.kind === "registry") {
       steps.info(registryLine(target, dst));
     }
@@ -357,14 +369,19 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     const done = before === root.digest && target instanceof RegistryStore &&
       isManifestType(root.mediaType);
     const plan = new Plan();
-    const stats = done ? emptyStats() : await copyGraph(source, target, root, {
+    const copyOptions = {
       jobs,
       retries: registry.retries,
       rootTag: tag,
       allowNonDistributable: values["allow-nondistributable-artifacts"] === true,
       dryRun,
-      onEvent: (e) => dryRun ? plan.add(e) : report(e, steps, progress, target!),
-    });
+      onEvent: (e: CopyEvent) => dryRun ? plan.add(e) : report(e, steps, progress, target!),
+    };
+    let stats: CopyStats;
+    if (done) stats = emptyStats();
+    else if (platformPlan) {
+      ({ root, stats } = await copyPlanForCli(platformPlan, source, target, copyOptions, logger));
+    } else stats = await copyGraph(source, target, root, copyOptions);
     progress?.stop();
     const nothingCopied = stats.blobsCopied + stats.blobsMounted + stats.manifestsCopied === 0;
     if (dryRun) {
