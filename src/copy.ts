@@ -44,7 +44,24 @@ export type CopyEvent =
   /** Once, after planning: the non-distributable blobs whose bytes are not transferred. */
   | { type: "nondistributable-skip"; descs: Descriptor[] }
   | { type: "manifest-done"; desc: Descriptor }
-  | { type: "manifest-skip"; desc: Descriptor };
+  | { type: "manifest-skip"; desc: Descriptor }
+  /** A dry run's plan for one blob the destination lacks or has (see opts.dryRun). */
+  | {
+    type: "plan-blob";
+    desc: Descriptor;
+    n: number;
+    total: number;
+    role: BlobRole;
+    action: PlanAction;
+  }
+  /** A dry run's plan for one manifest or index (`tag`: the root, tagged as it is pushed). */
+  | { type: "plan-manifest"; desc: Descriptor; action: "exists" | "write"; tag?: string };
+
+/**
+ * What a copy would do with a blob: nothing (the destination has it), try to mount it (a
+ * registry may refuse, and the blob is then transferred), or transfer it.
+ */
+export type PlanAction = "exists" | "mount" | "transfer";
 
 /** What a blob is to the manifest that lists it, for messages ("Copying layer 2/5"). */
 export type BlobRole = "config" | "layer" | "blob";
@@ -62,6 +79,12 @@ export interface CopyOptions {
    * the manifests, their bytes are neither read, nor looked for, nor written.
    */
   allowNonDistributable?: boolean;
+  /**
+   * Plan only: read and check every manifest and ask the destination what it has, as a copy
+   * would, then emit one plan-blob event per blob and one plan-manifest event per manifest
+   * instead of transferring, mounting or writing anything.
+   */
+  dryRun?: boolean;
   onEvent?: (event: CopyEvent) => void;
   /** --platform (src/platform.ts): which child manifests to copy, indexes made for it. */
   selection?: Selection;
@@ -132,6 +155,9 @@ interface PlannedBlob {
  * 2. blobs: what the destination lacks is mounted or transferred, `jobs` at a time, the
  *    largest first across the whole graph.
  * 3. manifests: pushed children before parents, each after everything it refers to.
+ *
+ * With opts.dryRun, steps 2 and 3 ask the destination what it has and emit plan events
+ * instead of writing: the same walk, the same checks, nothing stored.
  *
  * Throws UserError for bad input found while planning: a manifest nested deeper than
  * MAX_NESTING levels, a cycle, Docker schema1, a malformed manifest, a blob a local source
@@ -248,7 +274,8 @@ export async function copyGraph(
     if (await dst.exists(root)) {
       stats.rootBytes = await srcManifest(root);
       stats.manifestsSkipped++;
-      emit({ type: "manifest-skip", desc: root });
+      if (opts.dryRun) emit({ type: "plan-manifest", desc: root, action: "exists" });
+      else emit({ type: "manifest-skip", desc: root });
       return stats;
     }
     rootAbsent = true; // no need to ask again before pushing it
@@ -284,7 +311,13 @@ export async function copyGraph(
       if (failed !== undefined) throw failed;
       if (await dst.exists(desc)) {
         stats.blobsSkipped++;
-        emit({ type: "blob-skip", desc, n, total, role, reason: "exists" });
+        if (opts.dryRun) emit({ type: "plan-blob", desc, n, total, role, action: "exists" });
+        else emit({ type: "blob-skip", desc, n, total, role, reason: "exists" });
+        return;
+      }
+      if (opts.dryRun) {
+        const action = canMount(dst) && dst.mountsFrom(src) ? "mount" : "transfer";
+        emit({ type: "plan-blob", desc, n, total, role, action });
         return;
       }
       if (canMount(dst) && (await dst.mount(desc, src))) {
@@ -322,10 +355,15 @@ export async function copyGraph(
         const isRoot = digest === root.digest;
         if (!(isRoot && rootAbsent) && (await dst.exists(m.desc))) {
           stats.manifestsSkipped++;
-          emit({ type: "manifest-skip", desc: m.desc });
+          if (opts.dryRun) emit({ type: "plan-manifest", desc: m.desc, action: "exists" });
+          else emit({ type: "manifest-skip", desc: m.desc });
           return;
         }
         const tag = isRoot ? opts.rootTag : undefined;
+        if (opts.dryRun) {
+          emit({ type: "plan-manifest", desc: m.desc, action: "write", tag });
+          return;
+        }
         await dst.pushManifest(m.desc, m.bytes, tag);
         if (tag !== undefined) stats.rootTagged = true;
         stats.manifestsCopied++;

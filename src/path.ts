@@ -31,3 +31,11 @@ function normalize(path: string): string {
   if (absolute) return `/${body}`;
   return body === "" ? "." : body;
 }
+
+/** The directory part of a path (like path.dirname): "." for a bare name, "/" at the root. */
+export function dirname(path: string): string {
+  const trimmed = path.length > 1 ? path.replace(/\/+$/, "") : path;
+  const i = trimmed.lastIndexOf("/");
+  if (i === -1) return ".";
+  return i === 0 ? "/" : trimmed.slice(0, i);
+}

@@ -1,6 +1,9 @@
 // Parsing of every kind of image reference the CLI accepts, in one place.
 //
 //   DIR[:TAG]  DIR@DIGEST                          an OCI image layout (umoci's syntax)
+//   oci:DIR[:TAG]                                  the same in skopeo's spelling
+//   ocidir://DIR[:TAG]                             a layout in regctl's spelling (tag after
+//                                                  the last ':', so DIR may contain ':')
 //   oci://HOST[:PORT]/REPO[:TAG][@DIGEST]          a registry, host named explicitly
 //   docker://[HOST[:PORT]/]REPO[:TAG][@DIGEST]     a registry with Docker's defaults
 //   oci-archive:PATH[:TAG]  oci-archive:PATH@DIGEST   a tar of an OCI image layout
@@ -17,6 +20,11 @@ export interface LayoutReference {
   digest?: string;
   /** The original text. */
   text: string;
+  /**
+   * Written with a layout scheme (`oci:`, `ocidir://`): the user said "layout", so the
+   * guesses of checkLayoutReference (a registry written without `oci://`) do not apply.
+   */
+  explicit?: boolean;
 }
 
 export interface RegistryReference {
@@ -77,34 +85,147 @@ function checkDigest(digest: string, text: string): string {
 /** Parse any reference; `oci://` and `docker://` select a registry, anything else a layout. */
 export function parseReference(text: string): Reference {
   if (text.startsWith(ARCHIVE_PREFIX)) return parseArchiveReference(text);
+  if (text.startsWith("ocidir://")) return parseOciDirReference(text);
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(text)) return parseRegistryReference(text);
+  if (text.startsWith("oci:")) {
+    // skopeo's oci:DIR[:TAG] (containers/image splits it at the first ':' too).
+    return { ...parseLayoutReference(text.slice(4), text), explicit: true };
+  }
   return parseLayoutReference(text);
 }
 
 /**
- * `DIR[:TAG]` (split at the first `:`, TAG defaults to `latest`) or `DIR@DIGEST`.
+ * regctl's `ocidir://DIR[:TAG|@DIGEST]`. The tag is what follows the last `:` after the last
+ * `/` (a plain tag, as regctl has it), so this spelling can name a directory with `:` in
+ * its name, which `DIR:TAG` cannot.
  */
-export function parseLayoutReference(text: string): LayoutReference {
+function parseOciDirReference(text: string): LayoutReference {
+  const rest = text.slice("ocidir://".length);
+  const at = rest.indexOf("@");
+  if (at !== -1) return { ...parseLayoutReference(rest, text), explicit: true };
+  const colon = rest.lastIndexOf(":");
+  if (colon === -1 || colon < rest.lastIndexOf("/")) {
+    return { ...parseLayoutReference(rest, text, rest.length), explicit: true };
+  }
+  return { ...parseLayoutReference(rest, text, colon), explicit: true };
+}
+
+/**
+ * `DIR[:TAG]` (split at the first `:`, TAG defaults to `latest`) or `DIR@DIGEST`. `original`
+ * is the reference as the user wrote it (with a scheme), for messages; `splitAt` splits at
+ * that index instead of the first `:` (ocidir://).
+ */
+export function parseLayoutReference(
+  text: string,
+  original = text,
+  splitAt?: number,
+): LayoutReference {
   const bad = (why: string) =>
-    new UsageError(`invalid image reference ${JSON.stringify(text)}: ${why}`);
+    new UsageError(`invalid image reference ${JSON.stringify(original)}: ${why}`);
   if (text === "") throw bad("empty");
-  const colon = text.indexOf(":");
+  const first = text.indexOf(":");
+  const colon = splitAt === undefined ? first : splitAt === text.length ? -1 : splitAt;
   const beforeColon = colon === -1 ? text : text.slice(0, colon);
-  const at = beforeColon.lastIndexOf("@");
-  if (at !== -1 && colon !== -1) {
+  const at = (first === -1 ? text : text.slice(0, first)).lastIndexOf("@");
+  if (at !== -1 && first !== -1) {
     const path = text.slice(0, at);
     if (path === "") throw bad("empty layout path");
-    return { kind: "layout", path, digest: checkDigest(text.slice(at + 1), text), text };
+    return {
+      kind: "layout",
+      path,
+      digest: checkDigest(text.slice(at + 1), original),
+      text: original,
+    };
   }
   const path = beforeColon;
   if (path === "") throw bad("empty layout path");
-  if (colon === -1) return { kind: "layout", path, tag: DEFAULT_TAG, text };
+  if (colon === -1) return { kind: "layout", path, tag: DEFAULT_TAG, text: original };
   const tag = text.slice(colon + 1);
   if (tag === "") throw bad("empty tag after ':'");
   if (!isValidRefName(tag)) {
     throw bad(`tag ${JSON.stringify(tag)} is not a valid org.opencontainers.image.ref.name`);
   }
-  return { kind: "layout", path, tag, text };
+  return { kind: "layout", path, tag, text: original };
+}
+
+/** What is at a path on disk, as far as checkLayoutReference needs to know. */
+export type PathProbe = (path: string) => "directory" | "other" | "missing";
+
+/** A PathProbe on the real file system; anything that cannot be looked at counts as there. */
+export function diskProbe(path: string): "directory" | "other" | "missing" {
+  try {
+    return Deno.statSync(path).isDirectory ? "directory" : "other";
+  } catch (e) {
+    return e instanceof Deno.errors.NotFound ? "missing" : "other";
+  }
+}
+
+/**
+ * `HOST[:PORT]` that only a registry would be: `localhost`, a dotted name or address, or
+ * `[IPv6]`, with or without a port. A single label with a port (`build:1`) could as well
+ * be a directory with `:` in its name (see checkLayoutReference).
+ */
+function looksLikeRegistryHost(first: string): boolean {
+  if (!HOST.test(first)) return false;
+  const name = first.replace(/:[0-9]+$/, "");
+  return name === "localhost" || name.includes(".") || name.startsWith("[");
+}
+
+/**
+ * Check a layout reference against what is on disk, so that a reference meant for a registry
+ * or a path with `:` in it is not misread as `DIR:TAG` (umoci's split at the first `:`).
+ * Returns the reference to use: as given, or, when DIR does not exist but the text names an
+ * existing directory read another way (split at the last `:` after the last `/`, or the
+ * whole text), that directory. Throws a UsageError, naming the reason and what to write
+ * instead, when the layout does not exist and
+ *
+ * - the text starts with a registry host and a `/` (`localhost/x`, `HOST:PORT/x`,
+ *   `registry.example.com/x`, `127.0.0.1:5000/x`) that is not a directory here: that is a
+ *   registry reference without `oci://`;
+ * - the tag contains `/`: it is the rest of a directory path with a `:` in it (`build:1/x:v1`
+ *   is layout `build`, tag `1/x:v1`).
+ *
+ * References written with a layout scheme (`oci:`, `ocidir://`) are taken as they are.
+ */
+export function checkLayoutReference(
+  ref: LayoutReference,
+  probe: PathProbe = diskProbe,
+): LayoutReference {
+  if (ref.explicit || probe(ref.path) !== "missing") return ref;
+  const text = ref.text;
+  // A directory that exists when the text is read another way is what the user means.
+  const slash = text.lastIndexOf("/");
+  const last = text.lastIndexOf(":");
+  if (last > slash && last > ref.path.length && !ref.digest) {
+    const path = text.slice(0, last);
+    const tag = text.slice(last + 1);
+    if (probe(path) === "directory" && isValidRefName(tag)) return { ...ref, path, tag };
+  }
+  if (text.includes(":") && !ref.digest && probe(text) === "directory") {
+    return { ...ref, path: text, tag: DEFAULT_TAG };
+  }
+  const bad = (why: string) =>
+    new UsageError(`invalid image reference ${JSON.stringify(text)}: ${why}`);
+  const firstSlash = text.indexOf("/");
+  const first = firstSlash === -1 ? "" : text.slice(0, firstSlash);
+  if (looksLikeRegistryHost(first) && probe(first) === "missing") {
+    throw bad(
+      `${first} looks like a registry and is no directory here; for the registry write ` +
+        `oci://${text} (for a new layout directory, ocidir://${text})`,
+    );
+  }
+  if (ref.tag?.includes("/")) {
+    // `name:PORT/…` may be either; say both.
+    const registry = HOST.test(first) && /:[0-9]+$/.test(first)
+      ? `, or oci://${text} for a registry`
+      : "";
+    throw bad(
+      `DIR:TAG splits at the first ':', which makes this layout ${JSON.stringify(ref.path)} ` +
+        `(not there) with tag ${JSON.stringify(ref.tag)}; a '/' in the tag means a directory ` +
+        `path with ':' in it: write ocidir://${text}${registry}`,
+    );
+  }
+  return ref;
 }
 
 /** `oci-archive:PATH[:TAG]` or `oci-archive:PATH@DIGEST` (skopeo's syntax; TAG defaults to latest). */

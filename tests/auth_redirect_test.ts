@@ -243,8 +243,9 @@ Deno.test("realm: a registry's token realm on another host gets the credentials 
     assert.equal(
       why,
       `${reg.host}/nvidia/cuda: not found, or access denied without credentials ` +
-        `(HEAD /v2/nvidia/cuda/manifests/v1: 401 Unauthorized); ` +
-        "give credentials with --creds or --authfile",
+        `(HEAD /v2/nvidia/cuda/manifests/v1: 401 Unauthorized); credentials were looked up in ` +
+        `${home}/.config/containers/auth.json, ${home}/.docker/config.json; ` +
+        "give them with --creds USER[:PASS], --authfile FILE or podman/docker login",
     );
     assert.ok(tokens.requests.every((r) => r.authorization === null));
     // With a wrong password it stays what it is.
@@ -255,7 +256,7 @@ Deno.test("realm: a registry's token realm on another host gets the credentials 
         `oci://${reg.host}/nvidia/cuda:v1`,
         `${join(dir, "o3")}:v1`,
       ]),
-      `authentication failed for ${reg.host}`,
+      `authentication failed for ${reg.host}; the credentials came from --creds`,
     );
   });
 });

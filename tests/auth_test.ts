@@ -44,6 +44,9 @@ const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 // ---------------------------------------------------------------------------------------
 // 1. Realm safety
 
+/** How the CLI's authentication failures say to give credentials. */
+const GIVE = "give them with --creds USER[:PASS], --authfile FILE or podman/docker login";
+
 Deno.test("realm: any host gets credentials over https (or the registry's own http); no domain rule", () => {
   const decide = (realm: string, registry: string) =>
     checkRealm(realm, new URL(registry), "reg").refuseCredentials;
@@ -927,7 +930,7 @@ for (const mode of ["htpasswd", "token"] as const) {
               ...home.env,
               REGISTRY_AUTH_FILE: decoy,
             }),
-            `authentication failed for ${H}`,
+            `authentication failed for ${H}; credentials were looked up in ${decoy}; ${GIVE}`,
           );
           await push("push --authfile", "auth/authfile", ["--authfile", file], home.env);
         });
@@ -1080,7 +1083,7 @@ for (const mode of ["htpasswd", "token"] as const) {
               img,
               `${out}:v1`,
             ], home.env),
-            `authentication failed for ${H}`,
+            `authentication failed for ${H}; the credentials came from --creds`,
           );
           assert.equal(await exists(out), false, "a destination layout was created");
           if (ts) {
@@ -1102,7 +1105,7 @@ for (const mode of ["htpasswd", "token"] as const) {
               img,
               `${pulled}:v2`,
             ], home.env),
-            `authentication failed for ${H}`,
+            `authentication failed for ${H}; the credentials came from --creds`,
           );
           assert.deepEqual(await snapshotTree(pulled), before);
           assert.deepEqual(await listBlobs(pulled), blobs);
@@ -1117,7 +1120,7 @@ for (const mode of ["htpasswd", "token"] as const) {
               `${s.src}:v1`,
               `oci://${H}/auth/wrongpush:v1`,
             ], home.env),
-            `authentication failed for ${H}`,
+            `authentication failed for ${H}; the credentials came from --creds`,
           );
           const check = await s.copy([
             ...tls,
@@ -1133,11 +1136,12 @@ for (const mode of ["htpasswd", "token"] as const) {
         await t.step("missing credentials: 'not found, or access denied', one line", async () => {
           // Anonymous, the registry answers 401 for an existing private repository and for
           // a missing one alike; the line says both, and how to give credentials.
+          const home = await s.home();
+          // The line names the files it looked in and how to give credentials.
           const denied = (repo: string, method: string, path: string) =>
             `${H}/${repo}: not found, or access denied without credentials ` +
-            `(${method} /v2/${repo}/${path}: 401 Unauthorized); ` +
-            "give credentials with --creds or --authfile";
-          const home = await s.home();
+            `(${method} /v2/${repo}/${path}: 401 Unauthorized); credentials were looked up in ` +
+            `${home.dir}/.config/containers/auth.json, ${home.dir}/.docker/config.json; ${GIVE}`;
           assert.equal(
             await s.fails("no credentials", [...tls, img, `${s.out()}:v1`], home.env),
             denied("auth/img", "HEAD", "manifests/v1"),
@@ -1254,7 +1258,7 @@ Deno.test("CLI: --src-creds and --dest-creds between an htpasswd and a token reg
               `oci://${h.host}/x/img:v1`,
               `oci://${t.host}/y/other:v1`,
             ], home.env),
-            `authentication failed for ${h.host}`,
+            `authentication failed for ${h.host}; the credentials came from --src-creds`,
           );
           assert.equal(
             await s.fails("wrong dest", [
@@ -1266,7 +1270,7 @@ Deno.test("CLI: --src-creds and --dest-creds between an htpasswd and a token reg
               `oci://${h.host}/x/img:v1`,
               `oci://${t.host}/y/other:v1`,
             ], home.env),
-            `authentication failed for ${t.host}`,
+            `authentication failed for ${t.host}; the credentials came from --dest-creds`,
           );
         });
       },

@@ -34,13 +34,19 @@ Deno.test("first run: deno task umoci resolves relative paths against the user's
   const here = await Deno.makeTempDir({ prefix: "umoci-task-cwd-" });
   try {
     const built = await fx.buildRandomImage(join(here, "src"), "v1", { layerSizes: [4096] });
-    const r = await fx.run(
-      Deno.execPath(),
-      ["task", "-q", "--config", DENO_JSON, "umoci", "copy", "src:v1", "dst:v1"],
-      { cwd: here, env: { NO_COLOR: "1" } },
-    );
-    assert.equal(r.code, 0, r.stderr);
-    assert.equal(r.stdout.trim(), built.manifest.digest);
+    // As typed in a shell: no INIT_CWD yet (the suite itself may run under deno task).
+    const env = Deno.env.toObject();
+    delete env.INIT_CWD;
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["task", "-q", "--config", DENO_JSON, "umoci", "copy", "src:v1", "dst:v1"],
+      cwd: here,
+      clearEnv: true,
+      env: { ...env, NO_COLOR: "1" },
+      stdin: "null",
+    }).output();
+    const stderr = new TextDecoder().decode(out.stderr);
+    assert.equal(out.code, 0, stderr);
+    assert.equal(new TextDecoder().decode(out.stdout).trim(), built.manifest.digest);
     const index = JSON.parse(await Deno.readTextFile(join(here, "dst", "index.json")));
     assert.equal(index.manifests[0].digest, built.manifest.digest);
     // Nothing was written next to deno.json instead.

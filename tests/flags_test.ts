@@ -1,5 +1,13 @@
 import assert from "node:assert/strict";
-import { parseCount, parseFlags, parseSize } from "../src/cli/flags.ts";
+import {
+  editDistance,
+  flagHelp,
+  nearestFlag,
+  parseCount,
+  parseFlags,
+  parseSize,
+  wrap,
+} from "../src/cli/flags.ts";
 import { UsageError } from "../src/errors.ts";
 
 const SPECS = {
@@ -60,4 +68,53 @@ Deno.test("flags: sizes and counts", () => {
   assert.throws(() => parseCount("0", "jobs"), /whole number from 1/);
   assert.throws(() => parseCount("-1", "jobs"), UsageError);
   assert.throws(() => parseCount("2.5", "jobs"), UsageError);
+});
+
+Deno.test("flags: aliases store under their flag; 'instead' flags say what to use", () => {
+  const specs = {
+    "retries": { type: "string" as const },
+    "retry-times": { type: "string" as const, alias: "retries" },
+    "insecure": { type: "boolean" as const, instead: "use --tls-verify=false" },
+    "format": { type: "string" as const, short: "f", instead: "never converts" },
+  };
+  assert.deepEqual(parseFlags(["--retry-times=3"], specs).values, { retries: "3" });
+  assert.throws(() => parseFlags(["--insecure"], specs), /^UsageError: --insecure: use --tls/);
+  assert.throws(() => parseFlags(["-f", "oci"], specs), /^UsageError: -f: never converts$/);
+});
+
+Deno.test("flags: the nearest flag by prefix or edit distance", () => {
+  assert.equal(editDistance("tls-verfy", "tls-verify"), 1);
+  assert.equal(editDistance("", "abc"), 3);
+  assert.equal(editDistance("kitten", "sitting"), 3);
+  const specs = {
+    "tls-verify": { type: "boolean" as const },
+    "dest-tls-verify": { type: "boolean" as const },
+    "digestfile": { type: "string" as const },
+    "insecure": { type: "boolean" as const, instead: "x" },
+  };
+  assert.equal(nearestFlag("tls-verfy", specs), "--tls-verify");
+  assert.equal(nearestFlag("dest-tls", specs), "--dest-tls-verify");
+  assert.equal(nearestFlag("digest-file", specs), "--digestfile");
+  assert.equal(nearestFlag("insecur", specs), undefined, "'instead' flags are not suggested");
+  assert.equal(nearestFlag("quux", specs), undefined);
+  assert.throws(
+    () => parseFlags(["--tls-verfy"], specs),
+    /^UsageError: unknown flag --tls-verfy \(did you mean --tls-verify\? See --help\)$/,
+  );
+});
+
+Deno.test("flags: help is wrapped to the width, long flag names on a line of their own", () => {
+  const help = flagHelp({
+    "a-very-long-flag-name-indeed": { type: "string", value: "VALUE", help: "short" },
+    "x": { type: "boolean", short: "x", help: "word ".repeat(40).trim() },
+    "hidden": { type: "boolean" },
+    "alias": { type: "boolean", alias: "x", help: "not shown" },
+  }, 60);
+  const lines = help.split("\n");
+  assert.equal(lines[0], "      --a-very-long-flag-name-indeed=VALUE");
+  assert.equal(lines[1].trim(), "short");
+  assert.ok(lines[2].startsWith("  -x, --x "));
+  assert.ok(lines.every((l) => l.length <= 60), help);
+  assert.ok(!help.includes("hidden") && !help.includes("not shown"));
+  assert.deepEqual(wrap("aa bb cc", 5), ["aa bb", "cc"]);
 });

@@ -1,5 +1,10 @@
 import assert from "node:assert/strict";
-import { parseReference } from "../src/reference.ts";
+import {
+  checkLayoutReference,
+  type LayoutReference,
+  parseReference,
+  type PathProbe,
+} from "../src/reference.ts";
 import { UsageError } from "../src/errors.ts";
 
 const H = "a".repeat(64);
@@ -122,5 +127,138 @@ Deno.test("registry references: bad input names the wrong part", () => {
       assert.match(e.message, why, text);
       return true;
     });
+  }
+});
+
+Deno.test("layout schemes: skopeo's oci:DIR[:TAG] and regctl's ocidir://DIR[:TAG] are layouts", () => {
+  const cases: [string, string, string | undefined, string | undefined][] = [
+    // text, path, tag, digest
+    ["oci:img", "img", "latest", undefined],
+    ["oci:img:v1", "img", "v1", undefined],
+    ["oci:/abs/img:v1", "/abs/img", "v1", undefined],
+    ["oci:img:example.com/repo:v1", "img", "example.com/repo:v1", undefined],
+    [`oci:img@sha256:${H}`, "img", undefined, `sha256:${H}`],
+    ["ocidir://img", "img", "latest", undefined],
+    ["ocidir://img:v1", "img", "v1", undefined],
+    ["ocidir://./a/b:v1", "./a/b", "v1", undefined],
+    // The tag follows the last ':' after the last '/': DIR may contain ':'.
+    ["ocidir://build:1/layout:v1", "build:1/layout", "v1", undefined],
+    ["ocidir://build:1/layout", "build:1/layout", "latest", undefined],
+    ["ocidir://127.0.0.1:5000/demo/x:v1", "127.0.0.1:5000/demo/x", "v1", undefined],
+    [`ocidir://img@sha256:${H}`, "img", undefined, `sha256:${H}`],
+  ];
+  for (const [text, path, tag, digest] of cases) {
+    const r = parseReference(text);
+    assert.equal(r.kind, "layout", text);
+    if (r.kind !== "layout") continue;
+    assert.deepEqual([r.path, r.tag, r.digest, r.explicit, r.text], [
+      path,
+      tag,
+      digest,
+      true,
+      text,
+    ]);
+  }
+  for (
+    const [text, why] of [["oci:", /empty/], ["ocidir://", /empty/], [
+      "oci::v1",
+      /empty layout path/,
+    ]]
+  ) {
+    assert.throws(() => parseReference(text as string), why as RegExp, text as string);
+  }
+});
+
+/** A PathProbe over a made-up file system: these directories exist, nothing else. */
+function fakeDisk(...dirs: string[]): PathProbe {
+  return (path) => dirs.includes(path) ? "directory" : "missing";
+}
+
+function checked(text: string, ...dirs: string[]) {
+  const r = parseReference(text);
+  assert.equal(r.kind, "layout", text);
+  return checkLayoutReference(r as LayoutReference, fakeDisk(...dirs));
+}
+
+Deno.test("layout check: registry references written without oci:// are refused with the rewrite", () => {
+  const cases: [string, string][] = [
+    // text, the host named
+    ["127.0.0.1:5000/demo/x:v1", "127.0.0.1:5000"],
+    ["localhost:5000/x:v1", "localhost:5000"],
+    ["localhost:5000/x", "localhost:5000"],
+    ["localhost/x:v1", "localhost"],
+    ["registry.example.com/x:v1", "registry.example.com"],
+    ["quay.io/org/app", "quay.io"],
+    [`localhost:5000/x@sha256:${H}`, "localhost:5000"],
+  ];
+  for (const [text, host] of cases) {
+    assert.throws(() => checked(text), (e: Error) => {
+      assert.ok(e instanceof UsageError, `${text}: ${e}`);
+      assert.equal(
+        e.message,
+        `invalid image reference ${JSON.stringify(text)}: ${host} looks like a registry and ` +
+          `is no directory here; for the registry write oci://${text} ` +
+          `(for a new layout directory, ocidir://${text})`,
+      );
+      return true;
+    });
+    // The rewrite it suggests is a registry reference that parses.
+    if (!text.includes("@")) assert.equal(parseReference(`oci://${text}`).kind, "registry");
+  }
+});
+
+Deno.test("layout check: a '/' in the tag of a missing layout is refused: a path with ':'", () => {
+  const cases: [string, string][] = [
+    // text, the end of the message
+    [
+      "build:1/layout:v1",
+      "write ocidir://build:1/layout:v1, or oci://build:1/layout:v1 for a registry",
+    ],
+    ["out:a/b", "write ocidir://out:a/b"],
+    ["./x:1/y", "write ocidir://./x:1/y"],
+    // A one-label host with a port may be a registry or a directory: both are offered.
+    [
+      "myhost:5000/a/b:c",
+      "write ocidir://myhost:5000/a/b:c, or oci://myhost:5000/a/b:c for a registry",
+    ],
+  ];
+  for (const [text, end] of cases) {
+    assert.throws(() => checked(text), (e: Error) => {
+      assert.ok(e instanceof UsageError, `${text}: ${e}`);
+      assert.match(e.message, /DIR:TAG splits at the first ':'/);
+      assert.match(e.message, /a '\/' in the tag means a directory path with ':' in it/);
+      assert.ok(e.message.endsWith(end), e.message);
+      return true;
+    });
+  }
+  // The directory exists with ':' in its name (its parent, for a new layout): still refused.
+  assert.throws(() => checked("build:1/layout:v1", "build:1"), /ocidir:\/\/build:1\/layout:v1/);
+});
+
+Deno.test("layout check: what exists on disk is a layout, however it reads", () => {
+  const cases: [string, string[], string, string][] = [
+    // text, existing directories, path, tag
+    // An existing directory is a layout even when its name looks like a registry host.
+    ["127.0.0.1:5000/demo/x:v1", ["127.0.0.1"], "127.0.0.1", "5000/demo/x:v1"],
+    ["localhost/x:v1", ["localhost/x"], "localhost/x", "v1"],
+    // A directory named like HOST/… whose first part exists: a new layout in it.
+    ["registry.example.com/x:v1", ["registry.example.com"], "registry.example.com/x", "v1"],
+    // A directory whose name has ':' in it, read the only way that names it.
+    ["127.0.0.1:5000/demo/x:v1", ["127.0.0.1:5000/demo/x"], "127.0.0.1:5000/demo/x", "v1"],
+    ["build:1/layout:v1", ["build:1/layout"], "build:1/layout", "v1"],
+    ["127.0.0.1:5000", ["127.0.0.1:5000"], "127.0.0.1:5000", "latest"],
+    // An existing layout: a tag with '/' and ':' is a valid ref.name there.
+    ["dir:example.com:5000/repo:v1", ["dir"], "dir", "example.com:5000/repo:v1"],
+    // Plain new layouts are untouched.
+    ["new:v1", [], "new", "v1"],
+    ["./out/dir:v1", [], "./out/dir", "v1"],
+    ["/abs/out:v1", [], "/abs/out", "v1"],
+    // Written as a layout: taken as it is.
+    ["oci:localhost:5000/x", [], "localhost", "5000/x"],
+    ["ocidir://localhost:5000/x:v1", [], "localhost:5000/x", "v1"],
+  ];
+  for (const [text, dirs, path, tag] of cases) {
+    const r = checked(text, ...dirs);
+    assert.deepEqual([r.path, r.tag], [path, tag], `${text} with ${dirs.join(", ")}`);
   }
 });

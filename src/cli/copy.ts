@@ -1,9 +1,18 @@
 // `umoci copy [flags] SRC DST`
-import { type CopyEvent, copyGraph, type CopyOptions, type CopyStats } from "../copy.ts";
+import {
+  type CopyEvent,
+  copyGraph,
+  type CopyOptions,
+  type CopyStats,
+  type PlanAction,
+} from "../copy.ts";
+import type { Descriptor } from "../media.ts";
 import { parseDigest } from "../digest.ts";
-import { describeError, UsageError, UserError } from "../errors.ts";
+import { describeError, NotFoundError, UsageError, UserError } from "../errors.ts";
+import { dirname } from "../path.ts";
 import { isIndexType, isManifestType } from "../media.ts";
 import {
+  checkLayoutReference,
   formatReference,
   parseReference,
   type Reference,
@@ -19,15 +28,15 @@ import {
   platformArgs,
 } from "./platform.ts";
 import type { PlatformChoice } from "../platform.ts";
-import { VERSION } from "../version.ts";
-import { LayoutStore } from "../store/layout.ts";
 import { ArchiveStore } from "../store/archive.ts";
-import type { Descriptor } from "../media.ts";
 import { checkAllTagsReferences, tagsToCopy } from "./all_tags.ts";
 import { type JobImage, planImages, planTags, readImageList } from "./job.ts";
+import { VERSION } from "../version.ts";
+import { LayoutStore } from "../store/layout.ts";
 import { openStore } from "../store/open.ts";
 import type { Store } from "../store/store.ts";
 import {
+  aliasHelp,
   flagHelp,
   type FlagSpec,
   type FlagValues,
@@ -35,11 +44,25 @@ import {
   parseFlags,
   parseSize,
 } from "./flags.ts";
-import { findCredentials, parseCredsFlag } from "../store/registry/credentials.ts";
+import {
+  checkAuthFile,
+  credentialFiles,
+  findCredentials,
+  parseCredsFlag,
+} from "../store/registry/credentials.ts";
 import { escapeControl, formatBytes, type Logger } from "./log.ts";
 import { Progress } from "./progress.ts";
 
+const NEVER_CONVERTS = "umoci copy never converts; digests are preserved";
+const NO_SIGNING =
+  "umoci copy does not sign; sign the digest it prints afterwards (e.g. cosign sign REPO@DIGEST)";
+
 export const COPY_FLAGS: Record<string, FlagSpec> = {
+  "dry-run": {
+    type: "boolean",
+    help: "resolve everything and print the plan (what exists, would be mounted or " +
+      "transferred, with sizes); write nothing",
+  },
   "plain-http": {
     type: "boolean",
     help: "talk to registries over http:// instead of https:// (no fallback)",
@@ -49,6 +72,8 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
     value: "BOOL",
     help: "verify registry TLS certificates (default true; --tls-verify=false to skip)",
   },
+  "src-tls-verify": { type: "boolean", help: "the same for SRC only" },
+  "dest-tls-verify": { type: "boolean", help: "the same for DST only" },
   "cacert": {
     type: "string",
     multiple: true,
@@ -58,8 +83,10 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
   "cert-dir": {
     type: "string",
     value: "DIR",
-    help: "certificates in the layout of /etc/docker/certs.d: DIR/HOST[:PORT]/*.crt",
+    help: "certificates laid out like /etc/docker/certs.d: DIR/HOST[:PORT]/*.crt",
   },
+  "src-cert-dir": { type: "string", value: "DIR", help: "the same for SRC only" },
+  "dest-cert-dir": { type: "string", value: "DIR", help: "the same for DST only" },
   "trace-requests": {
     type: "boolean",
     help: "print every HTTP request and response on stderr (secrets redacted)",
@@ -78,6 +105,8 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
     value: "FILE",
     help: "read credentials only from this auth.json/config.json",
   },
+  "src-authfile": { type: "string", value: "FILE", help: "the same for SRC only" },
+  "dest-authfile": { type: "string", value: "FILE", help: "the same for DST only" },
   "no-creds": { type: "boolean", help: "access registries anonymously" },
   "retries": {
     type: "string",
@@ -111,6 +140,16 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
     help:
       "copy blobs of foreign layers and descriptors with urls too (default off: descriptors only)",
   },
+  "digestfile": {
+    type: "string",
+    value: "PATH",
+    help: "also write the copied manifest digest to PATH",
+  },
+  "log": {
+    type: "string",
+    value: "LEVEL",
+    help: "debug, info, warn or error (default info)",
+  },
   "all-tags": {
     type: "boolean",
     help: "copy every tag of SRC (a repository, layout or archive named without a tag)",
@@ -125,47 +164,106 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
     help: "in a job, report a failing image and go on with the others (exit 1 at the end)",
   },
   "tag-page-size": { type: "string", value: "N" }, // tags/list page size (tests; hidden)
-  "digestfile": {
-    type: "string",
-    value: "PATH",
-    help: "also write the copied manifest digest to PATH",
-  },
-  "log": {
-    type: "string",
-    value: "LEVEL",
-    help: "debug, info, warn or error (default info)",
-  },
+  "debug": { type: "boolean", help: "the same as --log=debug" },
+  "quiet": { type: "boolean", short: "q", help: "only warnings and errors (--log=warn)" },
   "help": { type: "boolean", short: "h", help: "show this help" },
+  // skopeo's names for the same things.
+  "retry-times": { type: "string", alias: "retries" },
+  "image-parallel-copies": { type: "string", alias: "jobs" },
+  // Always so here; accepted for scripts written for skopeo.
+  "all": {
+    type: "boolean",
+    help: "copy an index with all its images (always so; --all is accepted)",
+  },
+  "preserve-digests": {
+    type: "boolean",
+    help: "fail rather than change a digest (always so; accepted)",
+  },
+  // Other tools' flags that mean nothing here: what to use instead.
+  "insecure": {
+    type: "boolean",
+    instead: "use --tls-verify=false (https, certificates not checked) or --plain-http (http)",
+  },
+  "format": { type: "string", short: "f", instead: NEVER_CONVERTS },
+  "dest-compress": { type: "boolean", instead: NEVER_CONVERTS },
+  "dest-compress-format": { type: "string", instead: NEVER_CONVERTS },
+  "dest-compress-level": { type: "string", instead: NEVER_CONVERTS },
+  "dest-decompress": { type: "boolean", instead: NEVER_CONVERTS },
+  "remove-signatures": {
+    type: "boolean",
+    instead: "umoci copy adds and removes no signatures; manifests are copied byte for byte",
+  },
+  "sign-by": { type: "string", instead: NO_SIGNING },
+  "sign-by-sigstore": { type: "string", instead: NO_SIGNING },
+  "sign-by-sigstore-private-key": { type: "string", instead: NO_SIGNING },
+  "sign-passphrase-file": { type: "string", instead: NO_SIGNING },
+  "sign-identity": { type: "string", instead: NO_SIGNING },
+  "encryption-key": { type: "string", instead: "umoci copy does not encrypt layers" },
+  "decryption-key": { type: "string", instead: "umoci copy does not decrypt layers" },
+  "additional-tag": {
+    type: "string",
+    instead: "copy again to the other tag: only the tag is written the second time",
+  },
+  "retry-delay": {
+    type: "string",
+    instead: "waits double from 0.2 s up to --retry-max-wait (Retry-After is honored)",
+  },
+  "password": {
+    type: "string",
+    instead: "use --password-stdin or --creds USER (asks on the terminal); a password on " +
+      "the command line is visible to other users",
+  },
+  "src-username": { type: "string", instead: "use --src-creds USER[:PASS]" },
+  "src-password": { type: "string", instead: "use --src-creds USER[:PASS]" },
+  "dest-username": { type: "string", instead: "use --dest-creds USER[:PASS]" },
+  "dest-password": { type: "string", instead: "use --dest-creds USER[:PASS]" },
+  "verbose": {
+    type: "boolean",
+    short: "v",
+    instead: "use --debug for more detail, --trace-requests for every HTTP request",
+  },
 };
 
 export const COPY_USAGE = `Usage: umoci copy [flags] SRC DST
+       umoci copy [flags] --all-tags SRC DST
        umoci copy [flags] --images FILE DST
 
-Copy an image, with everything it refers to, from SRC to DST. Every byte is verified
-against its digest while it streams, content already at DST is not transferred again,
-and manifests are copied byte for byte, so every digest is preserved.
+Copy an image, with everything it refers to, from SRC to DST. Every byte is
+verified against its digest while it streams, content already at DST is not
+transferred again, and manifests are copied byte for byte, so every digest is
+preserved.
 
 SRC and DST are each one of:
-  DIR[:TAG]                               an OCI image layout (TAG defaults to "latest")
-  DIR@DIGEST                              a manifest or index in a layout (SRC only)
-  oci-archive:PATH[:TAG]                  a tar of an OCI image layout (skopeo, docker save)
-  oci://HOST[:PORT]/REPO[:TAG|@DIGEST]    a repository in a registry
+  DIR[:TAG]            an OCI image layout (TAG defaults to "latest")
+  oci:DIR[:TAG]        the same (skopeo's spelling)
+  ocidir://DIR[:TAG]   the same (regctl's); TAG follows the last ':', so DIR
+                       may contain ':'
+  DIR@DIGEST           a manifest or index in a layout (SRC only)
+  oci-archive:PATH[:TAG]
+                       a tar of an OCI image layout (skopeo, docker save)
+  oci://HOST[:PORT]/REPO[:TAG|@DIGEST]
+                       a repository in a registry
   docker://[HOST[:PORT]/]REPO[:TAG|@DIGEST]
-                                          the same with Docker's defaults (docker.io,
-                                          library/ for one-part names)
+                       the same with Docker's defaults (docker.io, library/
+                       for one-part names)
 
-A DST layout or archive that does not exist is created. With --all-tags, SRC and DST
-name no tag and every tag of SRC is copied under its own name. Registries are reached over https unless
---plain-http is given.
+A DST layout or archive that does not exist is created, unless its name looks
+like a registry (HOST:PORT/..., localhost/..., a dotted host): write oci:// for
+a registry. Registries are reached over https unless --plain-http is given.
+With --all-tags, SRC and DST name no tag and every tag of SRC is copied under
+its own name; with --images, every image listed goes to DST (see README).
 
 Flags:
 ${flagHelp(COPY_FLAGS)}
+
+Also accepted (skopeo's names):
+${aliasHelp(COPY_FLAGS)}
 
 Examples:
   umoci copy opensuse:42.2 backup:stable
   umoci copy --plain-http oci://localhost:8080/opensuse/amd64:42.2 opensuse:42.2
   umoci copy --plain-http opensuse:42.2 oci://localhost:8080/opensuse/amd64:42.2
-  umoci copy oci://registry.example/app:v1 oci://mirror.example/app:v1
+  umoci copy --dry-run oci://registry.example/app:v1 oci://mirror.example/app:v1
 `;
 
 export async function copyCommand(args: string[], logger: Logger): Promise<number> {
@@ -173,6 +271,12 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
   if (values.help) {
     console.log(COPY_USAGE);
     return 0;
+  }
+  if (values.all === false) {
+    throw new UsageError("--all=false: umoci copy always copies an index with all its images");
+  }
+  if (values["preserve-digests"] === false) {
+    throw new UsageError("--preserve-digests=false: umoci copy never changes a digest");
   }
   const imagesFile = typeof values.images === "string" ? values.images : undefined;
   const allTags = values["all-tags"] === true;
@@ -192,9 +296,11 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
   }
   const jobs = values.jobs === undefined ? 4 : parseCount(String(values.jobs), "jobs", 1, 64);
   const dstText = positionals[positionals.length - 1];
-  const src = imagesFile === undefined ? parseReference(positionals[0]) : undefined;
+  const src = imagesFile === undefined ? checkReference(parseReference(positionals[0])) : undefined;
   // DST is a repository, layout or archive, or (a job) a registry prefix: parsed per image.
-  const dst = imagesFile === undefined && !allTags ? parseReference(dstText) : undefined;
+  const dst = imagesFile === undefined && !allTags
+    ? checkReference(parseReference(dstText))
+    : undefined;
   if (allTags) checkAllTagsReferences(src!, dstText);
   if (dst && (dst.kind === "layout" || dst.kind === "archive") && dst.digest) {
     throw new UsageError(
@@ -207,27 +313,61 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       `destination ${JSON.stringify(dst.text)}: give a tag or a digest, not both`,
     );
   }
+  // What can be checked before anything is copied is checked now.
+  // A file named on the command line that cannot serve is a bad command line (exit 2).
+  try {
+    for (const flag of ["authfile", "src-authfile", "dest-authfile"]) {
+      const file = values[flag];
+      if (typeof file === "string") await checkAuthFile(file, `--${flag}`);
+    }
+    if (typeof values.digestfile === "string") await checkDigestFile(values.digestfile);
+  } catch (e) {
+    throw e instanceof UserError ? new UsageError(e.message) : e;
+  }
   const creds = await credentialFlags(values, logger);
+  const steps = new HeldLines(logger);
+  /** A flag given for one side (`--src-X`, `--dest-X`), else for both (`--X`). */
+  const perSide = (side: "src" | "dest", flag: string) => values[`${side}-${flag}`] ?? values[flag];
+  /** Where one side's credentials come from, and how to give others, for auth failures. */
+  const credentialHint = (side: "src" | "dest"): string => {
+    const flag = values[`${side}-creds`] !== undefined
+      ? `--${side}-creds`
+      : values.creds !== undefined
+      ? "--creds"
+      : values.username !== undefined
+      ? "--username and --password-stdin"
+      : undefined;
+    if (flag !== undefined) return `the credentials came from ${flag}`;
+    if (values["no-creds"]) return "--no-creds: no credentials were sent";
+    const files = credentialFiles(perSide(side, "authfile") as string | undefined);
+    const where = files.length > 0 ? files.join(", ") : "no file (HOME is not set)";
+    return `credentials were looked up in ${where}; ` +
+      "give them with --creds USER[:PASS], --authfile FILE or podman/docker login";
+  };
   const registryFor = (side: "src" | "dest"): RegistryOptions => ({
     ...registry,
+    credentialHint: credentialHint(side),
+    tlsVerify: perSide(side, "tls-verify") !== false,
+    certDir: perSide(side, "cert-dir") as string | undefined,
     credentials: (host, repository) =>
       findCredentials(host, repository, {
         creds: creds[side],
-        authFile: values.authfile as string | undefined,
+        authFile: perSide(side, "authfile") as string | undefined,
         noCreds: values["no-creds"] === true,
         debug: (m) => logger.debug(m),
       }),
   });
   const registry: RegistryOptions = {
     plainHttp: values["plain-http"] === true,
-    tlsVerify: values["tls-verify"] !== false,
     caCertFiles: values.cacert as string[] | undefined,
-    certDir: values["cert-dir"] as string | undefined,
     chunkSize: values["chunk-size"] === undefined
       ? undefined
       : parseSize(String(values["chunk-size"]), "chunk-size"),
     trace: values["trace-requests"] ? (line) => logger.raw(line) : undefined,
-    onRetry: (line) => logger.info(line),
+    onRetry: (line) => {
+      steps.release();
+      logger.info(line);
+    },
     retries: values.retries === undefined
       ? 5
       : parseCount(String(values.retries), "retries", 0, 100),
@@ -241,7 +381,8 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
   };
 
   const progress = Progress.forTerminal(logger);
-  const stores = new StoreCache(registryFor, logger);
+  const stores = new StoreCache(registryFor, steps);
+  const dryRun = values["dry-run"] === true;
   const started = performance.now();
   try {
     let images: JobImage[];
@@ -262,9 +403,10 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     const failed: { image: JobImage; error: unknown }[] = [];
     const totals = { present: 0, blobs: 0, bytes: 0 };
     for (const image of images) {
+      steps.hold();
       try {
         const source = await stores.source(image.src);
-        const resolved = await source.resolve({ tag: image.src.tag, digest: image.src.digest });
+        const resolved = await resolveSource(source, image.src);
         // With --platform, nothing is written (the target not even opened) when none matches.
         const choice = await choosePlatformsForCli(platform, source, resolved);
         const target = await stores.target(image.dst);
@@ -274,20 +416,26 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
           jobs,
           retries: registry.retries,
           allowNonDistributable: values["allow-nondistributable-artifacts"] === true,
+          dryRun,
           logger,
+          steps,
           progress,
           onBlob: (digest) => stores.holds(target, digest),
         });
-        if (stats.blobsCopied === 0 && stats.manifestsCopied === 0) totals.present++;
+        if (stats.blobsCopied + stats.blobsMounted + stats.manifestsCopied === 0) {
+          totals.present++;
+        }
         totals.blobs += stats.blobsCopied;
         totals.bytes += stats.bytesCopied;
         copied.push({ digest: root.digest, image });
       } catch (e) {
+        steps.release(); // what was done before the failure, then its error line
         if (!keepGoing || e instanceof UsageError) throw e;
         logger.warn(`! ${formatReference(image.src)} failed: ${describeError(e)}`);
         failed.push({ image, error: e });
       }
     }
+    if (dryRun) return 0;
     await stores.commit();
     if (job) {
       logger.info(
@@ -325,13 +473,13 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
 
 /**
  * The stores of a job, each opened once: sources by repository or path, destinations
- * likewise (created where missing). Prints the registry line of each registry opened.
+ * likewise (created where missing). Says the registry line of each registry opened.
  */
 class StoreCache {
   #open = new Map<string, Promise<Store>>();
   constructor(
     private registryFor: (side: "src" | "dest") => RegistryOptions,
-    private logger: Logger,
+    private steps: HeldLines,
   ) {}
 
   #get(ref: Reference, side: "src" | "dest"): Promise<Store> {
@@ -346,8 +494,8 @@ class StoreCache {
             store.mountHint = (digest) => this.holder(digest);
           }
           if (store instanceof RegistryStore && ref.kind === "registry") {
-            this.logger.info(registryLine(store, ref));
-            if (side === "src") this.logger.info("Checking if manifest available in registry");
+            this.steps.info(registryLine(store, ref));
+            if (side === "src") this.steps.info("Checking if manifest available in registry");
           }
           return store;
         },
@@ -371,7 +519,7 @@ class StoreCache {
       const store = await p;
       if (!key.startsWith("dest ") || !store.commit) continue;
       if (store instanceof ArchiveStore && store.changed) {
-        this.logger.info(`Writing ${store.path}`);
+        this.steps.logger.info(`Writing ${store.path}`);
       }
       await store.commit();
     }
@@ -400,8 +548,11 @@ class StoreCache {
 }
 
 /**
- * Copy one image (the graph under `root`) from `source` to `target` and tag it as
- * `dstRef.tag`, with the step lines on stderr. Throws what copyGraph and the stores throw.
+ * Copy one image (the graph under `root`, or what --platform chose of it) from `source` to
+ * `target` and tag it as `dst.tag`, with the step lines on stderr (held back, and dropped
+ * when nothing needed doing). With `dryRun`, print the plan on stdout instead. Returns the
+ * root copied (a platform's manifest, a rewritten index) and the counts. Throws what
+ * copyGraph and the stores throw, and UsageError for a destination digest that differs.
  */
 async function copyImage(
   source: Store,
@@ -416,13 +567,15 @@ async function copyImage(
     jobs: number;
     retries?: number;
     allowNonDistributable: boolean;
+    dryRun: boolean;
     logger: Logger;
+    steps: HeldLines;
     progress?: Progress;
     /** A blob is now in `target` (copied, mounted or found there). */
     onBlob?: (digest: string) => void;
   },
 ): Promise<{ root: Descriptor; stats: CopyStats }> {
-  const { logger, progress } = opts;
+  const { logger, steps, progress, dryRun } = opts;
   if (dst.kind === "registry" && dst.digest && dst.digest !== root.digest) {
     throw new UsageError(
       `destination digest ${dst.digest} does not match the source's ${root.digest}`,
@@ -433,19 +586,24 @@ async function copyImage(
   );
   const platformPlan = await planForCli(opts.choice, opts.platform, target, logger);
   if (platformPlan) root = platformPlan.root;
-  logger.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
+  if (!dryRun) steps.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
   const tag = dst.tag;
-  // The tag already names this very manifest: the registry has all of it; one HEAD.
-  const done = tag !== undefined && target instanceof RegistryStore &&
-    isManifestType(root.mediaType) && (await target.tagDigest(tag)) === root.digest;
+  // What the tag names now: when that is the source's root, a rerun has nothing to do.
+  const before = tag === undefined ? undefined : await tagTarget(target, tag);
+  // A registry whose tag names this very manifest has all of it: one HEAD is the copy.
+  const done = before === root.digest && target instanceof RegistryStore &&
+    isManifestType(root.mediaType);
+  const plan = new Plan();
   const copyOptions: CopyOptions = {
     jobs: opts.jobs,
     retries: opts.retries,
     rootTag: tag,
     allowNonDistributable: opts.allowNonDistributable,
-    onEvent: (e) => {
+    dryRun,
+    onEvent: (e: CopyEvent) => {
+      if (dryRun) return plan.add(e);
       if (e.type === "blob-done" || e.type === "blob-skip") opts.onBlob?.(e.desc.digest);
-      report(e, logger, progress, target);
+      report(e, steps, progress, target);
     },
   };
   let stats: CopyStats;
@@ -454,26 +612,230 @@ async function copyImage(
     ({ root, stats } = await copyPlanForCli(platformPlan, source, target, copyOptions, logger));
   } else stats = await copyGraph(source, target, root, copyOptions);
   progress?.stop();
-  if (done) {
-    logger.info(`${formatReference(dst)} is already ${root.digest}: nothing to copy`);
-  } else if (tag) {
-    if (target instanceof LayoutStore || target instanceof ArchiveStore) {
-      logger.info(`Saving reference '${tag}' to index in ${target.path}`);
-    } else logger.info(`Tagging ${root.digest} as '${tag}'`);
-    // Usually done already: the root was pushed with its tag.
-    if (!stats.rootTagged) await target.tag(root, tag, stats.rootBytes);
+  if (dryRun) {
+    steps.release();
+    const lines = plan.lines(root, before === root.digest ? undefined : tag, done);
+    for (const line of lines) console.log(escapeControl(line));
+    return { root, stats };
   }
-  if (target instanceof RegistryStore) {
-    logger.info(`Successfully copied to remote ${target.registry}`);
+  const nothingCopied = stats.blobsCopied + stats.blobsMounted + stats.manifestsCopied === 0;
+  const written = tag !== undefined && before !== root.digest;
+  if (nothingCopied) {
+    // A rerun: its "already present" lines would only repeat what one line says.
+    steps.drop();
+    if (written) {
+      if (!stats.rootTagged) await target.tag(root, tag, stats.rootBytes);
+      logger.info(
+        `Nothing to copy: ${describe(dst)} had all of ${root.digest}; ` +
+          `only the tag '${tag}' was written`,
+      );
+    } else logger.info(`${formatReference(dst)} is already ${root.digest}: nothing to copy`);
+  } else {
+    steps.release();
+    if (written) {
+      if (target instanceof LayoutStore || target instanceof ArchiveStore) {
+        logger.info(`Saving reference '${tag}' to index in ${target.path}`);
+      } else logger.info(`Tagging ${root.digest} as '${tag}'`);
+      // Usually done already: the root was pushed with its tag.
+      if (!stats.rootTagged) await target.tag(root, tag, stats.rootBytes);
+    }
+    if (target instanceof RegistryStore) {
+      logger.info(`Successfully copied to remote ${target.registry}`);
+    }
+    logger.info(summaryLine(stats, isIndexType(root.mediaType)));
   }
-  logger.info(
-    `Copied ${stats.blobsCopied} blobs (${formatBytes(stats.bytesCopied)}), skipped ${
-      stats.blobsSkipped + stats.blobsMounted
-    } already present; ${stats.manifestsCopied} manifests written${
-      isIndexType(root.mediaType) ? " (index)" : ""
-    }`,
-  );
   return { root, stats };
+}
+
+/** A layout reference checked against the disk (see checkLayoutReference); others as they are. */
+function checkReference(ref: Reference): Reference {
+  return ref.kind === "layout" ? checkLayoutReference(ref) : ref;
+}
+
+/**
+ * Check, before anything is copied, that --digestfile PATH can be written: its directory
+ * exists and takes a new file, and PATH is not a directory. A probe file is made in the
+ * directory and removed again.
+ */
+async function checkDigestFile(path: string): Promise<void> {
+  const dir = dirname(path);
+  const bad = (why: string) => new UserError(`--digestfile ${path}: ${why}`);
+  const info = await Deno.stat(dir).catch((e) => e as Error);
+  if (info instanceof Deno.errors.NotFound) throw bad(`directory ${dir} does not exist`);
+  if (info instanceof Error) throw bad(`${dir}: ${describeError(info)}`);
+  if (!info.isDirectory) throw bad(`${dir} is not a directory`);
+  const target = await Deno.stat(path).catch(() => undefined);
+  if (target?.isDirectory) throw bad("is a directory");
+  try {
+    const probe = await Deno.makeTempFile({ dir, prefix: ".umoci-copy-probe-" });
+    await Deno.remove(probe);
+  } catch (e) {
+    throw bad(`cannot write in ${dir} (${describeError(e)})`);
+  }
+}
+
+/** How many tags a "not found" message lists at most. */
+const TAGS_SHOWN = 10;
+
+/**
+ * Resolve the source reference; a tag that is not there is reported with the tags that are
+ * (up to TAGS_SHOWN), when the store can list them.
+ */
+async function resolveSource(store: Store, ref: Reference): Promise<Descriptor> {
+  try {
+    return await store.resolve({ tag: ref.tag, digest: ref.digest });
+  } catch (e) {
+    if (!(e instanceof NotFoundError) || ref.digest !== undefined) throw e;
+    if (!store.sampleTags && !store.listTags) throw e;
+    let listed: { tags: string[]; more: boolean };
+    try {
+      if (store.sampleTags) listed = await store.sampleTags(TAGS_SHOWN);
+      else {
+        const all = await store.listTags!();
+        listed = { tags: all.slice(0, TAGS_SHOWN), more: all.length > TAGS_SHOWN };
+      }
+    } catch {
+      throw e; // no list (a missing repository, no permission): the first error says it
+    }
+    const where = store instanceof LayoutStore ? "the layout" : "the repository";
+    const tags = listed.tags.map((t) => JSON.stringify(t)).join(", ");
+    throw new NotFoundError(
+      listed.tags.length === 0
+        ? `${e.message}; ${where} has no tags`
+        : `${e.message}; ${where} has tags ${tags}${listed.more ? " and more" : ""}`,
+    );
+  }
+}
+
+/** The digest `tag` names in `store` now; undefined when it names nothing (or several). */
+async function tagTarget(store: Store, tag: string): Promise<string | undefined> {
+  if (store instanceof RegistryStore) return await store.tagDigest(tag);
+  try {
+    return (await store.resolve({ tag })).digest;
+  } catch (e) {
+    if (e instanceof UserError) return undefined; // not there, or ambiguous: written anew
+    throw e;
+  }
+}
+
+/**
+ * The closing line of a copy: what was transferred, mounted and found present, and how many
+ * manifests were written; the parts that are zero are left out.
+ */
+export function summaryLine(stats: CopyStats, index: boolean): string {
+  const plural = (n: number, one: string) => `${n} ${one}${n === 1 ? "" : "s"}`;
+  const parts = [`Copied ${plural(stats.blobsCopied, "blob")} (${formatBytes(stats.bytesCopied)})`];
+  if (stats.blobsMounted > 0) parts.push(`mounted ${stats.blobsMounted}`);
+  if (stats.blobsSkipped > 0) parts.push(`${stats.blobsSkipped} already present`);
+  const manifests = `${plural(stats.manifestsCopied, "manifest")} written${
+    index ? " (index)" : ""
+  }`;
+  return `${parts.join(", ")}; ${manifests}`;
+}
+
+/** A dry run's plan, collected from copyGraph's plan events and printed as lines. */
+export class Plan {
+  readonly blobs: Extract<CopyEvent, { type: "plan-blob" }>[] = [];
+  readonly manifests: Extract<CopyEvent, { type: "plan-manifest" }>[] = [];
+
+  /** Take one event; all but plan events are ignored. */
+  add(e: CopyEvent): void {
+    if (e.type === "plan-blob") this.blobs.push(e);
+    else if (e.type === "plan-manifest") this.manifests.push(e);
+  }
+
+  /**
+   * The plan as lines: a header, one line per blob (largest first, the order transfers
+   * start in) and per manifest (children before parents), then the totals. `tag` is
+   * the tag that would be written, `done` that the destination's tag already names it all.
+   */
+  lines(root: Descriptor, tag: string | undefined, done: boolean): string[] {
+    const out = ["Dry run: nothing is written. Plan:"];
+    if (done) {
+      out.push(`  exists              root ${root.digest} (${formatBytes(root.size)}), tagged`);
+      out.push("Nothing to copy: the destination's tag already names it.");
+      return out;
+    }
+    const words: Record<PlanAction | "write", string> = {
+      exists: "exists",
+      mount: "would try to mount",
+      transfer: "would transfer",
+      write: "would write",
+    };
+    const row = (action: string, what: string, digest: string, size: number) =>
+      `  ${action.padEnd(19)} ${what.padEnd(11)} ${digest} ${formatBytes(size)}`;
+    const blobs = [...this.blobs].sort((a, b) => b.desc.size - a.desc.size);
+    for (const b of blobs) out.push(row(words[b.action], blobLabel(b), b.desc.digest, b.desc.size));
+    for (const m of this.manifests) {
+      const what = m.desc.digest === root.digest
+        ? (isIndexType(m.desc.mediaType) ? "index" : "manifest")
+        : "manifest";
+      const tagged = m.tag !== undefined ? ` (tag '${m.tag}')` : "";
+      out.push(row(words[m.action], what, m.desc.digest, m.desc.size) + tagged);
+    }
+    const sum = (list: { desc: Descriptor }[]) => list.reduce((n, e) => n + e.desc.size, 0);
+    const of = (action: PlanAction) => blobs.filter((b) => b.action === action);
+    const transfer = of("transfer");
+    const mount = of("mount");
+    const present = of("exists");
+    const written = this.manifests.filter((m) => m.action === "write");
+    const bytes = sum(transfer) + sum(written);
+    const count = (n: number, one: string) => `${n} ${one}${n === 1 ? "" : "s"}`;
+    let total = `Total to move: ${bytes} bytes (${formatBytes(bytes)}): ${
+      count(transfer.length, "blob")
+    } to transfer, ${count(written.length, "manifest")} to write`;
+    if (mount.length > 0) {
+      const m = sum(mount);
+      total += `; ${count(mount.length, "blob")} (${m} bytes) to try to mount, ` +
+        `${bytes + m} bytes if the registry refuses`;
+    }
+    total += `; ${count(present.length, "blob")} (${sum(present)} bytes) already there`;
+    if (tag !== undefined && !written.some((m) => m.tag !== undefined)) {
+      total += `; tag '${tag}' would be set`;
+    }
+    out.push(total);
+    if (bytes === 0 && mount.length === 0) {
+      out.push(tag === undefined ? "Nothing to copy." : `Only the tag '${tag}' would be written.`);
+    }
+    return out;
+  }
+}
+
+/**
+ * Step lines held back until the copy does something (transfers, mounts, writes, retries),
+ * so that a rerun with nothing to do says so in one line instead of a line per blob it
+ * found present. Released in order as soon as there is something to tell, and before an
+ * error line; with --log=debug nothing is held.
+ */
+class HeldLines {
+  #held: string[] | undefined;
+  constructor(readonly logger: Logger) {
+    this.#held = logger.enabled("debug") ? undefined : [];
+  }
+
+  /** An info line: now, or when released. */
+  info(line: string): void {
+    if (this.#held) this.#held.push(line);
+    else this.logger.info(line);
+  }
+
+  /** Write what is held; from now on lines go out at once. */
+  release(): void {
+    const held = this.#held;
+    this.#held = undefined;
+    for (const line of held ?? []) this.logger.info(line);
+  }
+
+  /** Forget what is held (nothing was done); from now on lines go out at once. */
+  drop(): void {
+    this.#held = undefined;
+  }
+
+  /** Hold lines again (the next image of a job). */
+  hold(): void {
+    this.release();
+    this.#held = this.logger.enabled("debug") ? undefined : [];
+  }
 }
 
 function emptyStats(): CopyStats {
@@ -580,9 +942,11 @@ function shortDigest(digest: string): string {
   return digest.slice(0, i + 1 + 12);
 }
 
-function report(e: CopyEvent, logger: Logger, progress: Progress | undefined, target: Store) {
+function report(e: CopyEvent, steps: HeldLines, progress: Progress | undefined, target: Store) {
+  const logger = steps.logger;
   switch (e.type) {
     case "blob-start":
+      steps.release();
       logger.info(
         `Copying ${blobLabel(e)} with digest ${e.desc.digest} (${formatBytes(e.desc.size)})`,
       );
@@ -600,16 +964,18 @@ function report(e: CopyEvent, logger: Logger, progress: Progress | undefined, ta
       );
       break;
     case "blob-skip":
-      logger.info(
+      if (e.reason === "mounted") steps.release();
+      steps.info(
         `Skipping ${blobLabel(e)} ${e.desc.digest}: ${
           e.reason === "exists" ? "already present" : "mounted from the source repository"
         }`,
       );
       break;
     case "nondistributable-skip":
-      logger.info(nonDistributableLine(e.descs));
+      steps.info(nonDistributableLine(e.descs));
       break;
     case "manifest-done":
+      steps.release();
       logger.debug(`manifest ${e.desc.mediaType} ${e.desc.digest} written`);
       break;
     case "manifest-skip":

@@ -12,6 +12,16 @@ export interface FlagSpec {
   help?: string;
   /** Placeholder for the value in help, e.g. FILE. */
   value?: string;
+  /**
+   * Another name for that flag (skopeo's `--retry-times` for `--retries`): the value is
+   * stored under the name given here. Aliases are listed in help apart from the flags.
+   */
+  alias?: string;
+  /**
+   * A flag other tools have that means nothing here: using it is a usage error that says
+   * this (what to do instead). Never shown in help.
+   */
+  instead?: string;
 }
 
 export type FlagValues = Record<string, string | boolean | string[] | undefined>;
@@ -49,15 +59,19 @@ export function parseFlags(
     if (long) {
       name = long[1];
       inline = long[2];
-      if (!specs[name]) throw new UsageError(`unknown flag --${name}`);
+      if (!specs[name]) throw unknownFlag(`--${name}`, name, specs);
     } else if (short) {
       name = byShort.get(short[1]);
-      if (!name) throw new UsageError(`unknown flag -${short[1]}`);
+      if (!name) throw unknownFlag(`-${short[1]}`, short[1], specs);
       inline = short[2] === "" ? undefined : short[2].replace(/^=/, "");
     } else {
       positionals.push(arg);
       continue;
     }
+    if (specs[name].instead !== undefined) {
+      throw new UsageError(`${long ? `--${name}` : `-${short![1]}`}: ${specs[name].instead}`);
+    }
+    if (specs[name].alias !== undefined) name = specs[name].alias!;
     const spec = specs[name];
     if (spec.type === "boolean") {
       if (inline === undefined) set(name, true);
@@ -77,17 +91,89 @@ export function parseFlags(
   return { values, positionals };
 }
 
-/** Help lines for a set of flags. */
-export function flagHelp(specs: Record<string, FlagSpec>): string {
-  const rows: [string, string][] = [];
-  for (const [name, spec] of Object.entries(specs)) {
-    if (!spec.help) continue;
-    let left = spec.short ? `-${spec.short}, --${name}` : `    --${name}`;
-    if (spec.type === "string") left += `=${spec.value ?? "VALUE"}`;
-    rows.push([left, spec.help]);
+/** The one-line error for a flag that is not in `specs`, naming the nearest one if any. */
+function unknownFlag(shown: string, name: string, specs: Record<string, FlagSpec>): UsageError {
+  const near = nearestFlag(name, specs);
+  const hint = near === undefined ? "see --help" : `did you mean ${near}? See --help`;
+  return new UsageError(`unknown flag ${shown} (${hint})`);
+}
+
+/**
+ * The flag spelled most like `name` (`--name`, or `-x` for a one-letter name): the one it
+ * is a prefix of when that is only one, else the nearest by edit distance when that is at
+ * most a third of the name's length (at least 1); undefined when none is that near.
+ */
+export function nearestFlag(name: string, specs: Record<string, FlagSpec>): string | undefined {
+  if (name.length === 1) return undefined; // a short flag: too little to go on
+  const names = Object.keys(specs).filter((n) => specs[n].instead === undefined);
+  const prefixed = names.filter((n) => n.startsWith(name));
+  if (prefixed.length === 1) return `--${prefixed[0]}`;
+  let best: string | undefined;
+  let bestDistance = Math.max(1, Math.floor(name.length / 3)) + 1;
+  for (const n of names) {
+    const d = editDistance(name, n);
+    if (d < bestDistance) [best, bestDistance] = [n, d];
   }
-  const width = Math.max(...rows.map(([l]) => l.length)) + 2;
-  return rows.map(([l, r]) => `  ${l.padEnd(width)}${r}`).join("\n");
+  return best === undefined ? undefined : `--${best}`;
+}
+
+/** Levenshtein distance: insertions, deletions and substitutions, each costing 1. */
+export function editDistance(a: string, b: string): number {
+  let prev = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const row = [i];
+    for (let j = 1; j <= b.length; j++) {
+      row[j] = Math.min(prev[j] + 1, row[j - 1] + 1, prev[j - 1] + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    prev = row;
+  }
+  return prev[b.length];
+}
+
+/** Where flag descriptions start in help; longer flag columns put theirs on the next line. */
+const HELP_COLUMN = 28;
+
+/**
+ * Help lines for a set of flags, none wider than `width` columns: the flag, then its
+ * description wrapped at word boundaries in a column of its own. Flags without help (aliases,
+ * `instead` flags) are left out.
+ */
+export function flagHelp(specs: Record<string, FlagSpec>, width = 80): string {
+  const lines: string[] = [];
+  for (const [name, spec] of Object.entries(specs)) {
+    if (!spec.help || spec.alias !== undefined || spec.instead !== undefined) continue;
+    let left = spec.short ? `  -${spec.short}, --${name}` : `      --${name}`;
+    if (spec.type === "string") left += `=${spec.value ?? "VALUE"}`;
+    const words = wrap(spec.help, width - HELP_COLUMN);
+    if (left.length + 2 > HELP_COLUMN) lines.push(left);
+    else lines.push(left.padEnd(HELP_COLUMN) + words.shift());
+    for (const w of words) lines.push(" ".repeat(HELP_COLUMN) + w);
+  }
+  return lines.join("\n");
+}
+
+/** `text` broken into lines of at most `width` characters at spaces (longer words alone). */
+export function wrap(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = "";
+  for (const word of text.split(/\s+/).filter(Boolean)) {
+    if (line === "") line = word;
+    else if (line.length + 1 + word.length <= width) line += " " + word;
+    else {
+      lines.push(line);
+      line = word;
+    }
+  }
+  if (line !== "") lines.push(line);
+  return lines;
+}
+
+/** The aliases in `specs`, as help text: `--retry-times (--retries), …`, wrapped. */
+export function aliasHelp(specs: Record<string, FlagSpec>, width = 80): string {
+  const pairs = Object.entries(specs)
+    .filter(([, spec]) => spec.alias !== undefined)
+    .map(([name, spec]) => `--${name} (= --${spec.alias})`);
+  return wrap(pairs.join(", "), width - 2).map((l) => "  " + l).join("\n");
 }
 
 /** Parse a size such as `16MiB`, `512k`, `1048576`. */

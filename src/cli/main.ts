@@ -1,5 +1,5 @@
 // The command dispatcher: global flags, subcommands, error reporting and signals.
-import { describeError, UsageError, UserError } from "../errors.ts";
+import { describeError, EXIT, UsageError, UserError } from "../errors.ts";
 import { removeTempFilesSync } from "../tempfiles.ts";
 import { versionString } from "../version.ts";
 import { COPY_USAGE, copyCommand } from "./copy.ts";
@@ -12,13 +12,18 @@ Commands:
 
 Global flags:
   --log=LEVEL   debug, info, warn or error (default info)
+  --debug       the same as --log=debug
+  -q, --quiet   the same as --log=warn
   --version     print the version and exit
   -h, --help    show this help
 
 Run 'umoci copy --help' for the copy command's flags and reference syntax.
 `;
 
-/** Pull `--log=LEVEL` / `--log LEVEL` out of args wherever it stands. */
+/**
+ * Pull `--log=LEVEL` / `--log LEVEL` and its shorthands `--debug` (debug) and `-q`/`--quiet`
+ * (warn) out of args wherever they stand before `--`; the last one wins.
+ */
 function extractLogLevel(args: string[]): { level: Level; rest: string[] } {
   let level: string = "info";
   const rest: string[] = [];
@@ -28,7 +33,12 @@ function extractLogLevel(args: string[]): { level: Level; rest: string[] } {
       rest.push(...args.slice(i));
       break;
     }
-    if (a.startsWith("--log=")) level = a.slice(6);
+    const shorthand = /^(?:--(debug|quiet)|-(q))(?:=(true|false))?$/i.exec(a);
+    if (shorthand) {
+      if (shorthand[4]?.toLowerCase() !== "false") {
+        level = shorthand[1] === "debug" ? "debug" : "warn";
+      }
+    } else if (a.startsWith("--log=")) level = a.slice(6);
     else if (a === "--log") {
       if (i + 1 >= args.length) throw new UsageError("flag --log needs a level");
       level = args[++i];
@@ -50,7 +60,7 @@ export async function run(args: string[]): Promise<number> {
     logger.error(
       `interrupted by ${signal}; nothing partial was published (a rerun resumes downloads)`,
     );
-    Deno.exit(signal === "SIGINT" ? 130 : 143);
+    Deno.exit(signal === "SIGINT" ? EXIT.sigint : EXIT.sigterm);
   };
   const handlers: [Deno.Signal, () => void][] = [];
   if (Deno.build.os !== "windows") {
@@ -66,7 +76,7 @@ export async function run(args: string[]): Promise<number> {
     const [command, ...commandArgs] = rest;
     if (command === undefined) {
       console.error(USAGE);
-      return 2;
+      return EXIT.usage;
     }
     if (command === "--help" || command === "-h" || command === "help") {
       if (commandArgs[0] === "copy" || commandArgs[0] === "cp") console.log(COPY_USAGE);
@@ -90,7 +100,7 @@ export async function run(args: string[]): Promise<number> {
       for (const line of (e.stack ?? String(e)).split("\n")) logger.debug(line);
     }
     logger.error(describeError(e));
-    return e instanceof UserError ? e.exitCode : 1;
+    return e instanceof UserError ? e.exitCode : EXIT.failed;
   } finally {
     for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
   }

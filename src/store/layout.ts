@@ -17,6 +17,7 @@ import {
   MAX_MANIFEST_SIZE,
   OCI_INDEX,
   OCI_LAYOUT_VERSION,
+  REF_NAME_ANNOTATION,
   sniffMediaType,
 } from "../media.ts";
 import type { BlobReader, BlobSource, PushOptions, Store } from "./store.ts";
@@ -421,6 +422,17 @@ export class LayoutStore implements Store {
       return { mediaType, digest: reference, size: info.size };
     }
     return findTagged(index, ref.tag ?? "latest", `${this.path}/index.json`, this.path);
+  }
+
+  /** The distinct ref.names in index.json, in their order there. */
+  async sampleTags(max: number): Promise<{ tags: string[]; more: boolean }> {
+    const names = new Set<string>();
+    for (const m of (await this.readIndex()).manifests) {
+      const name = m?.annotations?.[REF_NAME_ANNOTATION];
+      if (typeof name === "string") names.add(name);
+    }
+    const tags = [...names];
+    return { tags: tags.slice(0, max), more: tags.length > max };
   }
 
   async exists(desc: Descriptor): Promise<boolean> {

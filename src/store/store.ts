@@ -81,6 +81,12 @@ export interface Store {
    */
   commit?(): Promise<void>;
 
+  /**
+   * Up to `max` tags the store has, for messages (a tag that is not there lists these);
+   * `more` when it has others besides. Optional: a store without it lists nothing.
+   */
+  sampleTags?(max: number): Promise<{ tags: string[]; more: boolean }>;
+
   /** Release resources (locks, connections). */
   close(): Promise<void>;
 }
@@ -89,6 +95,11 @@ export interface Store {
 export interface MountingStore extends Store {
   /** Try to make `desc` present by mounting it from `from`; true when it worked. */
   mount(desc: Descriptor, from: Store): Promise<boolean>;
+  /**
+   * True when mount() would ask to mount blobs from `from` (no request is made); whether a
+   * mount works is known only when it is tried.
+   */
+  mountsFrom(from: Store): boolean;
 }
 
 export function canMount(s: Store): s is MountingStore {

@@ -289,10 +289,10 @@ export function checkRealm(realm: string, registry: URL, name: string): RealmChe
  * line says both, and how to give credentials. `name` is `REGISTRY/REPOSITORY`; `detail`
  * is what was asked and answered (with the registry's own error code and message).
  */
-export function deniedWithoutCredentials(name: string, detail: string): UserError {
+export function deniedWithoutCredentials(name: string, detail: string, hint?: string): UserError {
   return new UserError(
     `${name}: not found, or access denied without credentials (${detail}); ` +
-      "give credentials with --creds or --authfile",
+      (hint ?? "give credentials with --creds or --authfile"),
   );
 }
 
@@ -345,17 +345,21 @@ export class Authenticator {
   #basicChecks = new Map<string, Promise<boolean>>();
   /** Set once the token server refused our credentials: every later request fails alike. */
   #refused?: UserError;
+  /** Where credentials come from and how to give them, for failure messages. */
+  readonly hint?: string;
 
   constructor(
     transport: Transport,
     name: string,
     repository: string,
     credentials?: Credentials,
+    hint?: string,
   ) {
     this.#transport = transport;
     this.#name = name;
     this.#repository = repository;
     this.#provider = credentialProvider(credentials);
+    this.hint = hint;
   }
 
   #getCredential(): Promise<Secret | undefined> {
@@ -371,7 +375,9 @@ export class Authenticator {
 
   /** The one error for credentials the registry or its token server refused. */
   #authFailed(): UserError {
-    return new UserError(`authentication failed for ${this.#name}`);
+    return new UserError(
+      `authentication failed for ${this.#name}${this.hint ? `; ${this.hint}` : ""}`,
+    );
   }
 
   /**
@@ -599,6 +605,7 @@ export class Authenticator {
         ? deniedWithoutCredentials(
           `${this.#name}/${this.#repository}`,
           `token server ${origin} answered ${res.status} to an anonymous token request`,
+          this.hint,
         )
         : this.#authFailed();
     }

@@ -136,6 +136,45 @@ async function readConfig(path: string): Promise<ConfigFile | undefined> {
   }
 }
 
+/**
+ * Check a credential file named on the command line (`flag`, e.g. `--authfile`) before
+ * anything is copied: it must be a readable regular file of at most 1 MiB holding a JSON
+ * object, and every `auths` entry's `auth` must decode. Throws a one-line UserError
+ * saying which of these it is not.
+ */
+export async function checkAuthFile(path: string, flag: string): Promise<void> {
+  let info: Deno.FileInfo;
+  try {
+    info = await Deno.stat(path);
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound) throw new UserError(`${flag} ${path}: no such file`);
+    throw new UserError(`${flag} ${path}: ${(e as Error).message}`);
+  }
+  if (!info.isFile) throw new UserError(`${flag} ${path}: not a regular file`);
+  if (info.size > MAX_CONFIG_SIZE) {
+    throw new UserError(`${flag} ${path}: larger than ${MAX_CONFIG_SIZE} bytes`);
+  }
+  let doc: unknown;
+  try {
+    doc = JSON.parse(await Deno.readTextFile(path));
+  } catch (e) {
+    if (e instanceof SyntaxError) throw new UserError(`${flag} ${path}: not valid JSON`);
+    throw new UserError(`${flag} ${path}: ${(e as Error).message}`);
+  }
+  if (typeof doc !== "object" || doc === null || Array.isArray(doc)) {
+    throw new UserError(`${flag} ${path}: not a JSON object (expected {"auths": {...}})`);
+  }
+  const auths = (doc as ConfigFile).auths;
+  if (auths !== undefined && (typeof auths !== "object" || auths === null)) {
+    throw new UserError(`${flag} ${path}: "auths" is not an object`);
+  }
+  for (const [key, entry] of Object.entries(auths ?? {})) {
+    if (entry && typeof entry === "object" && typeof entry.auth === "string" && entry.auth) {
+      decodeAuth(entry.auth, `${flag} ${path}: auths["${key}"]`);
+    }
+  }
+}
+
 function decodeAuth(value: string, where: string): { username: string; password: string } {
   let text: string;
   try {

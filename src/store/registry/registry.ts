@@ -66,6 +66,12 @@ export interface RegistryOptions {
   onRetry?: (line: string) => void;
   /** Username/password, identity token, or a provider looking them up per host. */
   credentials?: Credentials;
+  /**
+   * Said after an authentication failure: where credentials came from or were looked for,
+   * and how to give them (default: "give credentials with --creds or --authfile" when none
+   * were sent).
+   */
+  credentialHint?: string;
   userAgent?: string;
 }
 
@@ -133,7 +139,13 @@ export class RegistryStore implements MountingStore {
     this.name = `${ref.registry}/${ref.repository}`;
     this.#transport = transport;
     this.baseUrl = transport.baseUrl.origin;
-    this.#auth = new Authenticator(transport, ref.registry, ref.repository, opts.credentials);
+    this.#auth = new Authenticator(
+      transport,
+      ref.registry,
+      ref.repository,
+      opts.credentials,
+      opts.credentialHint,
+    );
     this.#chunkSize = opts.chunkSize;
     this.#api = {
       name: this.registry,
@@ -250,8 +262,11 @@ export class RegistryStore implements MountingStore {
       );
     }
     if (res.status === 401) {
-      if (await this.#auth.isAnonymous()) return deniedWithoutCredentials(this.name, what);
-      return new UserError(`authentication failed for ${this.registry}: ${what}`);
+      const hint = this.#auth.hint;
+      if (await this.#auth.isAnonymous()) return deniedWithoutCredentials(this.name, what, hint);
+      return new UserError(
+        `authentication failed for ${this.registry}: ${what}${hint ? `; ${hint}` : ""}`,
+      );
     }
     if (res.status === 403) {
       return new UserError(`access denied to ${this.name}: ${what}`);
@@ -408,6 +423,22 @@ export class RegistryStore implements MountingStore {
       }
     }
     return [...tags].sort();
+  }
+
+  /**
+   * The first `max` tags of `GET /v2/<name>/tags/list?n=…` (distribution-spec "Listing
+   * Tags"), one request, no retries; a registry that ignores `n` is cut off at `max`.
+   */
+  async sampleTags(max: number): Promise<{ tags: string[]; more: boolean }> {
+    const url = this.#url(`tags/list?n=${max + 1}`);
+    const res = await this.#send({ method: "GET", url, retry: false }, this.#pullScopes());
+    if (res.status !== 200) throw await this.#fail(res, "GET", url);
+    const doc = JSON.parse(new TextDecoder().decode(await res.bytes(MAX_ERROR_BODY, "tag list")));
+    const tags = Array.isArray(doc?.tags)
+      ? (doc.tags as unknown[]).filter((t): t is string => typeof t === "string")
+      : [];
+    const link = res.headers.get("link");
+    return { tags: tags.slice(0, max), more: tags.length > max || link !== null };
   }
 
   async fetchManifest(desc: Descriptor): Promise<Uint8Array> {
@@ -689,11 +720,16 @@ export class RegistryStore implements MountingStore {
    */
   mountHint?: (digest: string) => Store | undefined;
 
+  /** Blobs are mounted from another repository of the same registry only. */
+  mountsFrom(from: Store): from is RegistryStore {
+    return from instanceof RegistryStore && from.baseUrl === this.baseUrl &&
+      from.repository !== this.repository;
+  }
+
   async mount(desc: Descriptor, from: Store): Promise<boolean> {
     const hint = this.mountHint?.(desc.digest);
     for (const other of hint && hint !== from ? [from, hint] : [from]) {
-      if (!(other instanceof RegistryStore)) continue;
-      if (other.baseUrl !== this.baseUrl || other.repository === this.repository) continue;
+      if (!this.mountsFrom(other)) continue;
       parseDigest(desc.digest);
       if (await mountBlob(this.#api, desc, other.repository)) return true;
     }

@@ -247,7 +247,9 @@ export class Transport {
       trace?.(errorTraceLine(method, url, started, msg));
       return new NetworkError(
         `${this.name}: ${method} ${redactUrl(url)}: ${msg}`,
-        cause instanceof TimeoutError || isTransientFailure(msg),
+        // A permission Deno was not given stays missing: no retry.
+        cause instanceof TimeoutError ||
+          (!(cause instanceof Deno.errors.NotCapable) && isTransientFailure(msg)),
       );
     };
     let raw;
