@@ -20,7 +20,6 @@ import {
   isSchema1,
   MANIFEST_TYPES,
   MAX_MANIFEST_SIZE,
-  OCI_INDEX,
   sniffMediaType,
 } from "../../media.ts";
 import type { RegistryReference } from "../../reference.ts";
@@ -31,6 +30,8 @@ import type { HttpResponse } from "./response.ts";
 import type { RetryPolicy } from "./retry.ts";
 import { Transport } from "./transport.ts";
 import { type ApiRequest, mountBlob, type UploadApi, uploadBlob } from "./upload.ts";
+import { referrerDescriptor } from "../referrers.ts";
+import { listReferrers, listTags, mergeReferrersTag, type ReferrersState } from "./referrers.ts";
 
 export type { Credential, CredentialProvider, Credentials } from "./auth.ts";
 
@@ -74,7 +75,6 @@ const MAX_ERROR_BODY = 1024 * 1024;
 const ACCEPT_MANIFESTS = MANIFEST_TYPES.join(", ");
 /** A resumed download that got this much further than the last one earns fresh retries. */
 const PROGRESS_RESETS_RETRIES = 1024 * 1024;
-const encoder = new TextEncoder();
 
 /** A string from a registry, made safe for a one-line message. */
 function oneLine(s: string, max = 300): string {
@@ -125,6 +125,10 @@ export class RegistryStore implements MountingStore {
   readonly #api: UploadApi;
   /** Blobs handed out by fetch() in this session: re-opens after a break, and where. */
   readonly #opened = new Map<string, { failures: number; mark: number }>();
+  /** Whether the registry has the referrers API (learnt from its first 404). */
+  readonly #referrersState: ReferrersState = {};
+  /** Referrers whose fallback-tag entry this session wrote (see recordReferrers). */
+  readonly #recordedReferrers = new Set<string>();
 
   private constructor(ref: RegistryReference, transport: Transport, opts: RegistryOptions) {
     this.registry = ref.registry;
@@ -418,7 +422,8 @@ export class RegistryStore implements MountingStore {
     }
     if (doc?.subject === undefined) return;
     const subject = checkDescriptor(doc.subject, `manifest ${desc.digest}`);
-    await this.#updateReferrersTag(subject, desc, doc);
+    await mergeReferrersTag(this.#api, subject, [referrerDescriptor(desc, doc)]);
+    this.#recordedReferrers.add(desc.digest);
   }
 
   /** PUT manifest bytes under a digest or tag; returns the OCI-Subject header (or null). */
@@ -449,54 +454,6 @@ export class RegistryStore implements MountingStore {
       );
     }
     return subject;
-  }
-
-  /**
-   * The referrers tag schema (distribution-spec "Pushing Manifests with Subject"): the tag
-   * `ALG-HEX` of the subject holds an OCI index listing its referrers. Read it (404 → a new
-   * empty index), add this manifest unless already listed, and put it back.
-   */
-  async #updateReferrersTag(
-    subject: Descriptor,
-    desc: Descriptor,
-    doc: Record<string, unknown>,
-  ): Promise<void> {
-    const { algorithm, encoded } = parseDigest(subject.digest);
-    const tag = `${algorithm.slice(0, 32)}-${encoded.slice(0, 64)}`;
-    let index: { manifests: Descriptor[]; [key: string]: unknown };
-    try {
-      const { bytes, mediaType } = await this.#getManifest(tag);
-      const parsed = JSON.parse(new TextDecoder().decode(bytes));
-      if (mediaType !== OCI_INDEX || !Array.isArray(parsed?.manifests)) {
-        throw new UserError(
-          `referrers tag ${tag} in ${this.name} is not an OCI image index; not updated`,
-        );
-      }
-      index = parsed;
-    } catch (e) {
-      if (!(e instanceof NotFoundError)) throw e;
-      index = { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] };
-    }
-    if (index.manifests.some((m) => m?.digest === desc.digest)) return;
-    const entry: Descriptor = { mediaType: desc.mediaType, digest: desc.digest, size: desc.size };
-    const config = doc.config as { mediaType?: unknown } | undefined;
-    const artifactType = typeof doc.artifactType === "string"
-      ? doc.artifactType
-      : typeof config?.mediaType === "string"
-      ? config.mediaType
-      : undefined;
-    if (artifactType) entry.artifactType = artifactType;
-    if (typeof doc.annotations === "object" && doc.annotations !== null) {
-      entry.annotations = doc.annotations as Record<string, string>;
-    }
-    index.manifests.push(entry);
-    const bytes = encoder.encode(JSON.stringify(index));
-    const indexDesc: Descriptor = {
-      mediaType: OCI_INDEX,
-      digest: await digestOf(bytes),
-      size: bytes.length,
-    };
-    await this.#putManifest(indexDesc, bytes, tag);
   }
 
   async tag(desc: Descriptor, tag: string, known?: Uint8Array): Promise<void> {
@@ -645,6 +602,55 @@ export class RegistryStore implements MountingStore {
     if (from.baseUrl !== this.baseUrl || from.repository === this.repository) return false;
     parseDigest(desc.digest);
     return await mountBlob(this.#api, desc, from.repository);
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Referrers and tags (optional capabilities, see ../referrers.ts; the protocol is in
+  // ./referrers.ts)
+
+  /**
+   * The referrers of `subject` (distribution-spec "Listing Referrers"): the referrers API,
+   * or the fallback tag `ALG-HEX` when the registry answers 404 (remembered for this
+   * session). Filtered to `artifactTypes` when given. Throws UserError on failure.
+   */
+  async referrers(subject: Descriptor, artifactTypes?: readonly string[]): Promise<Descriptor[]> {
+    const found = await listReferrers(
+      this.#api,
+      this.#pullScopes(),
+      subject,
+      artifactTypes,
+      this.#referrersState,
+    );
+    return found.referrers;
+  }
+
+  /**
+   * Make `referrers` (stored here already) discoverable as referrers of `subject`: nothing
+   * to do for those this session pushed (pushManifest recorded them) or when the registry
+   * has the referrers API (it lists them itself); otherwise the missing ones are merged
+   * into the fallback tag (see mergeReferrersTag). A rerun whose referrers were all present
+   * costs one GET of the tag per subject (and one 404 of the API per session).
+   */
+  async recordReferrers(subject: Descriptor, referrers: Descriptor[]): Promise<void> {
+    const left = referrers.filter((r) => !this.#recordedReferrers.has(r.digest));
+    if (left.length === 0) return;
+    const { referrers: listed, via } = await listReferrers(
+      this.#api,
+      this.#pushScopes(),
+      subject,
+      undefined,
+      this.#referrersState,
+    );
+    if (via === "api") return;
+    const have = new Set(listed.map((d) => d.digest));
+    const missing = left.filter((r) => !have.has(r.digest));
+    if (missing.length > 0) await mergeReferrersTag(this.#api, subject, missing);
+    for (const r of left) this.#recordedReferrers.add(r.digest);
+  }
+
+  /** Every tag of the repository (`tags/list`, all pages). Throws UserError on failure. */
+  listTags(): Promise<string[]> {
+    return listTags(this.#api, this.#pullScopes());
   }
 
   close(): Promise<void> {
