@@ -32,6 +32,7 @@ import {
 import { findCredentials, parseCredsFlag } from "../store/registry/credentials.ts";
 import { escapeControl, formatBytes, type Logger } from "./log.ts";
 import { Progress } from "./progress.ts";
+import { ATTACHED_FLAGS, attachedFromFlags, copyAttachedForCli } from "./attached.ts";
 
 export const COPY_FLAGS: Record<string, FlagSpec> = {
   "plain-http": {
@@ -105,6 +106,7 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
     help:
       "copy blobs of foreign layers and descriptors with urls too (default off: descriptors only)",
   },
+  ...ATTACHED_FLAGS,
   "digestfile": {
     type: "string",
     value: "PATH",
@@ -143,6 +145,7 @@ Examples:
   umoci copy --plain-http oci://localhost:8080/opensuse/amd64:42.2 opensuse:42.2
   umoci copy --plain-http opensuse:42.2 oci://localhost:8080/opensuse/amd64:42.2
   umoci copy oci://registry.example/app:v1 oci://mirror.example/app:v1
+  umoci copy --referrers --digest-tags oci://registry.example/app:v1 airgap:v1
 `;
 
 export async function copyCommand(args: string[], logger: Logger): Promise<number> {
@@ -172,6 +175,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       `destination ${JSON.stringify(dst.text)}: give a tag or a digest, not both`,
     );
   }
+  const attached = attachedFromFlags(values);
   const creds = await credentialFlags(values, logger);
   const registryFor = (side: "src" | "dest"): RegistryOptions => ({
     ...registry,
@@ -256,6 +260,9 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       } else logger.info(`Tagging ${root.digest} as '${tag}'`);
       // Usually done already: the root was pushed with its tag.
       if (!stats.rootTagged) await target.tag(root, tag, stats.rootBytes);
+    }
+    if (attached) {
+      await copyAttachedForCli(source, target, root, attached, copyOptions, logger);
     }
     if (target instanceof RegistryStore) {
       logger.info(`Successfully copied to remote ${target.registry}`);
