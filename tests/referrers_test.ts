@@ -33,6 +33,10 @@ import {
 import { type RunningRegistry, startRegistry } from "./fixtures/registry.ts";
 import { startReferrersProxy } from "./fixtures/referrers_proxy.ts";
 import { digestTagKind, referrersTagName } from "../src/store/referrers.ts";
+import { RegistryStore } from "../src/store/registry/registry.ts";
+import { parseRegistryReference } from "../src/reference.ts";
+import { UserError } from "../src/errors.ts";
+import { serveRecorded } from "./fixtures/mini_registry.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
@@ -244,6 +248,23 @@ Deno.test("CLI --referrers: SBOM and signature-on-SBOM go registry → layout �
         const nested = await registryManifest(reg.url, "sc/b", sbomTag);
         assert.deepEqual(nested.json.manifests.map((m: Descriptor) => [m.digest, m.artifactType]), [
           [sc.sbomSig.digest, SIG_TYPE],
+        ]);
+      }
+      // registry → registry (blobs mounted across repositories), twice.
+      for (let run = 0; run < 2; run++) {
+        const err = await copyOk(
+          ["--plain-http", "-r", `oci://${reg.host}/sc/b:v1`, `oci://${reg.host}/sc/c:v1`],
+          sc.image.digest,
+        );
+        assert.match(
+          err,
+          run === 0 ? /2 referrers copied, 0 already/ : /0 referrers copied, 2 already/,
+        );
+        const top = await registryManifest(reg.url, "sc/c", imageTag);
+        assert.deepEqual(top.json.manifests.map((m: Descriptor) => m.digest), [sc.sbom.digest]);
+        const nested = await registryManifest(reg.url, "sc/c", sbomTag);
+        assert.deepEqual(nested.json.manifests.map((m: Descriptor) => m.digest), [
+          sc.sbomSig.digest,
         ]);
       }
       // skopeo reads back the same bytes, by tag and by digest.
@@ -713,6 +734,187 @@ Deno.test("CLI --digest-tags follows tags/list pages (proxy fixture pages by 2)"
     });
   } finally {
     await proxy.stop();
+    await reg.stop();
+  }
+});
+
+Deno.test("CLI --referrers: a referrer already in the registry but missing from its fallback tag (a run cut short) is listed by the next run", async () => {
+  const reg = await startRegistry();
+  try {
+    await withTempDir(async (dir) => {
+      const sc = await buildSupplyChain(dir);
+      await copyOk(
+        ["--plain-http", `${sc.src}:v1`, `oci://${reg.host}/cut/app:v1`],
+        sc.image.digest,
+      );
+      // The SBOM's blobs and manifest reach the registry, the fallback tag never does (as if
+      // the earlier copy had been killed between the two PUTs).
+      const sbomDoc = JSON.parse(await Deno.readTextFile(blobFile(sc.src, sc.sbom.digest)));
+      for (const d of [sbomDoc.config, ...sbomDoc.layers]) {
+        const post = await fetch(`${reg.url}/v2/cut/app/blobs/uploads/`, { method: "POST" });
+        await post.body?.cancel();
+        const loc = new URL(post.headers.get("location")!, reg.url);
+        loc.searchParams.set("digest", d.digest);
+        const put = await fetch(loc, {
+          method: "PUT",
+          body: await Deno.readFile(blobFile(sc.src, d.digest)),
+        });
+        await put.body?.cancel();
+        assert.equal(put.status, 201);
+      }
+      const put = await fetch(`${reg.url}/v2/cut/app/manifests/${sc.sbom.digest}`, {
+        method: "PUT",
+        headers: { "content-type": OCI_MANIFEST },
+        body: await Deno.readFile(blobFile(sc.src, sc.sbom.digest)),
+      });
+      await put.body?.cancel();
+      assert.equal(put.status, 201);
+      const tag = referrersTagName(sc.image.digest);
+      assert.equal((await registryManifest(reg.url, "cut/app", tag)).status, 404);
+
+      const err = await copyOk([
+        "--plain-http",
+        "-r",
+        `${sc.src}:v1`,
+        `oci://${reg.host}/cut/app:v1`,
+      ], sc.image.digest);
+      assert.match(err, /1 referrers copied, 1 already present/);
+      const top = await registryManifest(reg.url, "cut/app", tag);
+      assert.deepEqual(top.json.manifests.map((m: Descriptor) => [m.digest, m.artifactType]), [[
+        sc.sbom.digest,
+        SPDX,
+      ]]);
+    });
+  } finally {
+    await reg.stop();
+  }
+});
+
+/** A registry that answers the referrers API (and nothing else) with `answer`. */
+function fakeReferrersApi(answer: (url: URL) => Response) {
+  return serveRecorded((_req, url) => {
+    if (url.pathname === "/v2/" || url.pathname === "/v2") return new Response("{}");
+    if (url.pathname.includes("/referrers/")) return answer(url);
+    return new Response(JSON.stringify({ errors: [{ code: "NAME_UNKNOWN" }] }), { status: 404 });
+  });
+}
+
+Deno.test("registry referrers: a next page on another host, a page loop, a malformed index: one-line errors", async () => {
+  const subject = { mediaType: OCI_MANIFEST, digest: `sha256:${"1".repeat(64)}`, size: 10 };
+  const index = (link?: string) =>
+    new Response(JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] }), {
+      headers: { "content-type": OCI_INDEX, ...(link ? { link } : {}) },
+    });
+  const cases: [(url: URL) => Response, RegExp][] = [
+    [
+      () => index(`<http://198.51.100.7/v2/a/b/referrers/x?p=2>; rel="next"`),
+      /next page is on another host \(198\.51\.100\.7\); refused/,
+    ],
+    [(url) => index(`<${url.pathname}>; rel="next"`), /pages in a loop; refused/],
+    [
+      () => new Response(`{"manifests": "no"}`, { headers: { "content-type": OCI_INDEX } }),
+      /referrers of sha256:1+: not an image index/,
+    ],
+    [() => new Response("nope", { status: 500 }), /GET \/v2\/a\/b\/referrers\/sha256:1+: 500/],
+  ];
+  for (const [answer, message] of cases) {
+    const fake = fakeReferrersApi(answer);
+    const store = await RegistryStore.open(parseRegistryReference(`oci://${fake.host}/a/b`), {
+      plainHttp: true,
+      retries: 0,
+    });
+    try {
+      await assert.rejects(store.referrers(subject), (e) => {
+        assert.ok(e instanceof UserError, String(e));
+        assert.match(e.message, message);
+        assert.ok(!e.message.includes("\n"));
+        return true;
+      });
+    } finally {
+      await store.close();
+      await fake.stop();
+    }
+  }
+});
+
+Deno.test("registry referrers: the API's filter is applied here too, and entries that are not manifests are left out", async () => {
+  const subject = { mediaType: OCI_MANIFEST, digest: `sha256:${"2".repeat(64)}`, size: 10 };
+  const d = (n: string, artifactType: string, mediaType = OCI_MANIFEST) => ({
+    mediaType,
+    digest: `sha256:${n.repeat(64)}`,
+    size: 5,
+    artifactType,
+  });
+  const fake = fakeReferrersApi(() =>
+    new Response(
+      JSON.stringify({
+        schemaVersion: 2,
+        mediaType: OCI_INDEX,
+        manifests: [d("a", SPDX), d("b", INTOTO), d("c", SPDX, "application/octet-stream")],
+      }),
+      { headers: { "content-type": OCI_INDEX } }, // no OCI-Filters-Applied: it ignored it
+    )
+  );
+  const store = await RegistryStore.open(parseRegistryReference(`oci://${fake.host}/a/b`), {
+    plainHttp: true,
+  });
+  try {
+    const all = await store.referrers(subject);
+    assert.deepEqual(all.map((r) => r.digest), [d("a", "").digest, d("b", "").digest]);
+    const spdx = await store.referrers(subject, [SPDX]);
+    assert.deepEqual(spdx.map((r) => r.digest), [d("a", "").digest]);
+    assert.equal(
+      fake.requests.at(-1)?.target,
+      `/v2/a/b/referrers/${subject.digest}?artifactType=application%2Fspdx%2Bjson`,
+    );
+  } finally {
+    await store.close();
+    await fake.stop();
+  }
+});
+
+Deno.test("CLI --referrers: a manifest listed as a referrer that does not name the subject is skipped and said so", async () => {
+  const reg = await startRegistry();
+  try {
+    await withTempDir(async (dir) => {
+      const sc = await buildSupplyChain(dir);
+      await copyOk([
+        "--plain-http",
+        "--digest-tags",
+        `${sc.src}:v1`,
+        `oci://${reg.host}/lie/app:v1`,
+      ], sc.image.digest);
+      // A fallback tag that lists the cosign signature (no subject) as a referrer.
+      const index = {
+        schemaVersion: 2,
+        mediaType: OCI_INDEX,
+        manifests: [{ mediaType: OCI_MANIFEST, digest: sc.cosign.digest, size: sc.cosign.size }],
+      };
+      const put = await fetch(
+        `${reg.url}/v2/lie/app/manifests/${referrersTagName(sc.image.digest)}`,
+        {
+          method: "PUT",
+          headers: { "content-type": OCI_INDEX },
+          body: JSON.stringify(index),
+        },
+      );
+      await put.body?.cancel();
+      assert.equal(put.status, 201);
+      const out = join(dir, "out");
+      const err = await copyOk(
+        ["--plain-http", "-r", `oci://${reg.host}/lie/app:v1`, `${out}:v1`],
+        sc.image.digest,
+      );
+      assert.match(
+        err,
+        new RegExp(
+          `! skipping ${sc.cosign.digest}: listed as a referrer of ${sc.image.digest}, but its subject is absent`,
+        ),
+      );
+      assert.match(err, /0 referrers copied, 0 already present; 1 skipped/);
+      assert.deepEqual(await unnamed(out), []);
+    });
+  } finally {
     await reg.stop();
   }
 });
