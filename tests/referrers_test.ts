@@ -546,6 +546,8 @@ Deno.test("CLI --referrers through the referrers API (proxy fixture): OCI-Subjec
       // The registry answered OCI-Subject: no fallback tag was written.
       assert.deepEqual(await registryTags(reg.url, "api/app"), ["v1"]);
       assert.deepEqual(proxy.requests.filter((r) => r.target.includes("/manifests/sha256-")), []);
+      // Nor was the referrers list checked: OCI-Subject said the registry keeps it.
+      assert.deepEqual(proxy.requests.filter((r) => r.target.includes("/referrers/")), []);
 
       const mark = proxy.requests.length;
       const out = join(dir, "out");

@@ -413,7 +413,10 @@ export class RegistryStore implements MountingStore {
 
     // A referrer (manifest with `subject`) on a registry without the referrers API (no
     // OCI-Subject in the answer): maintain the fallback tag ourselves.
-    if (subjectHeader !== null) return;
+    if (subjectHeader !== null) {
+      this.#recordedReferrers.add(desc.digest); // the registry lists it itself
+      return;
+    }
     let doc: Record<string, unknown>;
     try {
       doc = JSON.parse(new TextDecoder().decode(bytes));
