@@ -25,6 +25,7 @@ import {
   readIndex,
   REF_NAME,
   runRaw,
+  skopeoCopy,
   tagDescriptor,
   withTempDir,
   writeBlob,
@@ -280,6 +281,29 @@ Deno.test("CLI --referrers: SBOM and signature-on-SBOM go registry → layout �
       }
       const listed = JSON.parse(dec.decode(await skopeoRaw(`${reg.host}/sc/b:${imageTag}`)));
       assert.deepEqual(listed.manifests.map((m: Descriptor) => m.digest), [sc.sbom.digest]);
+      // … and skopeo copies the SBOM and its signature into a fresh layout, same bytes.
+      const fresh = join(dir, "skopeo");
+      for (const [d, tag] of [[sc.sbom, "sbom"], [sc.sbomSig, "sig"]] as const) {
+        const r = await skopeoCopy([
+          "copy",
+          "--preserve-digests",
+          "--src-tls-verify=false",
+          `docker://${reg.host}/sc/b@${d.digest}`,
+          `oci:${fresh}:${tag}`,
+        ]);
+        assert.equal(r.code, 0, r.stderr);
+        const entry = (await readIndex(fresh)).manifests.find((m) =>
+          m.annotations?.[REF_NAME] === tag
+        );
+        assert.equal(entry?.digest, d.digest);
+        const doc = JSON.parse(await Deno.readTextFile(blobFile(sc.src, d.digest)));
+        for (const b of [doc.config, ...doc.layers]) {
+          assert.deepEqual(
+            await Deno.readFile(blobFile(fresh, b.digest)),
+            await Deno.readFile(blobFile(sc.src, b.digest)),
+          );
+        }
+      }
     });
   } finally {
     await reg.stop();
