@@ -111,14 +111,19 @@ export async function copyAttached(
       ? await dst.fetchManifest(desc)
       : await src.fetchManifest(desc);
 
-  /** Mark `desc` and the manifests below it present, and queue them for discovery. */
-  const walk = async (desc: Descriptor, depth: number, bytes?: Uint8Array): Promise<void> => {
-    if (present.has(desc.digest)) return;
+  /** Refuse `desc` at `depth` (before anything of it is copied) when that is too deep. */
+  const checkDepth = (desc: Descriptor, depth: number): void => {
     if (depth > MAX_NESTING) {
       throw new UserError(
         `manifest ${desc.digest} is nested more than ${MAX_NESTING} levels deep (referrers of referrers); refused`,
       );
     }
+  };
+
+  /** Mark `desc` and the manifests below it present, and queue them for discovery. */
+  const walk = async (desc: Descriptor, depth: number, bytes?: Uint8Array): Promise<void> => {
+    if (present.has(desc.digest)) return;
+    checkDepth(desc, depth);
     present.add(desc.digest);
     queue.push({ desc, depth });
     if (!isIndexType(desc.mediaType)) return;
@@ -156,6 +161,7 @@ export async function copyAttached(
       const desc = referrerDescriptor(listed, doc);
       record.push(desc);
       if (present.has(desc.digest)) continue;
+      checkDepth(desc, subject.depth + 1);
       const what = `referrer ${desc.digest}${
         desc.artifactType ? ` (${desc.artifactType})` : ""
       } of ${subject.desc.digest}`;
@@ -198,6 +204,7 @@ export async function copyAttached(
         await walk(desc, item.depth + 1);
         continue;
       }
+      checkDepth(desc, item.depth + 1);
       const s = await copyGraph(src, dst, desc, { ...opts.copy, present, rootTag: tag });
       add(s);
       if (!s.rootTagged) await dst.tag(desc, tag, s.rootBytes);

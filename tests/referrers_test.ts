@@ -944,3 +944,31 @@ Deno.test("CLI --referrers: a manifest listed as a referrer that does not name t
     await reg.stop();
   }
 });
+
+Deno.test("CLI --referrers: referrers of referrers nest at most 16 levels; the 17th is refused before it is copied", async () => {
+  await withTempDir(async (dir) => {
+    const src = join(dir, "src");
+    const image = (await buildRandomImage(src, "v1", { layerSizes: [100] })).manifest;
+    const chain: Descriptor[] = [];
+    let subject = image;
+    for (let i = 0; i < 16; i++) {
+      subject = (await buildArtifact(src, undefined, { subject, artifactType: SIG_TYPE })).manifest;
+      await appendIndexEntry(src, subject);
+      chain.push(subject);
+    }
+    const dst = join(dir, "dst");
+    const r = await umoci(["copy", "-r", `${src}:v1`, `${dst}:v1`]);
+    assert.equal(r.code, 1, r.stderr);
+    const last = r.stderr.trim().split("\n").at(-1)!;
+    assert.equal(
+      last,
+      `error: manifest ${
+        chain[15].digest
+      } is nested more than 16 levels deep (referrers of referrers); refused`,
+    );
+    // Levels 2…16 arrived; the 17th was not written, nor listed.
+    await assert.rejects(Deno.lstat(blobFile(dst, chain[15].digest)));
+    await Deno.lstat(blobFile(dst, chain[14].digest));
+    await assertLayoutConsistent(dst);
+  });
+});
