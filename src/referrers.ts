@@ -194,7 +194,10 @@ export async function copyAttached(
         // The referrers tag schema: overwriting the destination's tag would drop entries it
         // has; its referrers are copied and merged into it instead.
         const node = parseNode(await read(desc), desc.mediaType, desc.digest);
-        log(`Merging digest tag '${tag}' (${desc.digest}) into the destination's referrers`);
+        log(
+          `Digest tag '${tag}' (${desc.digest}) lists referrers: they are copied and added to ` +
+            `the destination's own '${tag}', not written over it`,
+        );
         await copyReferrers(item, node.children);
         continue;
       }
