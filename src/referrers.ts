@@ -11,7 +11,7 @@
 // come along. The destination then records them: a layout lists them in index.json without
 // a name, a registry without the referrers API in the subject's fallback tag.
 import { copyGraph, type CopyOptions, type CopyStats, MAX_NESTING } from "./copy.ts";
-import { UserError } from "./errors.ts";
+import { NotFoundError, UserError } from "./errors.ts";
 import { type Descriptor, isIndexType, isManifestType, parseNode } from "./media.ts";
 import {
   canListReferrers,
@@ -105,11 +105,19 @@ export async function copyAttached(
   const present = new Set<string>();
   const queue: Item[] = [];
 
-  /** Read a manifest where it is cheapest: a local destination that has it, else the source. */
-  const read = async (desc: Descriptor): Promise<Uint8Array> =>
-    dst.local && (await dst.exists(desc))
-      ? await dst.fetchManifest(desc)
-      : await src.fetchManifest(desc);
+  /**
+   * Read a manifest where it is cheapest: a local destination that has it, else the source,
+   * else the destination (an index made for this copy, such as one `--sparse=rewrite` wrote).
+   */
+  const read = async (desc: Descriptor): Promise<Uint8Array> => {
+    if (dst.local && (await dst.exists(desc))) return await dst.fetchManifest(desc);
+    try {
+      return await src.fetchManifest(desc);
+    } catch (e) {
+      if (e instanceof NotFoundError) return await dst.fetchManifest(desc);
+      throw e;
+    }
+  };
 
   /** Refuse `desc` at `depth` (before anything of it is copied) when that is too deep. */
   const checkDepth = (desc: Descriptor, depth: number): void => {
@@ -120,7 +128,11 @@ export async function copyAttached(
     }
   };
 
-  /** Mark `desc` and the manifests below it present, and queue them for discovery. */
+  /**
+   * Mark `desc` and the manifests below it that the destination holds present, and queue
+   * them for discovery. Children the destination lacks were not copied (`--platform` left
+   * them out): their referrers are not wanted, and copying one would bring its subject.
+   */
   const walk = async (desc: Descriptor, depth: number, bytes?: Uint8Array): Promise<void> => {
     if (present.has(desc.digest)) return;
     checkDepth(desc, depth);
@@ -129,7 +141,9 @@ export async function copyAttached(
     if (!isIndexType(desc.mediaType)) return;
     const node = parseNode(bytes ?? await read(desc), desc.mediaType, desc.digest);
     for (const child of node.children) {
-      if (isManifestType(child.mediaType)) await walk(child, depth + 1);
+      if (isManifestType(child.mediaType) && (await dst.exists(child))) {
+        await walk(child, depth + 1);
+      }
     }
   };
 

@@ -972,3 +972,95 @@ Deno.test("CLI --referrers: referrers of referrers nest at most 16 levels; the 1
     await assertLayoutConsistent(dst);
   });
 });
+
+Deno.test("CLI --platform with --referrers: the referrers of the chosen platforms' manifests (and of a kept index), no other platform's", async () => {
+  const reg = await startRegistry();
+  try {
+    await withTempDir(async (dir) => {
+      const src = join(dir, "src");
+      const multi = await buildMultiPlatformIndex(src, "multi", [
+        "linux/amd64",
+        "linux/arm64",
+        "linux/ppc64le",
+      ]);
+      const [amd, arm, ppc] = multi.manifests;
+      const onIndex =
+        (await buildArtifact(src, undefined, { subject: multi.index, artifactType: SIG_TYPE }))
+          .manifest;
+      const sbomOf = new Map<string, Descriptor>();
+      for (const m of [amd, arm, ppc]) {
+        const sbom = (await buildArtifact(src, undefined, { subject: m, artifactType: SPDX }))
+          .manifest;
+        sbomOf.set(m.digest, sbom);
+        await appendIndexEntry(src, sbom);
+      }
+      await appendIndexEntry(src, onIndex);
+      await copyOk(
+        ["--plain-http", "-r", `${src}:multi`, `oci://${reg.host}/pf/app:v1`],
+        multi.index.digest,
+      );
+
+      // One platform: that manifest and its SBOM; not the index's signature, nothing of arm64.
+      const one = join(dir, "one");
+      await copyOk(
+        [
+          "--plain-http",
+          "-r",
+          "--platform",
+          "linux/arm64",
+          `oci://${reg.host}/pf/app:v1`,
+          `${one}:v1`,
+        ],
+        arm.digest,
+      );
+      assert.deepEqual(await unnamed(one), [sbomOf.get(arm.digest)!.digest]);
+      await assert.rejects(Deno.lstat(blobFile(one, amd.digest)));
+      await assertLayoutConsistent(one);
+
+      // Two platforms, index kept: its signature too, not ppc64le's SBOM (nor its subject).
+      const keep = join(dir, "keep");
+      await copyOk(
+        [
+          "--plain-http",
+          "-r",
+          "--platform",
+          "linux/amd64,linux/arm64",
+          "--sparse",
+          "keep",
+          `oci://${reg.host}/pf/app:v1`,
+          `${keep}:v1`,
+        ],
+        multi.index.digest,
+      );
+      assert.deepEqual(
+        await unnamed(keep),
+        [onIndex.digest, sbomOf.get(amd.digest)!.digest, sbomOf.get(arm.digest)!.digest].sort(),
+      );
+      await assert.rejects(Deno.lstat(blobFile(keep, ppc.digest)));
+      await assert.rejects(Deno.lstat(blobFile(keep, sbomOf.get(ppc.digest)!.digest)));
+
+      // Rewritten index: a new digest nobody refers to; the chosen platforms' SBOMs come along.
+      const rewrite = join(dir, "rewrite");
+      const r = await umoci([
+        "copy",
+        "--plain-http",
+        "-r",
+        "--platform",
+        "linux/amd64,linux/arm64",
+        "--sparse",
+        "rewrite",
+        `${src}:multi`,
+        `${rewrite}:v1`,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      assert.notEqual(r.stdout.trim(), multi.index.digest);
+      assert.deepEqual(
+        await unnamed(rewrite),
+        [sbomOf.get(amd.digest)!.digest, sbomOf.get(arm.digest)!.digest].sort(),
+      );
+      await assert.rejects(Deno.lstat(blobFile(rewrite, ppc.digest)));
+    });
+  } finally {
+    await reg.stop();
+  }
+});
