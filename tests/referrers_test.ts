@@ -717,11 +717,16 @@ Deno.test("CLI --referrers: two copies at once, each with its own referrer of on
           umoci(["copy", "--plain-http", "-r", `${l.dir}:v1`, `oci://${proxy.host}/conc/app:v1`])
         ),
       );
-      for (const r of runs) assert.equal(r.code, 0, r.stderr);
+      // On failure, say what the registry was asked and refused.
+      const seen = () =>
+        proxy.requests.filter((r) => r.method !== "GET" || r.status >= 400)
+          .map((r) => `${r.method} ${r.target} ${r.status}`).join("\n");
+      for (const r of runs) assert.equal(r.code, 0, `${r.stderr}\n${seen()}`);
       const top = await registryManifest(reg.url, "conc/app", referrersTagName(image.digest));
       assert.deepEqual(
         top.json.manifests.map((m: Descriptor) => m.digest).sort(),
         layouts.map((l) => l.ref.digest).sort(),
+        seen(),
       );
     });
   } finally {
