@@ -8,6 +8,7 @@ import type { CopyOptions } from "../copy.ts";
 import type { FlagSpec, FlagValues } from "./flags.ts";
 import { formatBytes, type Logger } from "./log.ts";
 
+/** The flags of `umoci copy` this file adds (spread into COPY_FLAGS). */
 export const ATTACHED_FLAGS: Record<string, FlagSpec> = {
   "referrers": {
     type: "boolean",

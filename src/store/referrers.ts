@@ -34,14 +34,17 @@ export interface ReferrersTarget extends Store {
   recordReferrers(subject: Descriptor, referrers: Descriptor[]): Promise<void>;
 }
 
+/** Whether `s` can list referrers (see ReferrersSource); detected at run time, like canMount. */
 export function canListReferrers(s: Store): s is ReferrersSource {
   return typeof (s as Partial<ReferrersSource>).referrers === "function";
 }
 
+/** Whether `s` can list its tags (see TagListingStore). */
 export function canListTags(s: Store): s is TagListingStore {
   return typeof (s as Partial<TagListingStore>).listTags === "function";
 }
 
+/** Whether `s` keeps a list of referrers that copies must extend (see ReferrersTarget). */
 export function canRecordReferrers(s: Store): s is ReferrersTarget {
   return typeof (s as Partial<ReferrersTarget>).recordReferrers === "function";
 }

@@ -82,8 +82,9 @@ function referrerEntries(doc: unknown, where: string): Descriptor[] {
 }
 
 /**
- * GET the fallback tag of `subject` as an OCI index. Undefined when the tag does not exist;
- * `{ index: undefined }`-like "not an index" cases return `notIndex: true`.
+ * GET the referrers fallback tag `tag` as an OCI index with its ETag: "absent" on 404,
+ * "not-index" when it holds anything but an OCI index (or no JSON). Throws UserError on any
+ * other status or a body over MAX_MANIFEST_SIZE.
  */
 async function readReferrersTag(
   api: UploadApi,
