@@ -85,6 +85,12 @@ export interface CopyOptions {
    * instead of transferring, mounting or writing anything.
    */
   dryRun?: boolean;
+  /**
+   * Manifests the destination already holds with everything below them (copied earlier in
+   * this run, e.g. the image whose referrers are being copied): a `subject` among them is
+   * neither read nor pushed again.
+   */
+  present?: ReadonlySet<string>;
   onEvent?: (event: CopyEvent) => void;
   /** --platform (src/platform.ts): which child manifests to copy, indexes made for it. */
   selection?: Selection;
@@ -249,7 +255,10 @@ export async function copyGraph(
         let listed = node.children.filter((c) => isManifestType(c.mediaType));
         if (opts.selection) listed = opts.selection.children(desc, listed);
         // A referrer's subject is a weak reference: copy it along when the source has it.
-        if (node.subject && isManifestType(node.subject.mediaType)) {
+        if (
+          node.subject && isManifestType(node.subject.mediaType) &&
+          !opts.present?.has(node.subject.digest)
+        ) {
           const subject = node.subject;
           if (await manifestLane.run(() => src.exists(subject)).catch(() => false)) {
             listed.push(subject);

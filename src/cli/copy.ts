@@ -52,6 +52,7 @@ import {
 } from "../store/registry/credentials.ts";
 import { escapeControl, formatBytes, type Logger } from "./log.ts";
 import { Progress } from "./progress.ts";
+import { ATTACHED_FLAGS, attachedFromFlags, copyAttachedForCli } from "./attached.ts";
 
 const NEVER_CONVERTS = "umoci copy never converts; digests are preserved";
 const NO_SIGNING =
@@ -140,6 +141,7 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
     help:
       "copy blobs of foreign layers and descriptors with urls too (default off: descriptors only)",
   },
+  ...ATTACHED_FLAGS,
   "digestfile": {
     type: "string",
     value: "PATH",
@@ -264,6 +266,7 @@ Examples:
   umoci copy --plain-http oci://localhost:8080/opensuse/amd64:42.2 opensuse:42.2
   umoci copy --plain-http opensuse:42.2 oci://localhost:8080/opensuse/amd64:42.2
   umoci copy --dry-run oci://registry.example/app:v1 oci://mirror.example/app:v1
+  umoci copy --referrers --digest-tags oci://registry.example/app:v1 airgap:v1
 `;
 
 export async function copyCommand(args: string[], logger: Logger): Promise<number> {
@@ -324,6 +327,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
   } catch (e) {
     throw e instanceof UserError ? new UsageError(e.message) : e;
   }
+  const attached = attachedFromFlags(values);
   const creds = await credentialFlags(values, logger);
   const steps = new HeldLines(logger);
   /** A flag given for one side (`--src-X`, `--dest-X`), else for both (`--X`). */
@@ -413,6 +417,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
         const { root, stats } = await copyImage(source, target, image.src, image.dst, resolved, {
           platform,
           choice,
+          attached,
           jobs,
           retries: registry.retries,
           allowNonDistributable: values["allow-nondistributable-artifacts"] === true,
@@ -564,6 +569,8 @@ async function copyImage(
     /** --platform and --sparse, and what they chose of `root` (choosePlatformsForCli). */
     platform?: PlatformArgs;
     choice?: PlatformChoice;
+    /** --referrers, --referrers-type, --digest-tags (attachedFromFlags). */
+    attached?: ReturnType<typeof attachedFromFlags>;
     jobs: number;
     retries?: number;
     allowNonDistributable: boolean;
@@ -630,6 +637,9 @@ async function copyImage(
           `only the tag '${tag}' was written`,
       );
     } else logger.info(`${formatReference(dst)} is already ${root.digest}: nothing to copy`);
+    if (opts.attached) {
+      await copyAttachedForCli(source, target, root, opts.attached, copyOptions, logger);
+    }
   } else {
     steps.release();
     if (written) {
@@ -638,6 +648,9 @@ async function copyImage(
       } else logger.info(`Tagging ${root.digest} as '${tag}'`);
       // Usually done already: the root was pushed with its tag.
       if (!stats.rootTagged) await target.tag(root, tag, stats.rootBytes);
+    }
+    if (opts.attached) {
+      await copyAttachedForCli(source, target, root, opts.attached, copyOptions, logger);
     }
     if (target instanceof RegistryStore) {
       logger.info(`Successfully copied to remote ${target.registry}`);

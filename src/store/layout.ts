@@ -23,6 +23,7 @@ import {
 import type { BlobReader, BlobSource, PushOptions, Store } from "./store.ts";
 import { tempFiles } from "../tempfiles.ts";
 import { findTagged, type ImageIndex, indexTags, setTag, tagEntry } from "./index_json.ts";
+import { canBeReferrer, referrerDescriptor, subjectDigest } from "./referrers.ts";
 import { bufferSizeFor, ChunkReader, reclaim } from "../stream.ts";
 import { alignedBuffer, DIRECT_ALIGN, DIRECT_MIN_SIZE, DirectFile } from "./direct.ts";
 
@@ -655,6 +656,87 @@ export class LayoutStore implements Store {
     } finally {
       lock.close();
     }
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Referrers and tags (optional capabilities, see ./referrers.ts)
+
+  /** Subject digest → its referrers among index.json's entries, read once per store. */
+  #referrerMap?: Promise<Map<string, Descriptor[]>>;
+
+  /**
+   * The referrers of `subject` in this layout: the OCI manifests and indexes listed in
+   * index.json (tagged or not) whose `subject` is `subject.digest`, with `artifactType` and
+   * `annotations` as the referrers API gives them; filtered to `artifactTypes` when given.
+   * The first call reads every such manifest once (each verified against its digest); a
+   * listed manifest whose blob is absent is skipped. Throws UserError for a manifest that
+   * does not match its digest or an unreadable index.json.
+   */
+  async referrers(subject: Descriptor, artifactTypes?: readonly string[]): Promise<Descriptor[]> {
+    this.#referrerMap ??= this.#scanReferrers();
+    const all = (await this.#referrerMap).get(subject.digest) ?? [];
+    if (!artifactTypes?.length) return all;
+    return all.filter((d) => artifactTypes.includes(d.artifactType ?? ""));
+  }
+
+  async #scanReferrers(): Promise<Map<string, Descriptor[]>> {
+    const map = new Map<string, Descriptor[]>();
+    const seen = new Set<string>();
+    for (const entry of (await this.readIndex()).manifests) {
+      if (!canBeReferrer(String(entry?.mediaType)) || seen.has(String(entry?.digest))) continue;
+      const desc = checkDescriptor(entry, `${this.path}/index.json`);
+      seen.add(desc.digest);
+      if (desc.size > MAX_MANIFEST_SIZE || !(await this.exists(desc))) continue;
+      let doc: Record<string, unknown>;
+      try {
+        doc = JSON.parse(new TextDecoder().decode(await this.fetchManifest(desc)));
+      } catch (e) {
+        if (e instanceof UserError) throw e;
+        continue; // not JSON: not a referrer (copying it would report the error)
+      }
+      const subject = typeof doc === "object" && doc !== null ? subjectDigest(doc) : undefined;
+      if (subject === undefined) continue;
+      const list = map.get(subject) ?? [];
+      list.push(referrerDescriptor(desc, doc));
+      map.set(subject, list);
+    }
+    return map;
+  }
+
+  /**
+   * List `referrers` (manifests already in blobs/) in index.json without a `ref.name`, as
+   * an image layout keeps untagged manifests, so that `umoci gc` and other tools keep them
+   * and a later copy finds them. A digest already listed without a name is not listed again;
+   * index.json is not rewritten when nothing is missing. Throws UserError when a referrer's
+   * blob is absent (no entry ever points at missing content).
+   */
+  async recordReferrers(_subject: Descriptor, referrers: Descriptor[]): Promise<void> {
+    for (const r of referrers) {
+      if (!(await this.exists(r))) {
+        throw new UserError(`cannot list referrer ${r.digest}: not present in ${this.path}`);
+      }
+    }
+    const entryOf = (r: Descriptor): Descriptor => {
+      const e: Descriptor = { mediaType: r.mediaType, digest: r.digest, size: r.size };
+      if (r.artifactType) e.artifactType = r.artifactType;
+      return e;
+    };
+    const missing = (index: ImageIndex) => {
+      const listed = new Set(
+        index.manifests.filter((m) => m?.annotations?.[REF_NAME_ANNOTATION] === undefined)
+          .map((m) => m?.digest),
+      );
+      return [...new Map(referrers.map((r) => [r.digest, r])).values()]
+        .filter((r) => !listed.has(r.digest));
+    };
+    if (missing(await this.readIndex()).length === 0) return;
+    await this.sync();
+    await this.updateIndex((index) => {
+      const add = missing(index);
+      if (add.length === 0) return false;
+      index.manifests.push(...add.map(entryOf));
+      return true;
+    });
   }
 
   async close(): Promise<void> {

@@ -20,7 +20,6 @@ import {
   isSchema1,
   MANIFEST_TYPES,
   MAX_MANIFEST_SIZE,
-  OCI_INDEX,
   sniffMediaType,
 } from "../../media.ts";
 import type { RegistryReference } from "../../reference.ts";
@@ -31,6 +30,8 @@ import type { HttpResponse } from "./response.ts";
 import type { RetryPolicy } from "./retry.ts";
 import { Transport } from "./transport.ts";
 import { type ApiRequest, mountBlob, type UploadApi, uploadBlob } from "./upload.ts";
+import { referrerDescriptor } from "../referrers.ts";
+import { listReferrers, listTags, mergeReferrersTag, type ReferrersState } from "./referrers.ts";
 
 export type { Credential, CredentialProvider, Credentials } from "./auth.ts";
 
@@ -80,7 +81,6 @@ const MAX_ERROR_BODY = 1024 * 1024;
 const ACCEPT_MANIFESTS = MANIFEST_TYPES.join(", ");
 /** A resumed download that got this much further than the last one earns fresh retries. */
 const PROGRESS_RESETS_RETRIES = 1024 * 1024;
-const encoder = new TextEncoder();
 
 /** A string from a registry, made safe for a one-line message. */
 function oneLine(s: string, max = 300): string {
@@ -131,6 +131,10 @@ export class RegistryStore implements MountingStore {
   readonly #api: UploadApi;
   /** Blobs handed out by fetch() in this session: re-opens after a break, and where. */
   readonly #opened = new Map<string, { failures: number; mark: number }>();
+  /** Whether the registry has the referrers API (learnt from its first 404). */
+  readonly #referrersState: ReferrersState = {};
+  /** Referrers whose fallback-tag entry this session wrote (see recordReferrers). */
+  readonly #recordedReferrers = new Set<string>();
 
   private constructor(ref: RegistryReference, transport: Transport, opts: RegistryOptions) {
     this.registry = ref.registry;
@@ -383,46 +387,13 @@ export class RegistryStore implements MountingStore {
   }
 
   /**
-   * Every tag of the repository, sorted, each once (distribution-spec "Listing Tags"): GET
-   * `tags/list`, `pageSize` (`n`) at a time when given, following `Link: <…>; rel="next"`
-   * while it stays on the registry's origin. At most 10,000 pages of at most 4 MiB each.
-   * Throws NotFoundError for a repository the registry does not know, UserError for other
-   * failures and for a malformed answer.
+   * Every tag of the repository, sorted, each once (distribution-spec "Listing Tags"):
+   * `tags/list`, `pageSize` (`n`, default 1000) at a time, following `Link` pages on the
+   * registry's origin (see listTags in ./referrers.ts). Throws NotFoundError for a
+   * repository the registry does not know, UserError for other failures.
    */
   async listTags(pageSize?: number): Promise<string[]> {
-    const tags = new Set<string>();
-    let url: URL | undefined = this.#url("tags/list");
-    if (pageSize !== undefined) url.searchParams.set("n", String(pageSize));
-    for (let page = 0; url !== undefined; page++) {
-      if (page >= 10_000) throw new UserError(`${this.name}: more than 10000 pages of tags`);
-      const res = await this.#send({ method: "GET", url, headers: {} }, this.#pullScopes());
-      if (res.status === 404) {
-        await res.discard();
-        throw new NotFoundError(`repository ${this.name} not found`);
-      }
-      if (res.status !== 200) throw await this.#fail(res, "GET", url);
-      const link = res.headers.get("link");
-      let doc: unknown;
-      try {
-        doc = JSON.parse(new TextDecoder().decode(await res.bytes(4 * 1024 * 1024, "tag list")));
-      } catch (e) {
-        if (e instanceof UserError) throw e;
-        throw new UserError(`${this.name}: GET ${url.pathname}: tag list is not valid JSON`);
-      }
-      const list = (doc as { tags?: unknown })?.tags;
-      if (list !== null && list !== undefined && !Array.isArray(list)) {
-        throw new UserError(`${this.name}: GET ${url.pathname}: "tags" is not a list`);
-      }
-      for (const t of list ?? []) if (typeof t === "string") tags.add(t);
-      const next = link ? /<([^>]*)>\s*;\s*rel="?next"?/i.exec(link)?.[1] : undefined;
-      url = next === undefined ? undefined : new URL(next, url);
-      if (url && !this.#transport.isRegistryOrigin(url)) {
-        throw new UserError(
-          `${this.name}: tag list continues on another host (${url.host}); refused`,
-        );
-      }
-    }
-    return [...tags].sort();
+    return (await listTags(this.#api, this.#pullScopes(), pageSize)).sort();
   }
 
   /**
@@ -483,7 +454,10 @@ export class RegistryStore implements MountingStore {
 
     // A referrer (manifest with `subject`) on a registry without the referrers API (no
     // OCI-Subject in the answer): maintain the fallback tag ourselves.
-    if (subjectHeader !== null) return;
+    if (subjectHeader !== null) {
+      this.#recordedReferrers.add(desc.digest); // the registry lists it itself
+      return;
+    }
     let doc: Record<string, unknown>;
     try {
       doc = JSON.parse(new TextDecoder().decode(bytes));
@@ -492,7 +466,8 @@ export class RegistryStore implements MountingStore {
     }
     if (doc?.subject === undefined) return;
     const subject = checkDescriptor(doc.subject, `manifest ${desc.digest}`);
-    await this.#updateReferrersTag(subject, desc, doc);
+    await mergeReferrersTag(this.#api, subject, [referrerDescriptor(desc, doc)]);
+    this.#recordedReferrers.add(desc.digest);
   }
 
   /** PUT manifest bytes under a digest or tag; returns the OCI-Subject header (or null). */
@@ -523,54 +498,6 @@ export class RegistryStore implements MountingStore {
       );
     }
     return subject;
-  }
-
-  /**
-   * The referrers tag schema (distribution-spec "Pushing Manifests with Subject"): the tag
-   * `ALG-HEX` of the subject holds an OCI index listing its referrers. Read it (404 → a new
-   * empty index), add this manifest unless already listed, and put it back.
-   */
-  async #updateReferrersTag(
-    subject: Descriptor,
-    desc: Descriptor,
-    doc: Record<string, unknown>,
-  ): Promise<void> {
-    const { algorithm, encoded } = parseDigest(subject.digest);
-    const tag = `${algorithm.slice(0, 32)}-${encoded.slice(0, 64)}`;
-    let index: { manifests: Descriptor[]; [key: string]: unknown };
-    try {
-      const { bytes, mediaType } = await this.#getManifest(tag);
-      const parsed = JSON.parse(new TextDecoder().decode(bytes));
-      if (mediaType !== OCI_INDEX || !Array.isArray(parsed?.manifests)) {
-        throw new UserError(
-          `referrers tag ${tag} in ${this.name} is not an OCI image index; not updated`,
-        );
-      }
-      index = parsed;
-    } catch (e) {
-      if (!(e instanceof NotFoundError)) throw e;
-      index = { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [] };
-    }
-    if (index.manifests.some((m) => m?.digest === desc.digest)) return;
-    const entry: Descriptor = { mediaType: desc.mediaType, digest: desc.digest, size: desc.size };
-    const config = doc.config as { mediaType?: unknown } | undefined;
-    const artifactType = typeof doc.artifactType === "string"
-      ? doc.artifactType
-      : typeof config?.mediaType === "string"
-      ? config.mediaType
-      : undefined;
-    if (artifactType) entry.artifactType = artifactType;
-    if (typeof doc.annotations === "object" && doc.annotations !== null) {
-      entry.annotations = doc.annotations as Record<string, string>;
-    }
-    index.manifests.push(entry);
-    const bytes = encoder.encode(JSON.stringify(index));
-    const indexDesc: Descriptor = {
-      mediaType: OCI_INDEX,
-      digest: await digestOf(bytes),
-      size: bytes.length,
-    };
-    await this.#putManifest(indexDesc, bytes, tag);
   }
 
   async tag(desc: Descriptor, tag: string, known?: Uint8Array): Promise<void> {
@@ -734,6 +661,50 @@ export class RegistryStore implements MountingStore {
       if (await mountBlob(this.#api, desc, other.repository)) return true;
     }
     return false;
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Referrers and tags (optional capabilities, see ../referrers.ts; the protocol is in
+  // ./referrers.ts)
+
+  /**
+   * The referrers of `subject` (distribution-spec "Listing Referrers"): the referrers API,
+   * or the fallback tag `ALG-HEX` when the registry answers 404 (remembered for this
+   * session). Filtered to `artifactTypes` when given. Throws UserError on failure.
+   */
+  async referrers(subject: Descriptor, artifactTypes?: readonly string[]): Promise<Descriptor[]> {
+    const found = await listReferrers(
+      this.#api,
+      this.#pullScopes(),
+      subject,
+      artifactTypes,
+      this.#referrersState,
+    );
+    return found.referrers;
+  }
+
+  /**
+   * Make `referrers` (stored here already) discoverable as referrers of `subject`: nothing
+   * to do for those this session pushed (pushManifest recorded them) or when the registry
+   * has the referrers API (it lists them itself); otherwise the missing ones are merged
+   * into the fallback tag (see mergeReferrersTag). A rerun whose referrers were all present
+   * costs one GET of the tag per subject (and one 404 of the API per session).
+   */
+  async recordReferrers(subject: Descriptor, referrers: Descriptor[]): Promise<void> {
+    const left = referrers.filter((r) => !this.#recordedReferrers.has(r.digest));
+    if (left.length === 0) return;
+    const { referrers: listed, via } = await listReferrers(
+      this.#api,
+      this.#pushScopes(),
+      subject,
+      undefined,
+      this.#referrersState,
+    );
+    if (via === "api") return;
+    const have = new Set(listed.map((d) => d.digest));
+    const missing = left.filter((r) => !have.has(r.digest));
+    if (missing.length > 0) await mergeReferrersTag(this.#api, subject, missing);
+    for (const r of left) this.#recordedReferrers.add(r.digest);
   }
 
   close(): Promise<void> {

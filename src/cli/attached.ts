@@ -1,0 +1,82 @@
+// The flags `--referrers` (`-r`), `--referrers-type` and `--digest-tags` of `umoci copy`,
+// and the glue that runs copyAttached (../referrers.ts) after the image itself is copied.
+import { UsageError } from "../errors.ts";
+import type { Descriptor } from "../media.ts";
+import { type AttachedOptions, copyAttached } from "../referrers.ts";
+import type { Store } from "../store/store.ts";
+import type { CopyOptions } from "../copy.ts";
+import type { FlagSpec, FlagValues } from "./flags.ts";
+import { formatBytes, type Logger } from "./log.ts";
+
+/** The flags of `umoci copy` this file adds (spread into COPY_FLAGS). */
+export const ATTACHED_FLAGS: Record<string, FlagSpec> = {
+  "referrers": {
+    type: "boolean",
+    short: "r",
+    help: "also copy referrers (signatures, SBOMs, attestations), and theirs, recursively",
+  },
+  "referrers-type": {
+    type: "string",
+    multiple: true,
+    value: "ARTIFACTTYPE",
+    help: "with --referrers, only referrers of this artifactType (repeatable)",
+  },
+  "digest-tags": {
+    type: "boolean",
+    help: "also copy the tags sha256-HEX and sha256-HEX.SUFFIX (cosign .sig/.att/.sbom)",
+  },
+};
+
+/** RFC 6838 `type/subtype` (with +suffix and parameters-free), as artifactType values are. */
+const MEDIA_TYPE =
+  /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$/;
+
+/**
+ * What the flags ask for, or undefined when none of them is given (then nothing of this
+ * costs a request). Throws UsageError for `--referrers-type` without `--referrers` or a
+ * value that is not a media type. Values may also be comma-separated.
+ */
+export function attachedFromFlags(
+  values: FlagValues,
+): Pick<AttachedOptions, "referrers" | "artifactTypes" | "digestTags"> | undefined {
+  const referrers = values.referrers === true;
+  const digestTags = values["digest-tags"] === true;
+  const types = ((values["referrers-type"] as string[] | undefined) ?? [])
+    .flatMap((v) => v.split(","))
+    .map((v) => v.trim());
+  for (const t of types) {
+    if (!MEDIA_TYPE.test(t)) {
+      throw new UsageError(
+        `--referrers-type: ${JSON.stringify(t)} is not a media type (TYPE/SUBTYPE)`,
+      );
+    }
+  }
+  if (types.length > 0 && !referrers) throw new UsageError("--referrers-type needs --referrers");
+  if (!referrers && !digestTags) return undefined;
+  return { referrers, artifactTypes: types, digestTags };
+}
+
+/** Run copyAttached with the CLI's logging; one summary line at the end. */
+export async function copyAttachedForCli(
+  src: Store,
+  dst: Store,
+  root: Descriptor,
+  wanted: Pick<AttachedOptions, "referrers" | "artifactTypes" | "digestTags">,
+  copy: CopyOptions,
+  logger: Logger,
+): Promise<void> {
+  const s = await copyAttached(src, dst, root, { ...wanted, copy, log: (l) => logger.info(l) });
+  const parts: string[] = [];
+  if (wanted.referrers) {
+    parts.push(`${s.referrersCopied} referrers copied, ${s.referrersPresent} already present`);
+  }
+  if (wanted.digestTags) {
+    parts.push(`${s.tagsCopied} digest tags copied, ${s.tagsPresent} already present`);
+  }
+  if (s.skipped > 0) parts.push(`${s.skipped} skipped`);
+  logger.info(
+    `${parts.join("; ")} (${s.blobsCopied} blobs, ${
+      formatBytes(s.bytesCopied)
+    }, ${s.manifestsCopied} manifests)`,
+  );
+}

@@ -1,0 +1,249 @@
+// What travels with an image: its referrers (OCI 1.1 manifests whose `subject` is one of
+// the image's manifests: signatures, SBOMs, attestations, and their own referrers, such as
+// a signature on an SBOM) and its digest tags (`sha256-HEX`, cosign's `sha256-HEX.sig`,
+// `.att`, `.sbom`).
+//
+// After the image itself has been copied, copyAttached walks its manifests (the root and,
+// for an index, every manifest below it) and, for each, asks the source for referrers
+// and/or digest tags through the optional Store capabilities of store/referrers.ts. Each
+// one found is copied with copyGraph as a graph of its own (its subject marked present, so
+// the image is not planned again), then walked the same way, so referrers of referrers
+// come along. The destination then records them: a layout lists them in index.json without
+// a name, a registry without the referrers API in the subject's fallback tag.
+import { copyGraph, type CopyOptions, type CopyStats, MAX_NESTING } from "./copy.ts";
+import { NotFoundError, UserError } from "./errors.ts";
+import { type Descriptor, isIndexType, isManifestType, parseNode } from "./media.ts";
+import {
+  canListReferrers,
+  canListTags,
+  canRecordReferrers,
+  digestTagKind,
+  referrerDescriptor,
+  subjectDigest,
+} from "./store/referrers.ts";
+import type { Store } from "./store/store.ts";
+
+export interface AttachedOptions {
+  /** Copy referrers, recursively (`--referrers`). */
+  referrers: boolean;
+  /** Only referrers of these artifact types (`--referrers-type`); all when empty. */
+  artifactTypes?: readonly string[];
+  /** Copy the digest tags `ALG-HEX` and `ALG-HEX.SUFFIX` (`--digest-tags`). */
+  digestTags: boolean;
+  /** Passed to every copyGraph (jobs, retries, events…); rootTag and present are set here. */
+  copy?: CopyOptions;
+  /** Gets one line per referrer or tag copied or found present. */
+  log?: (line: string) => void;
+}
+
+export interface AttachedStats {
+  /** Referrers copied, and found already at the destination. */
+  referrersCopied: number;
+  referrersPresent: number;
+  /** Digest tags written, and found already pointing at the same digest. */
+  tagsCopied: number;
+  tagsPresent: number;
+  /** Referrers or digest tags skipped because they were not what they claimed to be. */
+  skipped: number;
+  /** Totals of the copyGraph runs (blobs and manifests). */
+  blobsCopied: number;
+  bytesCopied: number;
+  manifestsCopied: number;
+}
+
+/** A manifest of the copy, with how deep it sits (root = 1, a referrer one deeper than its subject). */
+interface Item {
+  desc: Descriptor;
+  depth: number;
+}
+
+/** Optional: a store that can say which digest a tag points at (a registry, with one HEAD). */
+interface TagDigestStore extends Store {
+  tagDigest(tag: string): Promise<string | undefined>;
+}
+
+function canTagDigest(s: Store): s is TagDigestStore {
+  return typeof (s as Partial<TagDigestStore>).tagDigest === "function";
+}
+
+/**
+ * Copy the referrers and/or digest tags of every manifest of the image under `root`
+ * (already copied to `dst`) from `src` to `dst`, recursively, each byte for byte (every
+ * digest preserved; the image itself is not touched). Referrers are written after their
+ * subject; at a layout they are listed in index.json without `ref.name`, at a registry
+ * without the referrers API merged into the subject's fallback tag. Reruns copy nothing
+ * twice. A referrer whose manifest does not name the subject it was listed for is skipped
+ * with a log line.
+ *
+ * Throws UserError when a store cannot list referrers or tags, when referrers nest deeper
+ * than MAX_NESTING, and whatever copyGraph and the stores throw.
+ */
+export async function copyAttached(
+  src: Store,
+  dst: Store,
+  root: Descriptor,
+  opts: AttachedOptions,
+): Promise<AttachedStats> {
+  const log = opts.log ?? (() => {});
+  const stats: AttachedStats = {
+    referrersCopied: 0,
+    referrersPresent: 0,
+    tagsCopied: 0,
+    tagsPresent: 0,
+    skipped: 0,
+    blobsCopied: 0,
+    bytesCopied: 0,
+    manifestsCopied: 0,
+  };
+  if (!isManifestType(root.mediaType)) return stats;
+  if (opts.referrers && !canListReferrers(src)) {
+    throw new UserError(`${src.name} cannot list referrers`);
+  }
+  if (opts.digestTags && !canListTags(src)) throw new UserError(`${src.name} cannot list tags`);
+
+  /** Manifests at the destination with everything below them. */
+  const present = new Set<string>();
+  const queue: Item[] = [];
+
+  /**
+   * Read a manifest where it is cheapest: a local destination that has it, else the source,
+   * else the destination (an index made for this copy, such as one `--sparse=rewrite` wrote).
+   */
+  const read = async (desc: Descriptor): Promise<Uint8Array> => {
+    if (dst.local && (await dst.exists(desc))) return await dst.fetchManifest(desc);
+    try {
+      return await src.fetchManifest(desc);
+    } catch (e) {
+      if (e instanceof NotFoundError) return await dst.fetchManifest(desc);
+      throw e;
+    }
+  };
+
+  /** Refuse `desc` at `depth` (before anything of it is copied) when that is too deep. */
+  const checkDepth = (desc: Descriptor, depth: number): void => {
+    if (depth > MAX_NESTING) {
+      throw new UserError(
+        `manifest ${desc.digest} is nested more than ${MAX_NESTING} levels deep (referrers of referrers); refused`,
+      );
+    }
+  };
+
+  /**
+   * Mark `desc` and the manifests below it that the destination holds present, and queue
+   * them for discovery. Children the destination lacks were not copied (`--platform` left
+   * them out): their referrers are not wanted, and copying one would bring its subject.
+   */
+  const walk = async (desc: Descriptor, depth: number, bytes?: Uint8Array): Promise<void> => {
+    if (present.has(desc.digest)) return;
+    checkDepth(desc, depth);
+    present.add(desc.digest);
+    queue.push({ desc, depth });
+    if (!isIndexType(desc.mediaType)) return;
+    const node = parseNode(bytes ?? await read(desc), desc.mediaType, desc.digest);
+    for (const child of node.children) {
+      if (isManifestType(child.mediaType) && (await dst.exists(child))) {
+        await walk(child, depth + 1);
+      }
+    }
+  };
+
+  const add = (s: CopyStats) => {
+    stats.blobsCopied += s.blobsCopied;
+    stats.bytesCopied += s.bytesCopied;
+    stats.manifestsCopied += s.manifestsCopied;
+  };
+
+  /**
+   * Copy the referrers `found` of `subject` (when not copied already) and record them at
+   * the destination. Each must name `subject` in its own `subject` field.
+   */
+  const copyReferrers = async (subject: Item, found: Descriptor[]): Promise<void> => {
+    const record: Descriptor[] = [];
+    for (const listed of found) {
+      if (!isManifestType(listed.mediaType)) continue;
+      const bytes = await read(listed);
+      const doc = parseNode(bytes, listed.mediaType, listed.digest).json;
+      if (subjectDigest(doc) !== subject.desc.digest) {
+        log(
+          `! skipping ${listed.digest}: listed as a referrer of ${subject.desc.digest}, but its subject is ${
+            subjectDigest(doc) ?? "absent"
+          }`,
+        );
+        stats.skipped++;
+        continue;
+      }
+      const desc = referrerDescriptor(listed, doc);
+      record.push(desc);
+      if (present.has(desc.digest)) continue;
+      checkDepth(desc, subject.depth + 1);
+      const what = `referrer ${desc.digest}${
+        desc.artifactType ? ` (${desc.artifactType})` : ""
+      } of ${subject.desc.digest}`;
+      const s = await copyGraph(src, dst, desc, { ...opts.copy, rootTag: undefined, present });
+      add(s);
+      if (s.manifestsCopied > 0) {
+        stats.referrersCopied++;
+        log(`Copied ${what}`);
+      } else {
+        stats.referrersPresent++;
+        log(`Skipping ${what}: already present`);
+      }
+      await walk(desc, subject.depth + 1, bytes);
+    }
+    if (record.length > 0 && canRecordReferrers(dst)) {
+      await dst.recordReferrers(subject.desc, record);
+    }
+  };
+
+  let tags: string[] | undefined;
+  /** Copy the digest tags of `item`: ALG-HEX.SUFFIX as tags; ALG-HEX also as referrers. */
+  const copyDigestTags = async (item: Item): Promise<void> => {
+    tags ??= canListTags(src)
+      ? await src.listTags().catch((e): string[] => {
+        if (e instanceof NotFoundError) return [];
+        throw e;
+      })
+      : [];
+    for (const tag of tags.filter((t) => digestTagKind(t, item.desc.digest) !== undefined).sort()) {
+      const desc = await src.resolve({ tag });
+      if (
+        digestTagKind(tag, item.desc.digest) === "plain" && !dst.local &&
+        isIndexType(desc.mediaType)
+      ) {
+        // The referrers tag schema: overwriting the destination's tag would drop entries it
+        // has; its referrers are copied and merged into it instead.
+        const node = parseNode(await read(desc), desc.mediaType, desc.digest);
+        log(
+          `Digest tag '${tag}' (${desc.digest}) lists referrers: they are copied and added to ` +
+            `the destination's own '${tag}', not written over it`,
+        );
+        await copyReferrers(item, node.children);
+        continue;
+      }
+      if (canTagDigest(dst) && (await dst.tagDigest(tag)) === desc.digest) {
+        stats.tagsPresent++;
+        log(`Skipping digest tag '${tag}': already ${desc.digest}`);
+        await walk(desc, item.depth + 1);
+        continue;
+      }
+      checkDepth(desc, item.depth + 1);
+      const s = await copyGraph(src, dst, desc, { ...opts.copy, present, rootTag: tag });
+      add(s);
+      if (!s.rootTagged) await dst.tag(desc, tag, s.rootBytes);
+      stats.tagsCopied++;
+      log(`Copied digest tag '${tag}' (${desc.digest})`);
+      await walk(desc, item.depth + 1);
+    }
+  };
+
+  await walk(root, 1);
+  // Discovery follows the queue, which grows as referrers and tagged manifests are copied.
+  for (let i = 0; i < queue.length; i++) {
+    const item = queue[i];
+    if (opts.referrers && canListReferrers(src)) {
+      await copyReferrers(item, await src.referrers(item.desc, opts.artifactTypes));
+    }
+    if (opts.digestTags) await copyDigestTags(item);
+  }
+  return stats;
+}
