@@ -24,7 +24,12 @@ import {
 } from "./flags.ts";
 import { findCredentials, parseCredsFlag } from "../store/registry/credentials.ts";
 import { escapeControl, formatBytes, type Logger } from "./log.ts";
-import { Progress } from "./progress.ts";
+import {
+  createProgress,
+  PROGRESS_MODES,
+  type ProgressDisplay,
+  type ProgressMode,
+} from "./progress.ts";
 
 export const COPY_FLAGS: Record<string, FlagSpec> = {
   "plain-http": {
@@ -107,6 +112,11 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
     value: "LEVEL",
     help: "debug, info, warn or error (default info)",
   },
+  "progress": {
+    type: "string",
+    value: "MODE",
+    help: "auto, bars, lines or json (default auto: bars on a terminal, else lines)",
+  },
   "help": { type: "boolean", short: "h", help: "show this help" },
 };
 
@@ -138,7 +148,16 @@ Examples:
 `;
 
 export async function copyCommand(args: string[], logger: Logger): Promise<number> {
+  // Asked for JSON: even a bad command line is reported as an event.
+  const early = wantsJson(args) ? createProgress("json", logger) : undefined;
   const { values, positionals } = parseFlags(args, COPY_FLAGS);
+  const progressMode = (values.progress ?? "auto") as ProgressMode;
+  if (!PROGRESS_MODES.includes(progressMode)) {
+    throw new UsageError(
+      `--progress: unknown mode ${JSON.stringify(values.progress)} (auto, bars, lines, json)`,
+    );
+  }
+  if (progressMode !== "json") logger.sink = undefined;
   if (values.help) {
     console.log(COPY_USAGE);
     return 0;
@@ -183,7 +202,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       ? undefined
       : parseSize(String(values["chunk-size"]), "chunk-size"),
     trace: values["trace-requests"] ? (line) => logger.raw(line) : undefined,
-    onRetry: (line) => logger.info(line),
+    onRetry: (line) => progress ? progress.retry(line) : logger.info(line),
     retries: values.retries === undefined
       ? 5
       : parseCount(String(values.retries), "retries", 0, 100),
@@ -196,7 +215,9 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     userAgent: `umoci-copy/${VERSION}`,
   };
 
-  const progress = Progress.forTerminal(logger);
+  const progress: ProgressDisplay | undefined = progressMode === "json" && early
+    ? early
+    : createProgress(progressMode, logger);
   let source: Store | undefined;
   let target: Store | undefined;
   try {
@@ -219,6 +240,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       logger.info(registryLine(target, dst));
     }
     logger.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
+    progress?.begin(formatReference(src), formatReference(dst), root);
     const tag = dst.tag;
     // The tag already names this very manifest: the registry has all of it; one HEAD.
     const done = tag !== undefined && target instanceof RegistryStore &&
@@ -243,13 +265,8 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     if (target instanceof RegistryStore) {
       logger.info(`Successfully copied to remote ${target.registry}`);
     }
-    logger.info(
-      `Copied ${stats.blobsCopied} blobs (${formatBytes(stats.bytesCopied)}), skipped ${
-        stats.blobsSkipped + stats.blobsMounted
-      } already present; ${stats.manifestsCopied} manifests written${
-        isIndexType(root.mediaType) ? " (index)" : ""
-      }`,
-    );
+    logger.info(summaryLine(stats, isIndexType(root.mediaType)));
+    progress?.summary(stats, root, tag);
     // stdout is for scripts and terminals alike: only ever a digest of the strict grammar.
     parseDigest(root.digest);
     console.log(root.digest);
@@ -270,10 +287,37 @@ function emptyStats(): CopyStats {
     blobsSkipped: 0,
     blobsMounted: 0,
     bytesCopied: 0,
+    bytesMoved: 0,
+    bytesPresent: 0,
+    bytesResumed: 0,
     manifestsCopied: 0,
     manifestsSkipped: 1,
     nonDistributable: [],
   };
+}
+
+/** True when args ask for `--progress=json` (looked for before the flags are parsed). */
+function wantsJson(args: string[]): boolean {
+  for (let i = 0; i < args.length && args[i] !== "--"; i++) {
+    if (args[i] === "--progress=json") return true;
+    if (args[i] === "--progress" && args[i + 1] === "json") return true;
+  }
+  return false;
+}
+
+/**
+ * The closing line: blobs copied with the bytes this run moved, blobs already present with
+ * theirs, and the kept part of resumed downloads, which was there before too.
+ */
+export function summaryLine(stats: CopyStats, index: boolean): string {
+  const resumed = stats.bytesResumed > 0
+    ? ` moved, ${formatBytes(stats.bytesResumed)} resumed from an earlier run`
+    : "";
+  return `Copied ${stats.blobsCopied} blobs (${formatBytes(stats.bytesMoved)}${resumed}), skipped ${
+    stats.blobsSkipped + stats.blobsMounted
+  } already present (${
+    formatBytes(stats.bytesPresent)
+  }); ${stats.manifestsCopied} manifests written${index ? " (index)" : ""}`;
 }
 
 type Creds = { username: string; password: string };
@@ -367,19 +411,29 @@ function shortDigest(digest: string): string {
   return digest.slice(0, i + 1 + 12);
 }
 
-function report(e: CopyEvent, logger: Logger, progress: Progress | undefined, target: Store) {
+function report(
+  e: CopyEvent,
+  logger: Logger,
+  progress: ProgressDisplay | undefined,
+  target: Store,
+) {
+  progress?.event(e);
   switch (e.type) {
     case "blob-start":
       logger.info(
         `Copying ${blobLabel(e)} with digest ${e.desc.digest} (${formatBytes(e.desc.size)})`,
       );
-      progress?.start(e.desc.digest, e.desc.size);
       break;
-    case "blob-progress":
-      progress?.update(e.desc.digest, e.bytes);
+    case "blob-resume":
+      logger.info(
+        e.offset > 0
+          ? `${shortDigest(e.desc.digest)}: resuming at ${
+            formatBytes(e.offset)
+          } (kept from an earlier run)`
+          : `${shortDigest(e.desc.digest)}: the kept part did not verify; starting over`,
+      );
       break;
     case "blob-done":
-      progress?.finish(e.desc.digest);
       logger.debug(
         target instanceof LayoutStore
           ? `blob saved to local store ${e.desc.digest}`
