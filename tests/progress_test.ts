@@ -1,13 +1,18 @@
 // The progress display's parts without a terminal (src/cli/progress.ts, src/cli/term.ts):
 // widths and cutting, the bar layout at every width, erasing after a resize, rates that
 // count only new bytes of a resumed blob, the periodic lines, the JSON events and their
-// throttling. The same display on a real terminal (tmux) is in progress_tmux_test.ts, the
-// JSON stream of a real copy in progress_json_test.ts.
+// throttling; and how finely an upload to the real registry reports its progress. The same
+// display on a real terminal (tmux) is in progress_tmux_test.ts, the JSON stream of a real
+// copy in progress_json_test.ts.
 import assert from "node:assert/strict";
 import type { CopyEvent } from "../src/copy.ts";
 import { Logger } from "../src/cli/log.ts";
 import { Bars, formatEta, JsonEvents, Lines, renderBars, Tally } from "../src/cli/progress.ts";
 import { displayWidth, fitWidth, rowsOf } from "../src/cli/term.ts";
+import { digestOf } from "../src/digest.ts";
+import { parseRegistryReference } from "../src/reference.ts";
+import { RegistryStore } from "../src/store/registry/registry.ts";
+import { startRegistry } from "./fixtures/registry.ts";
 
 const MiB = 1024 * 1024;
 
@@ -246,4 +251,49 @@ Deno.test("progress: JSON events carry v:1, one object a line, progress at most 
   const done = parsed.find((e) => e.type === "blob-done");
   assert.equal(done.moved, d.size);
   assert.equal(done.digest, d.digest);
+});
+
+Deno.test("upload progress: a streamed PATCH counts bytes as they go out, sized chunks per chunk", async () => {
+  const reg = await startRegistry();
+  try {
+    const data = crypto.getRandomValues(new Uint8Array(65536));
+    const blob = new Uint8Array(12 * MiB + 5);
+    for (let off = 0; off < blob.length; off += data.length) {
+      blob.set(data.subarray(0, blob.length - off), off);
+    }
+    blob[0] ^= 1;
+    const desc = {
+      mediaType: "application/octet-stream",
+      digest: await digestOf(blob),
+      size: blob.length,
+    };
+    const source = (offset: number) =>
+      Promise.resolve({ stream: new Blob([blob.subarray(offset)]).stream(), offset });
+    for (const chunkSize of [undefined, 4 * MiB]) {
+      const store = await RegistryStore.open(
+        parseRegistryReference(`oci://${reg.host}/progress/c${chunkSize ?? 0}`),
+        { plainHttp: true, chunkSize },
+      );
+      try {
+        const seen: number[] = [];
+        await store.push(desc, source, (n) => seen.push(n));
+        assert.equal(seen.at(-1), blob.length);
+        const steps = seen.map((n, i) => n - (seen[i - 1] ?? 0));
+        assert.ok(steps.every((s) => s > 0), "never backwards");
+        if (chunkSize === undefined) {
+          // 32 KiB pieces, each counted as the network takes it.
+          assert.ok(Math.max(...steps) <= 32 * 1024, `largest step ${Math.max(...steps)}`);
+          assert.ok(seen.length >= 384, `${seen.length} reports`);
+        } else {
+          // fetch sends a body with Content-Length whole and says nothing until the registry
+          // answers: one report per chunk (see README, "--chunk-size").
+          assert.deepEqual(seen, [4 * MiB, 8 * MiB, 12 * MiB, 12 * MiB + 5]);
+        }
+      } finally {
+        await store.close();
+      }
+    }
+  } finally {
+    await reg.stop();
+  }
 });
