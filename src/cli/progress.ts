@@ -34,14 +34,21 @@ const MIN_BAR_SIZE = 1024 * 1024;
 /** Rates are measured over this much recent time. */
 const RATE_WINDOW_MS = 5000;
 
-/** A rate over a sliding window of (time, bytes) samples; bytes only ever counted forward. */
+/**
+ * A rate over a sliding window of (time, bytes) samples, one kept per 100 ms at most (a fast
+ * copy reports every 32 KiB: tens of thousands of times a second).
+ */
 class Rate {
   #samples: [number, number][] = [];
+  #latest?: [number, number];
 
   /** Note that `bytes` (a running count) were reached at `now`. */
   add(now: number, bytes: number): void {
     const s = this.#samples;
-    if (s.length > 0 && bytes < s[s.length - 1][1]) s.length = 0; // went back: start over
+    const last = s[s.length - 1];
+    if (last && bytes < (this.#latest?.[1] ?? last[1])) s.length = 0; // went back: start over
+    this.#latest = [now, bytes];
+    if (s.length > 0 && now - s[s.length - 1][0] < 100) return;
     s.push([now, bytes]);
     while (s.length > 2 && now - s[1][0] >= RATE_WINDOW_MS) s.shift();
   }
@@ -49,11 +56,10 @@ class Rate {
   /** Bytes per second over the window; undefined before there is half a second of it. */
   perSecond(now: number): number | undefined {
     const s = this.#samples;
-    if (s.length < 2) return undefined;
+    if (s.length === 0 || !this.#latest) return undefined;
     const [t0, b0] = s[0];
-    const [, b1] = s[s.length - 1];
     const ms = now - t0;
-    return ms >= 500 ? ((b1 - b0) * 1000) / ms : undefined;
+    return ms >= 500 ? ((this.#latest[1] - b0) * 1000) / ms : undefined;
   }
 }
 
@@ -337,10 +343,10 @@ export class Bars extends HumanDisplay implements Overlay {
 
   override event(e: CopyEvent): void {
     if (this.#stopped) return;
-    const before = this.tally.active.size;
     this.tally.take(e);
-    if (e.type === "blob-done" || this.tally.active.size !== before) this.#refresh();
-    else if (e.type === "blob-progress" || e.type === "blob-resume") this.#schedule();
+    // The last transfer's end erases at once; everything else waits for the next frame.
+    if (this.tally.active.size === 0 && e.type === "blob-done") this.#refresh();
+    else this.#schedule();
   }
 
   #schedule(): void {
