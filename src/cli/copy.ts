@@ -115,7 +115,7 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
   "progress": {
     type: "string",
     value: "MODE",
-    help: "auto, bars, lines or json (default auto: bars on a terminal, else lines)",
+    help: "auto, bars, lines or json (default auto: bars on a terminal)",
   },
   "help": { type: "boolean", short: "h", help: "show this help" },
 };
