@@ -246,11 +246,10 @@ export function renderBars(tally: Tally, columns: number, maxLines = 20): string
   return lines;
 }
 
-/** A bar `[=====>    ]` of `cells` cells inside the brackets. */
+/** A bar `[=====     ]` of `cells` cells inside the brackets. */
 function bar(frac: number, cells: number): string {
   const filled = Math.min(cells, Math.floor(frac * cells));
-  const head = filled < cells && frac > 0 ? ">" : "";
-  return `[${"=".repeat(filled)}${head}${" ".repeat(cells - filled - head.length)}]`;
+  return `[${"=".repeat(filled)}${" ".repeat(cells - filled)}]`;
 }
 
 /** The first candidate layout that fits `width`, with a bar of at least 8 cells if it has one. */
