@@ -294,6 +294,49 @@ Deno.test("upload progress: a streamed PATCH counts bytes as they go out, sized 
         await store.close();
       }
     }
+
+    // A slow source: its first 96 KiB must show as progress before it sends any more (with
+    // 1 MiB source reads the upload waited for a whole MiB first, and this stalled).
+    const store = await RegistryStore.open(
+      parseRegistryReference(`oci://${reg.host}/progress/slow`),
+      { plainHttp: true },
+    );
+    try {
+      let seenEarly!: () => void;
+      let stalled = false;
+      const early = new Promise<void>((r) => seenEarly = r);
+      const slow = () => {
+        let sent = 0;
+        const stream = new ReadableStream<Uint8Array>({
+          async pull(c) {
+            if (sent === 96 * 1024) {
+              const timeout = new Promise<void>((r) =>
+                setTimeout(() => {
+                  stalled = true;
+                  r();
+                }, 3000)
+              );
+              await Promise.race([early, timeout]);
+            }
+            if (sent >= blob.length) return c.close();
+            const n = Math.min(16 * 1024, blob.length - sent);
+            c.enqueue(blob.slice(sent, sent + n));
+            sent += n;
+          },
+        });
+        return Promise.resolve({ stream, offset: 0 });
+      };
+      const seen: number[] = [];
+      await store.push(desc, slow, (n) => {
+        seen.push(n);
+        if (n >= 64 * 1024) seenEarly();
+      });
+      assert.ok(!stalled, "no progress was reported before the source sent more than 96 KiB");
+      assert.ok(seen[0] <= 96 * 1024, `first report at ${seen[0]}`);
+      assert.equal(seen.at(-1), blob.length);
+    } finally {
+      await store.close();
+    }
   } finally {
     await reg.stop();
   }
