@@ -30,9 +30,15 @@ const SMALL_BLOB = 1024 * 1024;
 export const MAX_NESTING = 16;
 
 export type CopyEvent =
+  /** Once, after planning: the blobs the graph needs and their sizes in all. */
+  | { type: "plan"; blobs: number; bytes: number }
   | { type: "blob-start"; desc: Descriptor; n: number; total: number; role: BlobRole }
+  /** The transfer continues a partial download kept from an earlier run at `offset`. */
+  | { type: "blob-resume"; desc: Descriptor; offset: number }
+  /** `bytes`: how far the blob has got (offset of the next byte, a resumed part included). */
   | { type: "blob-progress"; desc: Descriptor; bytes: number }
-  | { type: "blob-done"; desc: Descriptor; n: number; total: number }
+  /** `moved`: the bytes this run transferred (the blob's size less a resumed part). */
+  | { type: "blob-done"; desc: Descriptor; n: number; total: number; moved: number }
   | {
     type: "blob-skip";
     desc: Descriptor;
@@ -100,7 +106,14 @@ export interface CopyStats {
   blobsCopied: number;
   blobsSkipped: number;
   blobsMounted: number;
+  /** Sizes of the blobs copied. */
   bytesCopied: number;
+  /** Bytes this run transferred: bytesCopied less the parts of kept partial downloads. */
+  bytesMoved: number;
+  /** Sizes of the blobs the destination already had, or mounted from another repository. */
+  bytesPresent: number;
+  /** Bytes of partial downloads kept from an earlier run that transfers continued from. */
+  bytesResumed: number;
   manifestsCopied: number;
   manifestsSkipped: number;
   /** Non-distributable blobs left out (their descriptors were copied, their bytes not). */
@@ -180,6 +193,9 @@ export async function copyGraph(
     blobsSkipped: 0,
     blobsMounted: 0,
     bytesCopied: 0,
+    bytesMoved: 0,
+    bytesPresent: 0,
+    bytesResumed: 0,
     manifestsCopied: 0,
     manifestsSkipped: 0,
     nonDistributable: [],
@@ -301,6 +317,9 @@ export async function copyGraph(
     stats.nonDistributable = [...setAside.values()];
     emit({ type: "nondistributable-skip", descs: stats.nonDistributable });
   }
+  let planned = 0;
+  for (const { desc } of blobs.values()) planned += desc.size;
+  emit({ type: "plan", blobs: blobs.size, bytes: planned });
   if (src.local) {
     // Cheap for a layout: refuse a missing or truncated blob before writing anything.
     await settleAll([...blobs.values()].map(async ({ desc }) => {
@@ -320,6 +339,7 @@ export async function copyGraph(
       if (failed !== undefined) throw failed;
       if (await dst.exists(desc)) {
         stats.blobsSkipped++;
+        stats.bytesPresent += desc.size;
         if (opts.dryRun) emit({ type: "plan-blob", desc, n, total, role, action: "exists" });
         else emit({ type: "blob-skip", desc, n, total, role, reason: "exists" });
         return;
@@ -331,20 +351,30 @@ export async function copyGraph(
       }
       if (canMount(dst) && (await dst.mount(desc, src))) {
         stats.blobsMounted++;
+        stats.bytesPresent += desc.size;
         emit({ type: "blob-skip", desc, n, total, role, reason: "mounted" });
         return;
       }
       emit({ type: "blob-start", desc, n, total, role });
       await loadFastHash();
+      let resumed = 0;
       await dst.push(
         desc,
         (offset) => src.fetch(desc, offset),
         (bytes) => emit({ type: "blob-progress", desc, bytes }),
-        { retries: opts.retries },
+        {
+          retries: opts.retries,
+          onResume: (offset) => {
+            resumed = offset;
+            emit({ type: "blob-resume", desc, offset });
+          },
+        },
       );
       stats.blobsCopied++;
       stats.bytesCopied += desc.size;
-      emit({ type: "blob-done", desc, n, total });
+      stats.bytesMoved += desc.size - resumed;
+      stats.bytesResumed += resumed;
+      emit({ type: "blob-done", desc, n, total, moved: desc.size - resumed });
     }).catch((e) => {
       failed ??= e;
       throw e;

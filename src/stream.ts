@@ -23,22 +23,27 @@ export class ChunkReader {
   }
 
   /**
-   * Read until `buf` is full or the stream ends. Returns the filled part. With a BYOB reader
+   * Read until `buf` is full (or holds at least `min` bytes, when given) or the stream ends.
+   * Returns the filled part. With a BYOB reader
    * the buffer's memory is transferred, so `buf` must not be used afterwards: the returned
    * view (and `new Uint8Array(view.buffer, view.byteOffset, buf.length)`) is the buffer now.
-   * A result shorter than `buf` means the stream has ended, or (a plain stream) failed after
-   * those bytes: then the next call throws. A byte stream's failure loses the bytes of the
+   * A result shorter than `buf` (and than `min`) means the stream has ended, or (a plain
+   * stream) failed after those bytes: then the next call throws. A byte stream's failure loses the bytes of the
    * unfinished call (the failed read keeps the memory).
    */
-  async readFull(buf: Uint8Array<ArrayBuffer>): Promise<Uint8Array<ArrayBuffer>> {
+  async readFull(
+    buf: Uint8Array<ArrayBuffer>,
+    min = buf.byteLength,
+  ): Promise<Uint8Array<ArrayBuffer>> {
     if (this.#failure) throw this.#failure.error;
     const cap = buf.byteLength;
+    const enough = Math.min(cap, Math.max(1, min));
     let fill = 0;
     if (this.#byob) {
       let memory = buf.buffer as ArrayBuffer;
       const base = buf.byteOffset;
       const total = memory.byteLength; // a caller may reclaim more than this call fills
-      while (fill < cap && !this.#done) {
+      while (fill < enough && !this.#done) {
         const { done, value } = await this.#byob.read(
           new Uint8Array(memory, base + fill, cap - fill),
         );
@@ -52,7 +57,7 @@ export class ChunkReader {
       }
       return new Uint8Array(memory, base, fill);
     }
-    while (fill < cap) {
+    while (fill < enough) {
       let chunk = this.#leftover;
       this.#leftover = undefined;
       if (!chunk) {

@@ -51,12 +51,17 @@ import {
   parseCredsFlag,
 } from "../store/registry/credentials.ts";
 import { escapeControl, formatBytes, type Logger } from "./log.ts";
-import { Progress } from "./progress.ts";
 import { ATTACHED_FLAGS, attachedFromFlags, copyAttachedForCli } from "./attached.ts";
 
 const NEVER_CONVERTS = "umoci copy never converts; digests are preserved";
 const NO_SIGNING =
   "umoci copy does not sign; sign the digest it prints afterwards (e.g. cosign sign REPO@DIGEST)";
+import {
+  createProgress,
+  PROGRESS_MODES,
+  type ProgressDisplay,
+  type ProgressMode,
+} from "./progress.ts";
 
 export const COPY_FLAGS: Record<string, FlagSpec> = {
   "dry-run": {
@@ -168,6 +173,11 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
   "tag-page-size": { type: "string", value: "N" }, // tags/list page size (tests; hidden)
   "debug": { type: "boolean", help: "the same as --log=debug" },
   "quiet": { type: "boolean", short: "q", help: "only warnings and errors (--log=warn)" },
+  "progress": {
+    type: "string",
+    value: "MODE",
+    help: "auto, bars, lines or json (default auto: bars on a terminal)",
+  },
   "help": { type: "boolean", short: "h", help: "show this help" },
   // skopeo's names for the same things.
   "retry-times": { type: "string", alias: "retries" },
@@ -270,7 +280,16 @@ Examples:
 `;
 
 export async function copyCommand(args: string[], logger: Logger): Promise<number> {
+  // Asked for JSON: even a bad command line is reported as an event.
+  const early = wantsJson(args) ? createProgress("json", logger) : undefined;
   const { values, positionals } = parseFlags(args, COPY_FLAGS);
+  const progressMode = (values.progress ?? "auto") as ProgressMode;
+  if (!PROGRESS_MODES.includes(progressMode)) {
+    throw new UsageError(
+      `--progress: unknown mode ${JSON.stringify(values.progress)} (auto, bars, lines, json)`,
+    );
+  }
+  if (progressMode !== "json") logger.sink = undefined;
   if (values.help) {
     console.log(COPY_USAGE);
     return 0;
@@ -370,7 +389,8 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     trace: values["trace-requests"] ? (line) => logger.raw(line) : undefined,
     onRetry: (line) => {
       steps.release();
-      logger.info(line);
+      if (progress) progress.retry(line);
+      else logger.info(line);
     },
     retries: values.retries === undefined
       ? 5
@@ -384,7 +404,9 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     userAgent: `umoci-copy/${VERSION}`,
   };
 
-  const progress = Progress.forTerminal(logger);
+  const progress: ProgressDisplay | undefined = progressMode === "json" && early
+    ? early
+    : createProgress(progressMode, logger);
   const stores = new StoreCache(registryFor, steps);
   const dryRun = values["dry-run"] === true;
   const started = performance.now();
@@ -425,6 +447,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
           logger,
           steps,
           progress,
+          last: image === images[images.length - 1],
           onBlob: (digest) => stores.holds(target, digest),
         });
         if (stats.blobsCopied + stats.blobsMounted + stats.manifestsCopied === 0) {
@@ -577,7 +600,9 @@ async function copyImage(
     dryRun: boolean;
     logger: Logger;
     steps: HeldLines;
-    progress?: Progress;
+    progress?: ProgressDisplay;
+    /** The job's last image: the progress display stops when its copy is done. */
+    last: boolean;
     /** A blob is now in `target` (copied, mounted or found there). */
     onBlob?: (digest: string) => void;
   },
@@ -593,7 +618,10 @@ async function copyImage(
   );
   const platformPlan = await planForCli(opts.choice, opts.platform, target, logger);
   if (platformPlan) root = platformPlan.root;
-  if (!dryRun) steps.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
+  if (!dryRun) {
+    steps.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
+    progress?.begin(formatReference(src), formatReference(dst), root);
+  }
   const tag = dst.tag;
   // What the tag names now: when that is the source's root, a rerun has nothing to do.
   const before = tag === undefined ? undefined : await tagTarget(target, tag);
@@ -618,7 +646,8 @@ async function copyImage(
   else if (platformPlan) {
     ({ root, stats } = await copyPlanForCli(platformPlan, source, target, copyOptions, logger));
   } else stats = await copyGraph(source, target, root, copyOptions);
-  progress?.stop();
+  // The bars go before the closing lines; a job keeps them for its next image.
+  if (opts.last) progress?.stop();
   if (dryRun) {
     steps.release();
     const lines = plan.lines(root, before === root.digest ? undefined : tag, done);
@@ -657,6 +686,7 @@ async function copyImage(
     }
     logger.info(summaryLine(stats, isIndexType(root.mediaType)));
   }
+  progress?.summary(stats, root, tag);
   return { root, stats };
 }
 
@@ -732,14 +762,23 @@ async function tagTarget(store: Store, tag: string): Promise<string | undefined>
 }
 
 /**
- * The closing line of a copy: what was transferred, mounted and found present, and how many
- * manifests were written; the parts that are zero are left out.
+ * The closing line of a copy: the blobs copied with the bytes this run moved (and the kept
+ * part of resumed downloads, which was there before), the blobs mounted and found present
+ * with their bytes, and how many manifests were written; parts that are zero are left out.
  */
 export function summaryLine(stats: CopyStats, index: boolean): string {
   const plural = (n: number, one: string) => `${n} ${one}${n === 1 ? "" : "s"}`;
-  const parts = [`Copied ${plural(stats.blobsCopied, "blob")} (${formatBytes(stats.bytesCopied)})`];
+  const moved = stats.bytesResumed > 0
+    ? `${formatBytes(stats.bytesMoved)} moved, ${
+      formatBytes(stats.bytesResumed)
+    } resumed from an earlier run`
+    : formatBytes(stats.bytesMoved);
+  const parts = [`Copied ${plural(stats.blobsCopied, "blob")} (${moved})`];
   if (stats.blobsMounted > 0) parts.push(`mounted ${stats.blobsMounted}`);
   if (stats.blobsSkipped > 0) parts.push(`${stats.blobsSkipped} already present`);
+  if (stats.blobsMounted + stats.blobsSkipped > 0) {
+    parts[parts.length - 1] += ` (${formatBytes(stats.bytesPresent)})`;
+  }
   const manifests = `${plural(stats.manifestsCopied, "manifest")} written${
     index ? " (index)" : ""
   }`;
@@ -857,10 +896,22 @@ function emptyStats(): CopyStats {
     blobsSkipped: 0,
     blobsMounted: 0,
     bytesCopied: 0,
+    bytesMoved: 0,
+    bytesPresent: 0,
+    bytesResumed: 0,
     manifestsCopied: 0,
     manifestsSkipped: 1,
     nonDistributable: [],
   };
+}
+
+/** True when args ask for `--progress=json` (looked for before the flags are parsed). */
+function wantsJson(args: string[]): boolean {
+  for (let i = 0; i < args.length && args[i] !== "--"; i++) {
+    if (args[i] === "--progress=json") return true;
+    if (args[i] === "--progress" && args[i + 1] === "json") return true;
+  }
+  return false;
 }
 
 type Creds = { username: string; password: string };
@@ -955,7 +1006,13 @@ function shortDigest(digest: string): string {
   return digest.slice(0, i + 1 + 12);
 }
 
-function report(e: CopyEvent, steps: HeldLines, progress: Progress | undefined, target: Store) {
+function report(
+  e: CopyEvent,
+  steps: HeldLines,
+  progress: ProgressDisplay | undefined,
+  target: Store,
+) {
+  progress?.event(e);
   const logger = steps.logger;
   switch (e.type) {
     case "blob-start":
@@ -963,13 +1020,17 @@ function report(e: CopyEvent, steps: HeldLines, progress: Progress | undefined, 
       logger.info(
         `Copying ${blobLabel(e)} with digest ${e.desc.digest} (${formatBytes(e.desc.size)})`,
       );
-      progress?.start(e.desc.digest, e.desc.size);
       break;
-    case "blob-progress":
-      progress?.update(e.desc.digest, e.bytes);
+    case "blob-resume":
+      logger.info(
+        e.offset > 0
+          ? `${shortDigest(e.desc.digest)}: resuming at ${
+            formatBytes(e.offset)
+          } (kept from an earlier run)`
+          : `${shortDigest(e.desc.digest)}: the kept part did not verify; starting over`,
+      );
       break;
     case "blob-done":
-      progress?.finish(e.desc.digest);
       logger.debug(
         target instanceof LayoutStore
           ? `blob saved to local store ${e.desc.digest}`

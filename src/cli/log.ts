@@ -31,30 +31,61 @@ export function escapeControl(text: string): string {
   });
 }
 
-/** Something that draws on the terminal and must be cleared before a log line is written. */
+/**
+ * Something drawn on the terminal below the log lines (the progress bars): a log line is
+ * written as erase() + line + draw(), in one write, so the two never overwrite each other.
+ */
 export interface Overlay {
+  /** The escape sequences that erase what is drawn (and forget it): "" when nothing is. */
+  erase(): string;
+  /** The text that draws it again below the cursor: "" when there is nothing to draw. */
+  draw(): string;
+  /** Erase what is drawn now, in its own write. */
   clear(): void;
-  redraw(): void;
+  /** Erase for good and stop drawing (exit, interrupt, error). */
+  stop(): void;
 }
 
+/** Write all of `text` to stderr, synchronously (a terminal may take it in pieces). */
+export function writeStderr(text: string): void {
+  const bytes = encoder.encode(text);
+  let off = 0;
+  while (off < bytes.length) off += Deno.stderr.writeSync(bytes.subarray(off));
+}
+
+/**
+ * Where log lines go instead of stderr (--progress=json): `level` is the line's level, or
+ * "trace" for --trace-requests lines; `exitCode` comes with the final error line.
+ */
+export type LogSink = (level: Level | "trace", message: string, exitCode?: number) => void;
+
+/** Leveled lines on stderr, control characters escaped, drawn around an Overlay. */
 export class Logger {
   #min: number;
   overlay?: Overlay;
+  /** Set by --progress=json: every line goes here, nothing to stderr directly. */
+  sink?: LogSink;
 
+  /** Lines below `level` are dropped. */
   constructor(level: Level = "info") {
     this.#min = LEVELS.indexOf(level);
   }
 
+  /** True when lines of `level` are written. */
   enabled(level: Level): boolean {
     return LEVELS.indexOf(level) >= this.#min;
   }
 
-  #write(level: Level, message: string): void {
+  #line(text: string): void {
+    const o = this.overlay;
+    writeStderr(o ? o.erase() + text + "\n" + o.draw() : text + "\n");
+  }
+
+  #write(level: Level, message: string, exitCode?: number): void {
     if (!this.enabled(level)) return;
+    if (this.sink) return this.sink(level, message, exitCode);
     const prefix = level === "info" ? "" : `${level}: `;
-    this.overlay?.clear();
-    Deno.stderr.writeSync(encoder.encode(`${prefix}${escapeControl(message)}\n`));
-    this.overlay?.redraw();
+    this.#line(prefix + escapeControl(message));
   }
 
   debug(message: string): void {
@@ -66,8 +97,16 @@ export class Logger {
   warn(message: string): void {
     this.#write("warn", message);
   }
-  error(message: string): void {
-    this.#write("error", message);
+  /** An error line; `exitCode`, when known, goes along to a sink (the JSON error event). */
+  error(message: string, exitCode?: number): void {
+    this.#write("error", message, exitCode);
+  }
+
+  /** Erase the overlay for good and stop drawing it (before the last line on exit). */
+  detach(): void {
+    const o = this.overlay;
+    this.overlay = undefined;
+    o?.stop();
   }
 
   /**
@@ -75,12 +114,12 @@ export class Logger {
    * control characters escaped like every other line.
    */
   raw(line: string): void {
-    this.overlay?.clear();
-    Deno.stderr.writeSync(encoder.encode(escapeControl(line) + "\n"));
-    this.overlay?.redraw();
+    if (this.sink) return this.sink("trace", line);
+    this.#line(escapeControl(line));
   }
 }
 
+/** `n` bytes for people: `512 B`, `1.5 KiB`, `12.0 MiB`, `3.2 GiB`. */
 export function formatBytes(n: number): string {
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let i = 0;
@@ -92,6 +131,7 @@ export function formatBytes(n: number): string {
   return i === 0 ? `${n} B` : `${v.toFixed(1)} ${units[i]}`;
 }
 
+/** `sha256:0123456789ab`: the algorithm and the first 12 hex digits. */
 export function shortDigest(digest: string): string {
   const i = digest.indexOf(":");
   return digest.slice(0, i + 1 + 12);

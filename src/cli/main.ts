@@ -56,11 +56,15 @@ function extractLogLevel(args: string[]): { level: Level; rest: string[] } {
 export async function run(args: string[]): Promise<number> {
   let logger = new Logger("info");
   const onSignal = (signal: Deno.Signal) => () => {
+    const code = signal === "SIGINT" ? EXIT.sigint : EXIT.sigterm;
+    // The progress bars go for good before the last line, and are not drawn under it.
+    logger.detach();
     removeTempFilesSync();
     logger.error(
       `interrupted by ${signal}; nothing partial was published (a rerun resumes downloads)`,
+      code,
     );
-    Deno.exit(signal === "SIGINT" ? EXIT.sigint : EXIT.sigterm);
+    Deno.exit(code);
   };
   const handlers: [Deno.Signal, () => void][] = [];
   if (Deno.build.os !== "windows") {
@@ -99,8 +103,10 @@ export async function run(args: string[]): Promise<number> {
       // One debug line per stack line: the logger escapes newlines inside a message.
       for (const line of (e.stack ?? String(e)).split("\n")) logger.debug(line);
     }
-    logger.error(describeError(e));
-    return e instanceof UserError ? e.exitCode : EXIT.failed;
+    const code = e instanceof UserError ? e.exitCode : EXIT.failed;
+    logger.detach();
+    logger.error(describeError(e), code);
+    return code;
   } finally {
     for (const [s, h] of handlers) Deno.removeSignalListener(s, h);
   }

@@ -538,6 +538,7 @@ export class LayoutStore implements Store {
         }
       }
       let resumedPartial = offset > 0;
+      let announced = false;
       let failures = 0;
       let progressMark = offset;
       while (offset >= 0) {
@@ -552,6 +553,10 @@ export class LayoutStore implements Store {
           verifier = new Verifier(desc.digest, desc.size);
           offset = 0;
           resumedPartial = false;
+        }
+        if (resumedPartial && !announced) {
+          announced = true;
+          opts.onResume?.(offset);
         }
         if (offset > 0 || moved) await file.seek(offset, Deno.SeekMode.Start);
         moved = true;
@@ -588,6 +593,7 @@ export class LayoutStore implements Store {
             verifier = new Verifier(desc.digest, desc.size);
             offset = 0;
             resumedPartial = false;
+            opts.onResume?.(0);
             continue;
           }
           await removeIfSameFile(partial, file);

@@ -17,6 +17,11 @@ export type BlobSource = (offset: number) => Promise<BlobReader>;
 export interface PushOptions {
   /** How often a transfer whose source broke off may be resumed (default 5). */
   retries?: number;
+  /**
+   * Called before the first byte when the transfer continues from `offset` (a partial
+   * download kept from an earlier run), instead of from byte 0.
+   */
+  onResume?: (offset: number) => void;
 }
 
 export interface Store {

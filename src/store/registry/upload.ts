@@ -60,6 +60,8 @@ import { redactUrl } from "./trace.ts";
 const MONOLITHIC_MAX = 4 * 1024 * 1024;
 /** What the source is read into at a time. */
 const READ_BUFFER = 1024 * 1024;
+/** A source read returns once it has this much (or the end), without waiting for more. */
+const READ_AT_LEAST = 64 * 1024;
 /** A registry asking for chunks larger than this (OCI-Chunk-Min-Length) is refused. */
 const MAX_CHUNK_SIZE = 256 * 1024 * 1024;
 const EMPTY = new Uint8Array(0);
@@ -224,7 +226,9 @@ class SourceReader {
         }
         let value: Uint8Array;
         try {
-          value = await this.#reader!.readFull(this.#buffer);
+          // Whatever has arrived once it is a few pieces' worth: a slow source's bytes go
+          // out (and show as progress) as they come, not a READ_BUFFER at a time.
+          value = await this.#reader!.readFull(this.#buffer, READ_AT_LEAST);
         } catch (e) {
           // A failed BYOB read keeps the buffer it was given: start with a fresh one.
           this.#buffer = new Uint8Array(this.#bufferSize);
