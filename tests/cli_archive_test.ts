@@ -684,10 +684,13 @@ Deno.test("cli job: --keep-going copies the others and exits 1 naming the missin
         fx.digestOf(await skopeoRaw(`oci-archive:${out}:${reg.host}/two:v1`)),
         two.manifest.digest,
       );
-      // Without --keep-going the first failure stops the job; what was finished stays.
+      // Without --keep-going the first failure stops the job; what was finished stays. One
+      // image at a time (-j 1): the image before the failure is there, the one after is not.
       const stop = await umoci([
         "copy",
         "--plain-http",
+        "-j",
+        "1",
         "--images",
         list,
         `oci://${reg.host}/copy`,
@@ -696,6 +699,31 @@ Deno.test("cli job: --keep-going copies the others and exits 1 naming the missin
       assert.match(stop.stderr, /error: manifest v9 not found in .*\/gone/);
       assert.equal(await registryDigest(reg.url, "copy/one", "v1"), one.manifest.digest);
       assert.deepEqual(await registryTags(reg.url, "copy/two").catch(() => []), []);
+      // Side by side (the default): the images running when one fails stop before their
+      // tags; whatever tag exists names a complete image.
+      const side = await umoci([
+        "copy",
+        "--plain-http",
+        "--images",
+        list,
+        `oci://${reg.host}/side`,
+      ]);
+      assert.equal(side.code, 1);
+      const errors2 = side.stderr.split("\n").filter((l) => l.startsWith("error:"));
+      assert.equal(errors2.length, 1, side.stderr);
+      assert.match(errors2[0], /error: manifest v9 not found in .*\/gone/);
+      for (const [repo, built] of [["side/one", one], ["side/two", two]] as const) {
+        const tags = await registryTags(reg.url, repo).catch(() => []);
+        if (tags.length === 0) continue;
+        assert.equal(await registryDigest(reg.url, repo, "v1"), built.manifest.digest);
+        const check = await umoci([
+          "copy",
+          "--plain-http",
+          `oci://${reg.host}/${repo}:v1`,
+          join(tmp, "check:v1"),
+        ]);
+        assert.equal(check.code, 0, check.stderr);
+      }
     });
   } finally {
     await reg.stop();
