@@ -326,6 +326,10 @@ export class AuthCache {
   readonly pending = new Map<string, Promise<CachedToken>>();
   /** Basic credentials checked against /v2/ (by header value): accepted or not. */
   readonly basicChecks = new Map<string, Promise<boolean>>();
+  /** The registry's first answer, while it is awaited (see Authenticator.firstContact). */
+  contact?: Promise<void>;
+  /** The registry's first answer has been handled: no request waits any more. */
+  contacted = false;
 }
 
 /**
@@ -422,6 +426,26 @@ export class Authenticator {
     } catch {
       return false;
     }
+  }
+
+  /**
+   * Call before a request to the registry. The first request goes out at once; others made
+   * while its answer is awaited wait for it, so that they go with the challenge it taught
+   * (a job of many repositories is challenged once, not once per repository). Returns, for
+   * the first request only, the function to call once its answer has been handled (after
+   * unauthorized(), or on failure); undefined for the others.
+   */
+  async firstContact(): Promise<(() => void) | undefined> {
+    const c = this.#cache;
+    while (!c.contacted && c.contact !== undefined) await c.contact;
+    if (c.contacted || c.challenge !== undefined) return undefined;
+    let done!: () => void;
+    c.contact = new Promise<void>((resolve) => done = resolve);
+    return () => {
+      c.contacted = true;
+      c.contact = undefined;
+      done();
+    };
   }
 
   /** Authorization value for a registry request needing `scopes`, if auth is known to be needed. */

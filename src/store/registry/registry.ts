@@ -281,18 +281,26 @@ export class RegistryStore implements MountingStore {
   ): Promise<HttpResponse> {
     const ours = this.#transport.isRegistryOrigin(req.url);
     const wanted = [...scopes];
-    for (let attempt = 0;; attempt++) {
-      const authorization = ours ? await this.#auth.header(wanted) : undefined;
-      const res = await this.#transport.request({
-        ...req,
-        headers: { ...req.headers, authorization },
-      });
-      if (res.status !== 401 || attempt > 0 || !ours) return res;
-      if (!this.#transport.isRegistryOrigin(res.url)) return res;
-      const renewed = await this.#auth.unauthorized(res, wanted, authorization);
-      // A streamed body is spent: the caller (upload.ts) sends again from the progress.
-      if (!renewed || req.body instanceof ReadableStream) return res;
-      await res.discard();
+    // The registry's first request: others wait until its challenge (if any) is learnt.
+    let first = ours ? await this.#auth.firstContact() : undefined;
+    try {
+      for (let attempt = 0;; attempt++) {
+        const authorization = ours ? await this.#auth.header(wanted) : undefined;
+        const res = await this.#transport.request({
+          ...req,
+          headers: { ...req.headers, authorization },
+        });
+        if (res.status !== 401 || attempt > 0 || !ours) return res;
+        if (!this.#transport.isRegistryOrigin(res.url)) return res;
+        const renewed = await this.#auth.unauthorized(res, wanted, authorization);
+        first?.();
+        first = undefined;
+        // A streamed body is spent: the caller (upload.ts) sends again from the progress.
+        if (!renewed || req.body instanceof ReadableStream) return res;
+        await res.discard();
+      }
+    } finally {
+      first?.();
     }
   }
 
