@@ -125,7 +125,7 @@ Deno.test("cli job: 10 images of one registry share one connection pool; the sha
       const steps = pack.stderr.split("\n").filter((l) => /^\[.*\] (Copying|Skipping)/.test(l));
       assert.ok(steps.length >= 10, pack.stderr);
       for (const l of pack.stderr.split("\n").filter((l) => /Copying (config|layer)/.test(l))) {
-        assert.match(l, /^\[oci:\/\/127\.0\.0\.1:\d+\/r\d:v1\] /);
+        assert.match(l, /^\[127\.0\.0\.1:\d+\/r\d:v1\] /);
       }
       assert.match(pack.stderr, /Images: 10 copied, 0 already present, 0 failed; 21 blobs/);
       assert.equal(blobGets(since(a.requests(), mark), shared), 1, "the shared layer: one GET");

@@ -135,7 +135,8 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
     type: "string",
     short: "j",
     value: "N",
-    help: "large-blob transfers at once (default 4); blobs under 1 MiB run 2×N beside them",
+    help: "large-blob transfers at once (default 4); blobs under 1 MiB run 2×N beside them; " +
+      "in a job, for the whole job, with N images at once",
   },
   ...PLATFORM_FLAGS,
   "allow-nondistributable-artifacts": {
@@ -420,7 +421,8 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     await Promise.all(images.map((image, index) =>
       imageLane.run(async () => {
         if (stop.signal.aborted) return; // the job stopped before this image began
-        const label = allTags ? image.src.tag! : image.src.text;
+        // Step lines name the image as its failure line would (a tag, for --all-tags).
+        const label = allTags ? image.src.tag! : formatReference(image.src);
         const imageLogger = concurrent ? new ImageLogger(logger, `[${label}] `) : logger;
         const imageSteps = concurrent ? new HeldLines(imageLogger) : steps;
         imageSteps.hold();
