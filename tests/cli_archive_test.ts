@@ -736,6 +736,12 @@ Deno.test("cli job: --keep-going copies the others and exits 1 naming the missin
       ]);
       assert.equal(stop.code, 1);
       assert.match(stop.stderr, /error: manifest v9 not found in .*\/gone/);
+      // The summary counts all three; stdout names the image that was copied.
+      assert.match(
+        stop.stderr,
+        /Images: 1 copied, 0 already present, 1 failed, 1 not copied \(the job stopped\)/,
+      );
+      assert.equal(stop.stdout, `${one.manifest.digest} oci://${reg.host}/one:v1\n`);
       assert.equal(await registryDigest(reg.url, "copy/one", "v1"), one.manifest.digest);
       assert.deepEqual(await registryTags(reg.url, "copy/two").catch(() => []), []);
       // Into an archive: it is still written, with the image that finished.

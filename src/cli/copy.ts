@@ -467,27 +467,32 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
         }
       })
     ));
-    if (firstError !== undefined) {
-      // What finished stays valid: a bundle is still written with the images that were.
-      if (!dryRun) {
-        await stores.commit().catch((e) => logger.warn(`! ${describeError(e)}`));
-      }
-      throw firstError;
-    }
     failed.sort((a, b) => a.index - b.index);
     const copied = images.flatMap((image, i) => {
       const r = results[i];
       return r ? [{ digest: r.digest, image }] : [];
     });
-    if (dryRun) return 0;
-    await stores.commit();
+    if (firstError !== undefined && !job) throw firstError;
+    if (dryRun) {
+      if (firstError !== undefined) throw firstError;
+      return 0;
+    }
+    if (firstError === undefined) await stores.commit();
+    else {
+      // What finished stays valid: a bundle is still written with the images that did.
+      await stores.commit().catch((e) => logger.warn(`! ${describeError(e)}`));
+    }
     if (job) {
+      const failures = failed.length + (firstError === undefined ? 0 : 1);
+      const left = images.length - copied.length - failures;
       logger.info(
         `Images: ${
           copied.length - totals.present
-        } copied, ${totals.present} already present, ${failed.length} failed; ${totals.blobs} blobs (${
-          formatBytes(totals.bytes)
-        }) moved in ${((performance.now() - started) / 1000).toFixed(1)} s`,
+        } copied, ${totals.present} already present, ${failures} failed${
+          left > 0 ? `, ${left} not copied (the job stopped)` : ""
+        }; ${totals.blobs} blobs (${formatBytes(totals.bytes)}) moved in ${
+          ((performance.now() - started) / 1000).toFixed(1)
+        } s`,
       );
     }
     // stdout is for scripts and terminals alike: only ever digests of the strict grammar, and
@@ -501,6 +506,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     if (typeof values.digestfile === "string") {
       await Deno.writeTextFile(values.digestfile, lines.map((l) => l + "\n").join(""));
     }
+    if (firstError !== undefined) throw firstError;
     if (failed.length > 0) {
       throw new UserError(
         `${failed.length} of ${images.length} images failed: ${
