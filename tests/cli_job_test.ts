@@ -303,3 +303,70 @@ Deno.test("cli job: a bundle write killed half-way leaves no file at PATH; a rer
     await reg.stop();
   }
 });
+
+Deno.test("cli job: repositories of one registry with credentials of their own keep their own tokens", async () => {
+  const users = { alice: "alice-pw-1", bob: "bob-pw-2" };
+  // alice may use team/a only, bob team/b only.
+  const reg = await startAuthRegistry({
+    mode: "token",
+    tls: true,
+    users,
+    allow: (user, scope) =>
+      (user === "alice" && scope.name === "team/a") || (user === "bob" && scope.name === "team/b")
+        ? ["*"]
+        : [],
+  });
+  try {
+    await fx.withTempDir(async (tmp) => {
+      const src = join(tmp, "src");
+      const digests: string[] = [];
+      for (const [i, [repo, user]] of [["team/a", "alice"], ["team/b", "bob"]].entries()) {
+        const built = await fx.buildRandomImage(src, `${i}`, { layerSizes: [700 + i] });
+        digests.push(built.manifest.digest);
+        await copyOk([
+          "--cacert",
+          reg.caCert,
+          "--creds",
+          `${user}:${users[user as "alice" | "bob"]}`,
+          `${src}:${i}`,
+          `oci://${reg.host}/${repo}:v1`,
+        ]);
+      }
+      // An auth file keyed by repository: a credential for each.
+      const auth = (u: "alice" | "bob") => ({ auth: btoa(`${u}:${users[u]}`) });
+      const authfile = join(tmp, "auth.json");
+      await Deno.writeTextFile(
+        authfile,
+        JSON.stringify({
+          auths: { [`${reg.host}/team/a`]: auth("alice"), [`${reg.host}/team/b`]: auth("bob") },
+        }),
+      );
+      const list = join(tmp, "images.txt");
+      await Deno.writeTextFile(list, `oci://${reg.host}/team/a:v1\noci://${reg.host}/team/b:v1\n`);
+      const before = reg.tokenServer!.requests.length;
+      const r = await jobOk([
+        "--cacert",
+        reg.caCert,
+        "--authfile",
+        authfile,
+        "--images",
+        list,
+        join(tmp, "out"),
+      ]);
+      assert.deepEqual(r.lines, [
+        `${digests[0]} oci://${reg.host}/team/a:v1`,
+        `${digests[1]} oci://${reg.host}/team/b:v1`,
+      ]);
+      // Each repository's token was asked for with its own credential and granted.
+      const asked = reg.tokenServer!.requests.slice(before).map((t) =>
+        `${t.user} ${t.scopes.join(" ")} ${t.status}`
+      ).sort();
+      assert.deepEqual(asked, [
+        "alice repository:team/a:pull 200",
+        "bob repository:team/b:pull 200",
+      ]);
+    });
+  } finally {
+    await reg.stop();
+  }
+});
