@@ -100,6 +100,17 @@ export interface CopyOptions {
   onEvent?: (event: CopyEvent) => void;
   /** --platform (src/platform.ts): which child manifests to copy, indexes made for it. */
   selection?: Selection;
+  /**
+   * The lanes of a whole job, shared by all its copies (see JobLanes): `jobs` then bounds
+   * the job, not each copy, and a blob that several copies store in one place is
+   * transferred once. Default: lanes of this copy's own, sized by `jobs`.
+   */
+  lanes?: JobLanes;
+  /**
+   * A job stopped (a failure elsewhere): checked before each blob and manifest, so that
+   * the copy ends with its reason before writing more, and before its tag.
+   */
+  signal?: AbortSignal;
 }
 
 export interface CopyStats {
@@ -143,6 +154,47 @@ export class Limiter {
       if (next) next();
       else this.#active--;
     }
+  }
+}
+
+/**
+ * The transfer lanes of a job of many copies, shared by all of them (copyGraph's
+ * opts.lanes): large blobs `jobs` at once across the whole job, small ones 2×jobs beside
+ * them, manifest reads 2×jobs. And the blobs in flight: a copy about to store a blob that
+ * another copy of the job is storing in the same place (the same layout or archive, or any
+ * repository of the same registry, see Store.blobScope) waits for that transfer first, and
+ * then finds the blob present, or mounts it, instead of fetching it from its source again.
+ */
+export class JobLanes {
+  readonly large: Limiter;
+  readonly small: Limiter;
+  readonly manifests: Limiter;
+  readonly #inFlight = new Map<string, Promise<void>>();
+
+  constructor(readonly jobs: number) {
+    this.large = new Limiter(jobs);
+    this.small = new Limiter(2 * jobs);
+    this.manifests = new Limiter(2 * jobs);
+  }
+
+  /**
+   * Wait until no other copy is storing blob `digest` in `scope`, then hold it until the
+   * returned release function is called (whether the transfer worked or not: a waiter then
+   * checks for itself). Waiting happens outside the lanes, so it holds no slot.
+   */
+  async claim(scope: string, digest: string): Promise<() => void> {
+    const key = `${scope}\0${digest}`;
+    for (;;) {
+      const busy = this.#inFlight.get(key);
+      if (busy === undefined) break;
+      await busy;
+    }
+    let release!: () => void;
+    this.#inFlight.set(key, new Promise<void>((r) => release = r));
+    return () => {
+      this.#inFlight.delete(key);
+      release();
+    };
   }
 }
 
@@ -204,12 +256,16 @@ export async function copyGraph(
   // Small blobs (configs, small layers) have slots of their own, twice as many: they are
   // bound by round trips (and a layout's fsync), not bandwidth, so more of them in flight
   // hide latency, and they need not wait behind the large ones.
-  const jobs = Math.max(1, opts.jobs ?? 4);
-  const largeLane = new Limiter(jobs);
-  const smallLane = new Limiter(2 * jobs);
+  const lanes = opts.lanes ?? new JobLanes(Math.max(1, opts.jobs ?? 4));
+  const largeLane = lanes.large;
+  const smallLane = lanes.small;
   // Manifest reads while planning: an index may list thousands of manifests, and each read
   // is a request (and a connection) of its own.
-  const manifestLane = new Limiter(2 * jobs);
+  const manifestLane = lanes.manifests;
+  /** Throws the job's stop reason, once something else in the job failed. */
+  const checkStopped = () => {
+    if (opts.signal?.aborted) throw opts.signal.reason;
+  };
   const manifests = new Map<string, Promise<PlannedManifest>>();
   const blobs = new Map<string, PlannedBlob>();
   /** Non-distributable blobs set aside while planning (by digest). */
@@ -333,10 +389,16 @@ export async function copyGraph(
 
   // 2. blobs, largest first
   let failed: unknown = undefined;
+  const scope = dst.blobScope ?? dst.name;
   async function copyBlob({ desc, n, total, role }: PlannedBlob): Promise<void> {
     const lane = desc.size < SMALL_BLOB ? smallLane : largeLane;
+    // Another copy of the job storing this blob in the same place goes first (opts.lanes).
+    const release = opts.lanes && !opts.dryRun
+      ? await opts.lanes.claim(scope, desc.digest)
+      : undefined;
     await lane.run(async () => {
       if (failed !== undefined) throw failed;
+      checkStopped();
       if (await dst.exists(desc)) {
         stats.blobsSkipped++;
         stats.bytesPresent += desc.size;
@@ -378,7 +440,7 @@ export async function copyGraph(
     }).catch((e) => {
       failed ??= e;
       throw e;
-    });
+    }).finally(() => release?.());
   }
   const ordered = [...blobs.values()].sort((a, b) => b.desc.size - a.desc.size);
   await settleAll(ordered.map(copyBlob));
@@ -399,6 +461,7 @@ export async function copyGraph(
           return;
         }
         const tag = isRoot ? opts.rootTag : undefined;
+        checkStopped();
         if (opts.dryRun) {
           emit({ type: "plan-manifest", desc: m.desc, action: "write", tag });
           return;

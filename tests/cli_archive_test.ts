@@ -559,7 +559,13 @@ function flip(bytes: Uint8Array, at: number): Uint8Array {
 }
 
 Deno.test("cli job: 3 repositories, 5 tags: registry A → --images → archive → --all-tags → registry B", async () => {
-  const [a, b] = [await startRegistry(), await startRegistry()];
+  const [a, b] = [
+    await startRegistry({ accessLog: true }),
+    await startRegistry({ accessLog: true }),
+  ];
+  /** Access-log lines from index `from` on, as "METHOD PATH STATUS". */
+  const since = (log: string[], from: number) =>
+    log.slice(from).map((l) => l.split(" ").slice(0, 3).join(" "));
   try {
     await fx.withTempDir(async (tmp) => {
       const src = join(tmp, "src");
@@ -589,8 +595,17 @@ Deno.test("cli job: 3 repositories, 5 tags: registry A → --images → archive 
           images.map(([repo, tag]) => `oci://${a.host}/${repo}:${tag}  # ${repo}\n`).join("\n"),
       );
       const bundle = join(tmp, "bundle.tar");
+      const sharedDigest = fx.digestOf(shared);
+      let mark = a.requests().length;
       const pack = await umoci(["copy", "--plain-http", "--images", list, `oci-archive:${bundle}`]);
       assert.equal(pack.code, 0, pack.stderr);
+      // The five images ran side by side; the layer they share was read from A once, and
+      // every other blob once too (each a GET answered 200).
+      const packed = since(a.requests(), mark);
+      const gets = packed.filter((l) => /^GET \S+\/blobs\/sha256:\S+ 200$/.test(l));
+      assert.equal(gets.filter((l) => l.includes(sharedDigest)).length, 1, gets.join("\n"));
+      assert.equal(gets.length, blobs, gets.join("\n"));
+      assert.equal(new Set(gets.map((l) => l.split("/blobs/")[1])).size, blobs);
       assert.deepEqual(
         pack.stdout.trim().split("\n"),
         images.map(([r, t]) => `${digests.get(`${r}:${t}`)} oci://${a.host}/${r}:${t}`),
@@ -606,6 +621,7 @@ Deno.test("cli job: 3 repositories, 5 tags: registry A → --images → archive 
       }
       // A rerun: every image at one request, zero bytes moved, the archive not rewritten.
       const ino = (await Deno.stat(bundle)).ino;
+      mark = a.requests().length;
       const again = await umoci([
         "copy",
         "--plain-http",
@@ -616,6 +632,10 @@ Deno.test("cli job: 3 repositories, 5 tags: registry A → --images → archive 
       assert.equal(again.code, 0, again.stderr);
       assert.match(again.stderr, /Images: 0 copied, 5 already present, 0 failed; 0 blobs \(0 B\)/);
       assert.equal((await Deno.stat(bundle)).ino, ino);
+      assert.deepEqual(
+        since(a.requests(), mark).sort(),
+        images.map(([repo, tag]) => `HEAD /v2/${repo}/manifests/${tag} 200`).sort(),
+      );
 
       // The way back: each full-reference name into its own repository under the prefix.
       const restore = [
@@ -625,8 +645,21 @@ Deno.test("cli job: 3 repositories, 5 tags: registry A → --images → archive 
         `oci-archive:${bundle}`,
         `oci://${b.host}/mirror`,
       ];
+      mark = b.requests().length;
       const back = await umoci(restore);
       assert.equal(back.code, 0, back.stderr);
+      // Into B the shared layer is uploaded once (one closing PUT with its digest) and
+      // mounted into the two other repositories; alpine's second tag finds it present.
+      const restored = since(b.requests(), mark);
+      const uploads = restored.filter((l) =>
+        l.startsWith("PUT ") && l.includes(`digest=${encodeURIComponent(sharedDigest)}`)
+      );
+      assert.equal(uploads.length, 1, restored.join("\n"));
+      const mounts = restored.filter((l) =>
+        l.startsWith("POST ") && l.includes(`mount=${encodeURIComponent(sharedDigest)}`) &&
+        l.endsWith(" 201")
+      );
+      assert.equal(mounts.length, 2, restored.join("\n"));
       assert.match(
         back.stderr,
         new RegExp(`Images: 5 copied, 0 already present, 0 failed; ${blobs} blobs`),
@@ -639,9 +672,15 @@ Deno.test("cli job: 3 repositories, 5 tags: registry A → --images → archive 
       }
       assert.deepEqual(await registryTags(b.url, "mirror/library/alpine"), ["3.19", "3.20"]);
       assert.deepEqual(await registryTags(b.url, "mirror/org/app"), ["v1", "v2"]);
+      mark = b.requests().length;
       const rerun = await umoci(restore);
       assert.equal(rerun.code, 0, rerun.stderr);
       assert.match(rerun.stderr, /Images: 0 copied, 5 already present, 0 failed; 0 blobs \(0 B\)/);
+      // One request an image: the HEAD of its tag.
+      assert.deepEqual(
+        since(b.requests(), mark).sort(),
+        images.map(([repo, tag]) => `HEAD /v2/mirror/${repo}/manifests/${tag} 200`).sort(),
+      );
     });
   } finally {
     await a.stop();
@@ -684,18 +723,69 @@ Deno.test("cli job: --keep-going copies the others and exits 1 naming the missin
         fx.digestOf(await skopeoRaw(`oci-archive:${out}:${reg.host}/two:v1`)),
         two.manifest.digest,
       );
-      // Without --keep-going the first failure stops the job; what was finished stays.
+      // Without --keep-going the first failure stops the job; what was finished stays. One
+      // image at a time (-j 1): the image before the failure is there, the one after is not.
       const stop = await umoci([
         "copy",
         "--plain-http",
+        "-j",
+        "1",
         "--images",
         list,
         `oci://${reg.host}/copy`,
       ]);
       assert.equal(stop.code, 1);
       assert.match(stop.stderr, /error: manifest v9 not found in .*\/gone/);
+      // The summary counts all three; stdout names the image that was copied.
+      assert.match(
+        stop.stderr,
+        /Images: 1 copied, 0 already present, 1 failed, 1 not copied \(the job stopped\)/,
+      );
+      assert.equal(stop.stdout, `${one.manifest.digest} oci://${reg.host}/one:v1\n`);
       assert.equal(await registryDigest(reg.url, "copy/one", "v1"), one.manifest.digest);
       assert.deepEqual(await registryTags(reg.url, "copy/two").catch(() => []), []);
+      // Into an archive: it is still written, with the image that finished.
+      const partial = join(tmp, "partial.tar");
+      const stopped = await umoci([
+        "copy",
+        "--plain-http",
+        "-j",
+        "1",
+        "--images",
+        list,
+        `oci-archive:${partial}`,
+      ]);
+      assert.equal(stopped.code, 1, stopped.stderr);
+      assert.deepEqual(await archiveTags(partial), [`${reg.host}/one:v1`]);
+      assert.equal(
+        fx.digestOf(await skopeoRaw(`oci-archive:${partial}:${reg.host}/one:v1`)),
+        one.manifest.digest,
+      );
+      // Side by side (the default): the images running when one fails stop before their
+      // tags; whatever tag exists names a complete image.
+      const side = await umoci([
+        "copy",
+        "--plain-http",
+        "--images",
+        list,
+        `oci://${reg.host}/side`,
+      ]);
+      assert.equal(side.code, 1);
+      const errors2 = side.stderr.split("\n").filter((l) => l.startsWith("error:"));
+      assert.equal(errors2.length, 1, side.stderr);
+      assert.match(errors2[0], /error: manifest v9 not found in .*\/gone/);
+      for (const [repo, built] of [["side/one", one], ["side/two", two]] as const) {
+        const tags = await registryTags(reg.url, repo).catch(() => []);
+        if (tags.length === 0) continue;
+        assert.equal(await registryDigest(reg.url, repo, "v1"), built.manifest.digest);
+        const check = await umoci([
+          "copy",
+          "--plain-http",
+          `oci://${reg.host}/${repo}:v1`,
+          join(tmp, "check:v1"),
+        ]);
+        assert.equal(check.code, 0, check.stderr);
+      }
     });
   } finally {
     await reg.stop();

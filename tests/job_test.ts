@@ -12,6 +12,7 @@ import {
 import { formatReference, parseReference } from "../src/reference.ts";
 import { UsageError, UserError } from "../src/errors.ts";
 import * as fx from "./fixtures/images.ts";
+import { JobLanes } from "../src/copy.ts";
 
 Deno.test("job: an images file: comments, blank lines, scheme-less lines are Docker references", async () => {
   await fx.withTempDir(async (tmp) => {
@@ -75,4 +76,23 @@ Deno.test("job: a bundle's full references map back under the prefix; plain tags
   assert.deepEqual(plan.map(({ src }) => src.tag), ["docker.io/library/alpine:3.20", "v1"]);
   assert.throws(() => planTags(src, ["v1"], "oci://m"), UserError);
   assert.throws(() => planTags(src, ["not a ref"], "oci://m/base"), UserError);
+});
+
+Deno.test("job: JobLanes.claim makes a second copy of a blob wait for the first, per place", async () => {
+  const lanes = new JobLanes(2);
+  const order: string[] = [];
+  const first = await lanes.claim("layout a", "sha256:1");
+  const elsewhere = await lanes.claim("layout b", "sha256:1"); // another place: no wait
+  const second = lanes.claim("layout a", "sha256:1").then((release) => {
+    order.push("second");
+    return release;
+  });
+  await new Promise((r) => setTimeout(r, 10));
+  order.push("first done");
+  first();
+  (await second)();
+  elsewhere();
+  assert.deepEqual(order, ["first done", "second"]);
+  // The large lane holds `jobs` at once, the small one twice as many.
+  assert.deepEqual([lanes.large.limit, lanes.small.limit, lanes.manifests.limit], [2, 4, 4]);
 });

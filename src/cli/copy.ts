@@ -4,6 +4,8 @@ import {
   copyGraph,
   type CopyOptions,
   type CopyStats,
+  JobLanes,
+  Limiter,
   type PlanAction,
 } from "../copy.ts";
 import type { Descriptor } from "../media.ts";
@@ -18,7 +20,7 @@ import {
   type Reference,
   type RegistryReference,
 } from "../reference.ts";
-import { type RegistryOptions, RegistryStore } from "../store/registry/registry.ts";
+import { RegistryHosts, type RegistryOptions, RegistryStore } from "../store/registry/registry.ts";
 import {
   choosePlatformsForCli,
   copyPlanForCli,
@@ -50,7 +52,7 @@ import {
   findCredentials,
   parseCredsFlag,
 } from "../store/registry/credentials.ts";
-import { escapeControl, formatBytes, type Logger } from "./log.ts";
+import { escapeControl, formatBytes, type Level, Logger } from "./log.ts";
 import { ATTACHED_FLAGS, attachedFromFlags, copyAttachedForCli } from "./attached.ts";
 
 const NEVER_CONVERTS = "umoci copy never converts; digests are preserved";
@@ -138,7 +140,8 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
     type: "string",
     short: "j",
     value: "N",
-    help: "large-blob transfers at once (default 4); blobs under 1 MiB run 2×N beside them",
+    help: "large-blob transfers at once (default 4); blobs under 1 MiB run 2×N beside them; " +
+      "in a job, for the whole job, with N images at once",
   },
   ...PLATFORM_FLAGS,
   "allow-nondistributable-artifacts": {
@@ -407,7 +410,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
   const progress: ProgressDisplay | undefined = progressMode === "json" && early
     ? early
     : createProgress(progressMode, logger);
-  const stores = new StoreCache(registryFor, steps);
+  const stores = new StoreCache(registryFor, logger);
   const dryRun = values["dry-run"] === true;
   const started = performance.now();
   try {
@@ -415,7 +418,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     if (imagesFile !== undefined) {
       images = planImages(await readImageList(imagesFile), dstText);
     } else if (allTags) {
-      const tags = await tagsToCopy(await stores.source(src!), {
+      const tags = await tagsToCopy(await stores.source(src!, steps), {
         digestTags: values["digest-tags"] === true,
         pageSize: values["tag-page-size"] === undefined
           ? undefined
@@ -425,53 +428,93 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       images = planTags(src!, tags, dstText);
     } else images = [{ src: src!, dst: dst! }];
     const job = images.length > 1 || imagesFile !== undefined || allTags;
-    const copied: { digest: string; image: JobImage }[] = [];
-    const failed: { image: JobImage; error: unknown }[] = [];
+    // One job: images run side by side (`jobs` at once, started in list order), sharing one
+    // set of transfer lanes, so that --jobs bounds the blob transfers of the whole job and a
+    // blob several images need is fetched once. Each step line names its image.
+    const lanes = new JobLanes(jobs);
+    const concurrent = images.length > 1;
+    const imageLane = new Limiter(concurrent && !dryRun ? jobs : 1);
+    /** Aborted by the first failure without --keep-going: no image starts or tags after it. */
+    const stop = new AbortController();
+    const results: ({ digest: string } | undefined)[] = images.map(() => undefined);
+    const failed: { index: number; image: JobImage; error: unknown }[] = [];
+    let firstError: unknown;
     const totals = { present: 0, blobs: 0, bytes: 0 };
-    for (const image of images) {
-      steps.hold();
-      try {
-        const source = await stores.source(image.src);
-        const resolved = await resolveSource(source, image.src);
-        // With --platform, nothing is written (the target not even opened) when none matches.
-        const choice = await choosePlatformsForCli(platform, source, resolved);
-        const target = await stores.target(image.dst);
-        const { root, stats } = await copyImage(source, target, image.src, image.dst, resolved, {
-          platform,
-          choice,
-          attached,
-          jobs,
-          retries: registry.retries,
-          allowNonDistributable: values["allow-nondistributable-artifacts"] === true,
-          dryRun,
-          logger,
-          steps,
-          progress,
-          last: image === images[images.length - 1],
-          onBlob: (digest) => stores.holds(target, digest),
-        });
-        if (stats.blobsCopied + stats.blobsMounted + stats.manifestsCopied === 0) {
-          totals.present++;
+    await Promise.all(images.map((image, index) =>
+      imageLane.run(async () => {
+        if (stop.signal.aborted) return; // the job stopped before this image began
+        // Step lines name the image as its failure line would (a tag, for --all-tags).
+        const label = allTags ? image.src.tag! : formatReference(image.src);
+        const imageLogger = concurrent ? new ImageLogger(logger, `[${label}] `) : logger;
+        const imageSteps = concurrent ? new HeldLines(imageLogger) : steps;
+        imageSteps.hold();
+        try {
+          const source = await stores.source(image.src, imageSteps);
+          const resolved = await resolveSource(source, image.src);
+          // With --platform, nothing is written (the target not even opened) when none matches.
+          const choice = await choosePlatformsForCli(platform, source, resolved);
+          const target = await stores.target(image.dst, imageSteps);
+          const { root, stats } = await copyImage(source, target, image.src, image.dst, resolved, {
+            platform,
+            choice,
+            attached,
+            jobs,
+            lanes: job ? lanes : undefined,
+            signal: stop.signal,
+            retries: registry.retries,
+            allowNonDistributable: values["allow-nondistributable-artifacts"] === true,
+            dryRun,
+            logger: imageLogger,
+            steps: imageSteps,
+            progress,
+            stopProgress: !concurrent,
+            onBlob: (digest) => stores.holds(target, digest),
+          });
+          if (stats.blobsCopied + stats.blobsMounted + stats.manifestsCopied === 0) {
+            totals.present++;
+          }
+          totals.blobs += stats.blobsCopied;
+          totals.bytes += stats.bytesCopied;
+          results[index] = { digest: root.digest };
+        } catch (e) {
+          imageSteps.release(); // what was done before the failure, then its error line
+          if (e instanceof JobStopped) return; // another image failed: this one stopped short
+          if (!keepGoing || e instanceof UsageError) {
+            firstError ??= e;
+            stop.abort(new JobStopped());
+            return;
+          }
+          logger.warn(`! ${formatReference(image.src)} failed: ${describeError(e)}`);
+          failed.push({ index, image, error: e });
         }
-        totals.blobs += stats.blobsCopied;
-        totals.bytes += stats.bytesCopied;
-        copied.push({ digest: root.digest, image });
-      } catch (e) {
-        steps.release(); // what was done before the failure, then its error line
-        if (!keepGoing || e instanceof UsageError) throw e;
-        logger.warn(`! ${formatReference(image.src)} failed: ${describeError(e)}`);
-        failed.push({ image, error: e });
-      }
+      })
+    ));
+    failed.sort((a, b) => a.index - b.index);
+    const copied = images.flatMap((image, i) => {
+      const r = results[i];
+      return r ? [{ digest: r.digest, image }] : [];
+    });
+    if (firstError !== undefined && !job) throw firstError;
+    if (dryRun) {
+      if (firstError !== undefined) throw firstError;
+      return 0;
     }
-    if (dryRun) return 0;
-    await stores.commit();
+    if (firstError === undefined) await stores.commit();
+    else {
+      // What finished stays valid: a bundle is still written with the images that did.
+      await stores.commit().catch((e) => logger.warn(`! ${describeError(e)}`));
+    }
     if (job) {
+      const failures = failed.length + (firstError === undefined ? 0 : 1);
+      const left = images.length - copied.length - failures;
       logger.info(
         `Images: ${
           copied.length - totals.present
-        } copied, ${totals.present} already present, ${failed.length} failed; ${totals.blobs} blobs (${
-          formatBytes(totals.bytes)
-        }) moved in ${((performance.now() - started) / 1000).toFixed(1)} s`,
+        } copied, ${totals.present} already present, ${failures} failed${
+          left > 0 ? `, ${left} not copied (the job stopped)` : ""
+        }; ${totals.blobs} blobs (${formatBytes(totals.bytes)}) moved in ${
+          ((performance.now() - started) / 1000).toFixed(1)
+        } s`,
       );
     }
     // stdout is for scripts and terminals alike: only ever digests of the strict grammar, and
@@ -485,6 +528,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     if (typeof values.digestfile === "string") {
       await Deno.writeTextFile(values.digestfile, lines.map((l) => l + "\n").join(""));
     }
+    if (firstError !== undefined) throw firstError;
     if (failed.length > 0) {
       throw new UserError(
         `${failed.length} of ${images.length} images failed: ${
@@ -505,25 +549,28 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
  */
 class StoreCache {
   #open = new Map<string, Promise<Store>>();
+  /** One pool of connections per registry host and side, shared by its repositories. */
+  #hosts = { src: new RegistryHosts(), dest: new RegistryHosts() };
   constructor(
     private registryFor: (side: "src" | "dest") => RegistryOptions,
-    private steps: HeldLines,
+    private logger: Logger,
   ) {}
 
-  #get(ref: Reference, side: "src" | "dest"): Promise<Store> {
+  #get(ref: Reference, side: "src" | "dest", steps: HeldLines): Promise<Store> {
     const key = `${side} ${
       ref.kind === "registry" ? `${ref.registry}/${ref.repository}` : `${ref.kind} ${ref.path}`
     }`;
     let p = this.#open.get(key);
     if (!p) {
-      p = openStore(ref, { create: side === "dest", registry: this.registryFor(side) }).then(
+      const registry = { ...this.registryFor(side), hosts: this.#hosts[side] };
+      p = openStore(ref, { create: side === "dest", registry }).then(
         (store) => {
           if (store instanceof RegistryStore && side === "dest") {
             store.mountHint = (digest) => this.holder(digest);
           }
           if (store instanceof RegistryStore && ref.kind === "registry") {
-            this.steps.info(registryLine(store, ref));
-            if (side === "src") this.steps.info("Checking if manifest available in registry");
+            steps.info(registryLine(store, ref));
+            if (side === "src") steps.info("Checking if manifest available in registry");
           }
           return store;
         },
@@ -533,12 +580,14 @@ class StoreCache {
     return p;
   }
 
-  source(ref: Reference): Promise<Store> {
-    return this.#get(ref, "src");
+  /** The source store of `ref`, opened on first use (its registry line goes to `steps`). */
+  source(ref: Reference, steps: HeldLines): Promise<Store> {
+    return this.#get(ref, "src", steps);
   }
 
-  target(ref: Reference): Promise<Store> {
-    return this.#get(ref, "dest");
+  /** The destination store of `ref`, opened (or created) on first use. */
+  target(ref: Reference, steps: HeldLines): Promise<Store> {
+    return this.#get(ref, "dest", steps);
   }
 
   /** Publish what destinations that publish at the end (archives) hold. */
@@ -547,7 +596,7 @@ class StoreCache {
       const store = await p;
       if (!key.startsWith("dest ") || !store.commit) continue;
       if (store instanceof ArchiveStore && store.changed) {
-        this.steps.logger.info(`Writing ${store.path}`);
+        this.logger.info(`Writing ${store.path}`);
       }
       await store.commit();
     }
@@ -572,6 +621,8 @@ class StoreCache {
     for (const p of this.#open.values()) {
       await p.then((s) => s.close()).catch(() => {});
     }
+    await this.#hosts.src.close();
+    await this.#hosts.dest.close();
   }
 }
 
@@ -595,14 +646,18 @@ async function copyImage(
     /** --referrers, --referrers-type, --digest-tags (attachedFromFlags). */
     attached?: ReturnType<typeof attachedFromFlags>;
     jobs: number;
+    /** The job's shared lanes (copyGraph's opts.lanes), for an image of a job. */
+    lanes?: JobLanes;
+    /** The job stopped (copyGraph's opts.signal). */
+    signal?: AbortSignal;
     retries?: number;
     allowNonDistributable: boolean;
     dryRun: boolean;
     logger: Logger;
     steps: HeldLines;
     progress?: ProgressDisplay;
-    /** The job's last image: the progress display stops when its copy is done. */
-    last: boolean;
+    /** Stop the progress display when done (not while other images of a job still run). */
+    stopProgress: boolean;
     /** A blob is now in `target` (copied, mounted or found there). */
     onBlob?: (digest: string) => void;
   },
@@ -631,6 +686,8 @@ async function copyImage(
   const plan = new Plan();
   const copyOptions: CopyOptions = {
     jobs: opts.jobs,
+    lanes: opts.lanes,
+    signal: opts.signal,
     retries: opts.retries,
     rootTag: tag,
     allowNonDistributable: opts.allowNonDistributable,
@@ -646,8 +703,8 @@ async function copyImage(
   else if (platformPlan) {
     ({ root, stats } = await copyPlanForCli(platformPlan, source, target, copyOptions, logger));
   } else stats = await copyGraph(source, target, root, copyOptions);
-  // The bars go before the closing lines; a job keeps them for its next image.
-  if (opts.last) progress?.stop();
+  // The bars go before the closing lines; a job keeps them until its last image is done.
+  if (opts.stopProgress) progress?.stop();
   if (dryRun) {
     steps.release();
     const lines = plan.lines(root, before === root.digest ? undefined : tag, done);
@@ -660,6 +717,7 @@ async function copyImage(
     // A rerun: its "already present" lines would only repeat what one line says.
     steps.drop();
     if (written) {
+      if (opts.signal?.aborted) throw opts.signal.reason;
       if (!stats.rootTagged) await target.tag(root, tag, stats.rootBytes);
       logger.info(
         `Nothing to copy: ${describe(dst)} had all of ${root.digest}; ` +
@@ -676,7 +734,10 @@ async function copyImage(
         logger.info(`Saving reference '${tag}' to index in ${target.path}`);
       } else logger.info(`Tagging ${root.digest} as '${tag}'`);
       // Usually done already: the root was pushed with its tag.
-      if (!stats.rootTagged) await target.tag(root, tag, stats.rootBytes);
+      if (!stats.rootTagged) {
+        if (opts.signal?.aborted) throw opts.signal.reason;
+        await target.tag(root, tag, stats.rootBytes);
+      }
     }
     if (opts.attached) {
       await copyAttachedForCli(source, target, root, opts.attached, copyOptions, logger);
@@ -887,6 +948,41 @@ class HeldLines {
   hold(): void {
     this.release();
     this.#held = this.logger.enabled("debug") ? undefined : [];
+  }
+}
+
+/**
+ * The lines of one image of a job, each starting with the image's name (`[NAME] `), so that
+ * the step lines of images copied side by side can be told apart. Writes through `base`.
+ */
+class ImageLogger extends Logger {
+  constructor(readonly base: Logger, readonly prefix: string) {
+    super();
+  }
+  override enabled(level: Level): boolean {
+    return this.base.enabled(level);
+  }
+  override debug(message: string): void {
+    this.base.debug(this.prefix + message);
+  }
+  override info(message: string): void {
+    this.base.info(this.prefix + message);
+  }
+  override warn(message: string): void {
+    this.base.warn(this.prefix + message);
+  }
+  override error(message: string, exitCode?: number): void {
+    this.base.error(this.prefix + message, exitCode);
+  }
+  override raw(line: string): void {
+    this.base.raw(line);
+  }
+}
+
+/** Why an image of a job stopped short: another image failed (without --keep-going). */
+class JobStopped extends Error {
+  constructor() {
+    super("the job stopped after another image failed");
   }
 }
 

@@ -94,6 +94,14 @@ export interface Store {
 
   /** Release resources (locks, connections). */
   close(): Promise<void>;
+
+  /**
+   * Stores with the same blobScope make a blob one of them holds available to the others
+   * without its bytes crossing again (a registry's repositories, by mounting); a store
+   * without one is a scope of its own, by its name. A job uses it to transfer a blob that
+   * several of its images need once (see JobLanes in ../copy.ts).
+   */
+  readonly blobScope?: string;
 }
 
 /** Optional capability: a store that can obtain a blob from another store without bytes crossing. */

@@ -302,9 +302,45 @@ export function deniedWithoutCredentials(name: string, detail: string, hint?: st
 interface CachedToken {
   realm: string;
   service: string;
+  /** Whose token it is: the credential it was fetched with (see credentialKey). */
+  who: string;
   atoms: Set<string>;
   header: string;
   expiresAt: number;
+}
+
+/**
+ * What the authenticators of one registry host share (RegistryHosts gives the repositories
+ * of a job one each per host and side): the challenge learnt from the first 401, so that a
+ * repository opened later asks for its token up front instead of collecting a 401 of its
+ * own; the token cache and the token requests in flight, each token keyed by the
+ * credential it was fetched with and used only for the scopes it was issued for (a token
+ * for one repository never serves another); and the Basic credential checks (one
+ * `GET /v2/` per registry and credential, not per repository).
+ */
+export class AuthCache {
+  /** The challenge the registry last sent; undefined until the first 401. */
+  challenge?: Challenge;
+  tokens: CachedToken[] = [];
+  /** Token requests in flight, so concurrent requests share one token request. */
+  readonly pending = new Map<string, Promise<CachedToken>>();
+  /** Basic credentials checked against /v2/ (by header value): accepted or not. */
+  readonly basicChecks = new Map<string, Promise<boolean>>();
+  /** The registry's first answer, while it is awaited (see Authenticator.firstContact). */
+  contact?: Promise<void>;
+  /** The registry's first answer has been handled: no request waits any more. */
+  contacted = false;
+}
+
+/**
+ * A key telling credentials apart in the shared token cache, never shown anywhere: tokens
+ * fetched with one credential are not handed to a repository whose lookup found another.
+ */
+function credentialKey(secret: Secret | undefined): string {
+  if (secret === undefined) return "anonymous";
+  return "basic" in secret
+    ? JSON.stringify(["basic", secret.basic.username, secret.basic.password])
+    : JSON.stringify(["refresh", secret.refreshToken]);
 }
 
 /** Sent as client_id in OAuth2 token requests. */
@@ -336,13 +372,8 @@ export class Authenticator {
   readonly #repository: string;
   readonly #provider: CredentialProvider;
   #credential?: Promise<Secret | undefined>;
-  /** The challenge the registry last sent; undefined until the first 401. */
-  #challenge?: Challenge;
-  #tokens: CachedToken[] = [];
-  /** Token requests in flight, so concurrent requests share one token request. */
-  #pending = new Map<string, Promise<CachedToken>>();
-  /** Basic credentials checked against /v2/ (by header value): accepted or not. */
-  #basicChecks = new Map<string, Promise<boolean>>();
+  /** Challenge, tokens and checks: this repository's own, or shared by its registry host. */
+  readonly #cache: AuthCache;
   /** Set once the token server refused our credentials: every later request fails alike. */
   #refused?: UserError;
   /** Where credentials come from and how to give them, for failure messages. */
@@ -354,7 +385,9 @@ export class Authenticator {
     repository: string,
     credentials?: Credentials,
     hint?: string,
+    cache: AuthCache = new AuthCache(),
   ) {
+    this.#cache = cache;
     this.#transport = transport;
     this.#name = name;
     this.#repository = repository;
@@ -395,9 +428,29 @@ export class Authenticator {
     }
   }
 
+  /**
+   * Call before a request to the registry. The first request goes out at once; others made
+   * while its answer is awaited wait for it, so that they go with the challenge it taught
+   * (a job of many repositories is challenged once, not once per repository). Returns, for
+   * the first request only, the function to call once its answer has been handled (after
+   * unauthorized(), or on failure); undefined for the others.
+   */
+  async firstContact(): Promise<(() => void) | undefined> {
+    const c = this.#cache;
+    while (!c.contacted && c.contact !== undefined) await c.contact;
+    if (c.contacted || c.challenge !== undefined) return undefined;
+    let done!: () => void;
+    c.contact = new Promise<void>((resolve) => done = resolve);
+    return () => {
+      c.contacted = true;
+      c.contact = undefined;
+      done();
+    };
+  }
+
   /** Authorization value for a registry request needing `scopes`, if auth is known to be needed. */
   async header(scopes: string[]): Promise<string | undefined> {
-    const ch = this.#challenge;
+    const ch = this.#cache.challenge;
     if (!ch) return undefined;
     if (ch.scheme === "basic") {
       const cred = await this.#getCredential();
@@ -420,7 +473,7 @@ export class Authenticator {
     const chosen = challenges.find((c) => c.scheme === "bearer" && c.params.realm) ??
       challenges.find((c) => c.scheme === "basic");
     if (!chosen) return false;
-    if (used) this.#tokens = this.#tokens.filter((t) => t.header !== used);
+    if (used) this.#cache.tokens = this.#cache.tokens.filter((t) => t.header !== used);
     if (chosen.scheme === "basic") {
       let cred: Secret | undefined;
       let accepted = true;
@@ -440,10 +493,10 @@ export class Authenticator {
         await res.discard();
         throw this.#authFailed();
       }
-      this.#challenge = chosen;
+      this.#cache.challenge = chosen;
       return cred !== undefined && "basic" in cred;
     }
-    this.#challenge = chosen;
+    this.#cache.challenge = chosen;
     // insufficient_scope names the scope it wanted; ask for it too.
     if (chosen.params.scope) scopes.push(...chosen.params.scope.split(" ").filter(Boolean));
     return true;
@@ -455,7 +508,7 @@ export class Authenticator {
    * is reported as such instead of as a failure of whatever request came first.
    */
   #basicAccepted(header: string): Promise<boolean> {
-    let p = this.#basicChecks.get(header);
+    let p = this.#cache.basicChecks.get(header);
     if (!p) {
       p = (async () => {
         const res = await this.#transport.request({
@@ -466,7 +519,7 @@ export class Authenticator {
         await res.discard();
         return res.status !== 401;
       })();
-      this.#basicChecks.set(header, p);
+      this.#cache.basicChecks.set(header, p);
     }
     return p;
   }
@@ -475,23 +528,31 @@ export class Authenticator {
     const realm = ch.params.realm ?? "";
     const service = ch.params.service ?? "";
     const wanted = scopeAtoms(scopes);
+    const who = credentialKey(await this.#getCredential());
+    const cache = this.#cache;
     const now = Date.now();
-    this.#tokens = this.#tokens.filter((t) => t.expiresAt > now);
-    const hit = this.#tokens.find((t) =>
-      t.realm === realm && t.service === service && [...wanted].every((a) => t.atoms.has(a))
+    cache.tokens = cache.tokens.filter((t) => t.expiresAt > now);
+    const hit = cache.tokens.find((t) =>
+      t.realm === realm && t.service === service && t.who === who &&
+      [...wanted].every((a) => t.atoms.has(a))
     );
     if (hit) return hit;
     const merged = mergeScopes(scopes);
-    const key = JSON.stringify([realm, service, merged]);
-    let p = this.#pending.get(key);
+    const key = JSON.stringify([realm, service, who, merged]);
+    let p = cache.pending.get(key);
     if (!p) {
-      p = this.#fetchToken(realm, service, merged).finally(() => this.#pending.delete(key));
-      this.#pending.set(key, p);
+      p = this.#fetchToken(realm, service, merged, who).finally(() => cache.pending.delete(key));
+      cache.pending.set(key, p);
     }
     return await p;
   }
 
-  async #fetchToken(realm: string, service: string, scopes: string[]): Promise<CachedToken> {
+  async #fetchToken(
+    realm: string,
+    service: string,
+    scopes: string[],
+    who: string,
+  ): Promise<CachedToken> {
     if (this.#refused) throw this.#refused;
     const { url, refuseCredentials } = checkRealm(realm, this.#transport.baseUrl, this.#name);
     const cred = await this.#getCredential();
@@ -528,7 +589,7 @@ export class Authenticator {
     } else {
       res = await this.#tokenGet(url, service, scopes, cred?.basic);
     }
-    return await this.#readToken(res, realm, service, scopes, started, cred === undefined);
+    return await this.#readToken(res, realm, service, who, scopes, started, cred === undefined);
   }
 
   /** Token GET: keep any query the realm already has, one scope parameter per scope. */
@@ -594,6 +655,7 @@ export class Authenticator {
     res: HttpResponse,
     realm: string,
     service: string,
+    who: string,
     scopes: string[],
     started: number,
     anonymous: boolean,
@@ -666,11 +728,12 @@ export class Authenticator {
     const entry: CachedToken = {
       realm,
       service,
+      who,
       atoms: scopeAtoms(scopes),
       header: `Bearer ${token}`,
       expiresAt: base + lifetime * 1000 - EXPIRY_MARGIN_MS,
     };
-    this.#tokens.push(entry);
+    this.#cache.tokens.push(entry);
     return entry;
   }
 }

@@ -25,7 +25,7 @@ import {
 import type { RegistryReference } from "../../reference.ts";
 import { VERSION } from "../../version.ts";
 import type { BlobReader, BlobSource, MountingStore, Store } from "../store.ts";
-import { Authenticator, type Credentials, deniedWithoutCredentials } from "./auth.ts";
+import { AuthCache, Authenticator, type Credentials, deniedWithoutCredentials } from "./auth.ts";
 import type { HttpResponse } from "./response.ts";
 import type { RetryPolicy } from "./retry.ts";
 import { Transport } from "./transport.ts";
@@ -74,6 +74,65 @@ export interface RegistryOptions {
    */
   credentialHint?: string;
   userAgent?: string;
+  /**
+   * The connections of a job (see RegistryHosts): every repository of one registry host
+   * opened with the same RegistryHosts shares its transport (one connection pool) and its
+   * authentication cache. Default: the store has a transport of its own.
+   */
+  hosts?: RegistryHosts;
+}
+
+/**
+ * One transport (HTTP client, connection pool) and one authentication cache per registry
+ * host, for the many repositories of a job: a 10-image job to one registry opens the
+ * connections of one pool, learns the registry's challenge once, and checks Basic
+ * credentials once, instead of once per repository. Tokens stay per repository scope (see
+ * AuthCache). The transport settings are those of the first store opened for a host, so
+ * one RegistryHosts serves stores opened with the same options (one side of a copy).
+ * close() closes every transport; the stores' own close() leaves shared ones open.
+ */
+export class RegistryHosts {
+  readonly #hosts = new Map<string, Promise<{ transport: Transport; auth: AuthCache }>>();
+
+  /** The transport and authentication cache of `ref`'s registry host, made on first use. */
+  get(
+    ref: RegistryReference,
+    opts: RegistryOptions,
+  ): Promise<{ transport: Transport; auth: AuthCache }> {
+    const key = `${ref.registry} ${ref.host}`;
+    let p = this.#hosts.get(key);
+    if (!p) {
+      p = createTransport(ref, opts).then((transport) => ({ transport, auth: new AuthCache() }));
+      this.#hosts.set(key, p);
+      p.catch(() => this.#hosts.delete(key)); // a failure is reported to each who asks
+    }
+    return p;
+  }
+
+  /** Close every transport made here. */
+  async close(): Promise<void> {
+    for (const p of this.#hosts.values()) {
+      await p.then(({ transport }) => transport.close(), () => {});
+    }
+    this.#hosts.clear();
+  }
+}
+
+/** The transport for `ref`'s registry host with the settings of `opts`. */
+function createTransport(ref: RegistryReference, opts: RegistryOptions): Promise<Transport> {
+  return Transport.create(ref.registry, ref.host, {
+    plainHttp: opts.plainHttp,
+    tlsVerify: opts.tlsVerify,
+    caCertFiles: opts.caCertFiles,
+    certDir: opts.certDir,
+    trace: opts.trace,
+    userAgent: opts.userAgent ?? `umoci-copy/${VERSION}`,
+    retries: opts.retries,
+    retryMaxWait: opts.retryMaxWait,
+    retryBaseWait: opts.retryBaseWait,
+    onRetry: opts.onRetry,
+    timeout: opts.timeout,
+  });
 }
 
 /** Error bodies larger than this are not read (containers/image uses the same cap). */
@@ -122,6 +181,8 @@ export class RegistryStore implements MountingStore {
   readonly baseUrl: string;
 
   readonly #transport: Transport;
+  /** The transport is this store's own (closed with it), not a job's shared one. */
+  readonly #ownsTransport: boolean;
   readonly #auth: Authenticator;
   readonly #chunkSize: number | undefined;
   /** Digests that a HEAD of a tag reported (Docker-Content-Digest), for clearer errors. */
@@ -136,7 +197,12 @@ export class RegistryStore implements MountingStore {
   /** Referrers whose fallback-tag entry this session wrote (see recordReferrers). */
   readonly #recordedReferrers = new Set<string>();
 
-  private constructor(ref: RegistryReference, transport: Transport, opts: RegistryOptions) {
+  private constructor(
+    ref: RegistryReference,
+    transport: Transport,
+    opts: RegistryOptions,
+    shared?: AuthCache,
+  ) {
     this.registry = ref.registry;
     this.host = ref.host;
     this.repository = ref.repository;
@@ -149,7 +215,9 @@ export class RegistryStore implements MountingStore {
       ref.repository,
       opts.credentials,
       opts.credentialHint,
+      shared,
     );
+    this.#ownsTransport = shared === undefined;
     this.#chunkSize = opts.chunkSize;
     this.#api = {
       name: this.registry,
@@ -160,27 +228,21 @@ export class RegistryStore implements MountingStore {
     };
   }
 
-  /** Open a repository. No request is made until the first operation. */
+  /**
+   * Open a repository. No request is made until the first operation. With `opts.hosts` the
+   * store uses the shared transport and authentication cache of its registry host.
+   */
   static async open(ref: RegistryReference, opts: RegistryOptions = {}): Promise<RegistryStore> {
     if (
       opts.chunkSize !== undefined && (!Number.isSafeInteger(opts.chunkSize) || opts.chunkSize < 1)
     ) {
       throw new UserError(`invalid upload chunk size ${opts.chunkSize}`);
     }
-    const transport = await Transport.create(ref.registry, ref.host, {
-      plainHttp: opts.plainHttp,
-      tlsVerify: opts.tlsVerify,
-      caCertFiles: opts.caCertFiles,
-      certDir: opts.certDir,
-      trace: opts.trace,
-      userAgent: opts.userAgent ?? `umoci-copy/${VERSION}`,
-      retries: opts.retries,
-      retryMaxWait: opts.retryMaxWait,
-      retryBaseWait: opts.retryBaseWait,
-      onRetry: opts.onRetry,
-      timeout: opts.timeout,
-    });
-    return new RegistryStore(ref, transport, opts);
+    if (opts.hosts) {
+      const { transport, auth } = await opts.hosts.get(ref, opts);
+      return new RegistryStore(ref, transport, opts, auth);
+    }
+    return new RegistryStore(ref, await createTransport(ref, opts), opts);
   }
 
   // -------------------------------------------------------------------------------------
@@ -219,18 +281,26 @@ export class RegistryStore implements MountingStore {
   ): Promise<HttpResponse> {
     const ours = this.#transport.isRegistryOrigin(req.url);
     const wanted = [...scopes];
-    for (let attempt = 0;; attempt++) {
-      const authorization = ours ? await this.#auth.header(wanted) : undefined;
-      const res = await this.#transport.request({
-        ...req,
-        headers: { ...req.headers, authorization },
-      });
-      if (res.status !== 401 || attempt > 0 || !ours) return res;
-      if (!this.#transport.isRegistryOrigin(res.url)) return res;
-      const renewed = await this.#auth.unauthorized(res, wanted, authorization);
-      // A streamed body is spent: the caller (upload.ts) sends again from the progress.
-      if (!renewed || req.body instanceof ReadableStream) return res;
-      await res.discard();
+    // The registry's first request: others wait until its challenge (if any) is learnt.
+    let first = ours ? await this.#auth.firstContact() : undefined;
+    try {
+      for (let attempt = 0;; attempt++) {
+        const authorization = ours ? await this.#auth.header(wanted) : undefined;
+        const res = await this.#transport.request({
+          ...req,
+          headers: { ...req.headers, authorization },
+        });
+        if (res.status !== 401 || attempt > 0 || !ours) return res;
+        if (!this.#transport.isRegistryOrigin(res.url)) return res;
+        const renewed = await this.#auth.unauthorized(res, wanted, authorization);
+        first?.();
+        first = undefined;
+        // A streamed body is spent: the caller (upload.ts) sends again from the progress.
+        if (!renewed || req.body instanceof ReadableStream) return res;
+        await res.discard();
+      }
+    } finally {
+      first?.();
     }
   }
 
@@ -647,6 +717,11 @@ export class RegistryStore implements MountingStore {
    */
   mountHint?: (digest: string) => Store | undefined;
 
+  /** The registry (scheme, host, port): its repositories mount blobs from each other. */
+  get blobScope(): string {
+    return this.baseUrl;
+  }
+
   /** Blobs are mounted from another repository of the same registry only. */
   mountsFrom(from: Store): from is RegistryStore {
     return from instanceof RegistryStore && from.baseUrl === this.baseUrl &&
@@ -709,7 +784,7 @@ export class RegistryStore implements MountingStore {
 
   close(): Promise<void> {
     this.#manifests.clear();
-    this.#transport.close();
+    if (this.#ownsTransport) this.#transport.close();
     return Promise.resolve();
   }
 }
