@@ -331,6 +331,8 @@ async function benchImage(
   const repush = row("re-push", noBlobTransfer);
   const r2r = row("registry→registry");
   const mount = row("mount (same registry)", noBlobTransfer);
+  const toArchive = row("layout → oci-archive");
+  const fromArchive = row("oci-archive → layout");
   const only = img.name === "1GiB layer";
   for (let i = 0; i < PAIRS; i++) {
     for (const tool of ["umoci", "skopeo"] as const) {
@@ -355,6 +357,23 @@ async function benchImage(
         );
       }
       await Deno.remove(out, { recursive: true });
+      // an oci-archive written from the layout, then read back into a new layout
+      const tar = join(work, `archive-${id}-${n}.tar`);
+      toArchive[tool].push(
+        await run([`${img.dir}:${img.tag}`, `oci-archive:${tar}:v1`], [], [
+          `oci:${img.dir}:${img.tag}`,
+          `oci-archive:${tar}:v1`,
+        ]),
+      );
+      const unpacked = join(work, `unpacked-${id}-${n}`);
+      fromArchive[tool].push(
+        await run([`oci-archive:${tar}:v1`, `${unpacked}:v1`], [], [
+          `oci-archive:${tar}:v1`,
+          `oci:${unpacked}:v1`,
+        ]),
+      );
+      await Deno.remove(tar);
+      await Deno.remove(unpacked, { recursive: true });
       if (only) continue;
       // re-push: layout → the repository that has everything
       repush[tool].push(

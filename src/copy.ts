@@ -418,7 +418,7 @@ export async function copyGraph(
         return;
       }
       emit({ type: "blob-start", desc, n, total, role });
-      await loadFastHash();
+      await loadFastHash(desc.size);
       let resumed = 0;
       await dst.push(
         desc,

@@ -9,9 +9,11 @@
 //   crypto.subtle.digest: built into Deno, nothing to load, so a copy that only verifies a
 //   manifest or two starts as fast as it can. It is async and one-shot.
 // - Blobs are hashed as they stream (Verifier), which WebCrypto cannot do: it has no
-//   incremental update/final API, only a digest of one complete buffer. So streams use
-//   node:crypto's createHash, loaded lazily by loadFastHash() because importing it costs
-//   ≈ 20 ms of start-up that a no-op copy should not pay.
+//   incremental update/final API, only a digest of one complete buffer. So streams of large
+//   blobs use node:crypto's createHash, loaded lazily by loadFastHash() because importing it
+//   costs 20-30 ms of start-up. Blobs under SMALL_HASH_LIMIT (configs, small layers) are
+//   gathered in memory and hashed with WebCrypto once complete: a copy of small images never
+//   loads node:crypto at all.
 import { UserError } from "./errors.ts";
 
 /** What Verifier needs of a hash: node:crypto's Hash. */
@@ -24,11 +26,19 @@ type NodeCrypto = typeof import("node:crypto");
 let nodeCrypto: NodeCrypto | undefined;
 
 /**
- * Load node:crypto for streaming hashes (Verifier). It costs ≈ 20 ms of start-up, so it is
- * loaded only when blobs are about to be hashed; whole documents use WebCrypto instead.
- * Idempotent and cheap after the first call. Must have resolved before `new Verifier()`.
+ * Blobs smaller than this many bytes are verified with WebCrypto, from memory (a Verifier
+ * gathers their bytes); larger ones stream through node:crypto.
  */
-export async function loadFastHash(): Promise<void> {
+export const SMALL_HASH_LIMIT = 1024 * 1024;
+
+/**
+ * Load node:crypto for streaming hashes of blobs of `size` bytes and more (Verifier). It
+ * costs 20-30 ms of start-up, so it is loaded only when a large blob is about to be hashed;
+ * blobs under SMALL_HASH_LIMIT and whole documents use WebCrypto. Idempotent and cheap after
+ * the first call. Must have resolved before `new Verifier()` of a large blob.
+ */
+export async function loadFastHash(size = Infinity): Promise<void> {
+  if (size < SMALL_HASH_LIMIT) return;
   nodeCrypto ??= await import("node:crypto");
 }
 
@@ -129,15 +139,20 @@ export class DigestMismatchError extends UserError {}
 
 /**
  * Incremental verification of one blob against its descriptor: feed every chunk to
- * update(), then call finish(). Overrunning the declared size fails at once, so a
- * hostile source cannot make us write more than the descriptor promised. Hashes with
- * node:crypto: the constructor throws an internal Error unless loadFastHash() has resolved
- * (every path that streams a blob awaits it first), and a UserError for a bad digest/size.
+ * update(), then await finish(). Overrunning the declared size fails at once, so a
+ * hostile source cannot make us write more than the descriptor promised. A blob of
+ * SMALL_HASH_LIMIT bytes and more is hashed with node:crypto as it streams: the constructor
+ * throws an internal Error unless loadFastHash() has resolved (every path that streams a
+ * large blob awaits it first). A smaller one is copied into memory (at most
+ * SMALL_HASH_LIMIT bytes) and hashed with WebCrypto by finish(), unless node:crypto is loaded
+ * anyway. Throws a UserError for a bad digest or size.
  */
 export class Verifier {
   readonly expected: string;
   readonly size: number;
-  #hash: Hasher;
+  #hash?: Hasher;
+  /** A small blob's bytes so far (no streaming hasher). */
+  #gathered?: Uint8Array<ArrayBuffer>;
   #algorithm: ParsedDigest["algorithm"];
   #seen = 0;
 
@@ -147,7 +162,8 @@ export class Verifier {
     this.expected = digest;
     this.size = size;
     this.#algorithm = parsed.algorithm;
-    this.#hash = hasher(parsed.algorithm);
+    if (size < SMALL_HASH_LIMIT && !nodeCrypto) this.#gathered = new Uint8Array(size);
+    else this.#hash = hasher(parsed.algorithm);
   }
 
   get seen(): number {
@@ -155,19 +171,24 @@ export class Verifier {
   }
 
   update(chunk: Uint8Array): void {
+    const at = this.#seen;
     this.#seen += chunk.byteLength;
     if (this.#seen > this.size) {
       throw overrun(this.expected, this.size);
     }
-    this.#hash.update(chunk);
+    // The caller reuses its buffers: a small blob's bytes are copied as they come.
+    if (this.#gathered) this.#gathered.set(chunk, at);
+    else this.#hash!.update(chunk);
   }
 
-  /** Throws unless exactly `size` bytes with the right digest were seen. */
-  finish(): void {
+  /** Rejects unless exactly `size` bytes with the right digest were seen. */
+  async finish(): Promise<void> {
     if (this.#seen !== this.size) {
       throw shortfall(this.expected, this.#seen, this.size);
     }
-    const actual = `${this.#algorithm}:${this.#hash.digest("hex")}`;
+    const actual = this.#gathered
+      ? await digestOf(this.#gathered, this.#algorithm)
+      : `${this.#algorithm}:${this.#hash!.digest("hex")}`;
     if (actual !== this.expected) {
       throw mismatch(this.expected, actual);
     }

@@ -591,7 +591,7 @@ export class ArchiveStore implements Store {
     if (await this.exists(desc)) return;
     const name = blobMemberName(desc.digest);
     const w = await this.#begin();
-    await loadFastHash();
+    await loadFastHash(desc.size);
     const place = this.#reserve(w, name, desc.size);
     const out = await Deno.open(w.tmp, { write: true });
     try {
@@ -646,7 +646,7 @@ export class ArchiveStore implements Store {
         await new Promise((r) => setTimeout(r, Math.min(5000, 100 * 2 ** failures)));
         continue;
       }
-      verifier.finish();
+      await verifier.finish();
       return;
     }
   }

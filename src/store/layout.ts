@@ -505,7 +505,7 @@ export class LayoutStore implements Store {
     const retries = opts.retries ?? 5;
     await this.#ensure();
     const final = await this.blobPath(desc.digest, true);
-    await loadFastHash();
+    await loadFastHash(desc.size);
     const { algorithm, encoded } = parseDigest(desc.digest);
     const { path: partial, file } = await this.#openPartial(`${algorithm}-${encoded}.partial`);
     let direct: DirectFile | undefined;
@@ -529,7 +529,7 @@ export class LayoutStore implements Store {
       if (offset === desc.size) {
         // A complete download that was interrupted before its rename: just verify it.
         try {
-          verifier.finish();
+          await verifier.finish();
           offset = -1;
         } catch {
           await file.truncate(0);
@@ -585,7 +585,7 @@ export class LayoutStore implements Store {
           continue;
         }
         try {
-          verifier.finish();
+          await verifier.finish();
         } catch (e) {
           if (resumedPartial) {
             // The kept partial file may have been the bad part: one more try from zero.

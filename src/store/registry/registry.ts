@@ -702,7 +702,7 @@ export class RegistryStore implements MountingStore {
     onProgress?: (bytes: number) => void,
   ): Promise<void> {
     parseDigest(desc.digest);
-    await loadFastHash(); // the upload streams the blob through a Verifier
+    await loadFastHash(desc.size); // the upload streams a large blob through node:crypto
     await uploadBlob(this.#api, desc, source, {
       chunkSize: this.#chunkSize,
       onProgress,

@@ -525,7 +525,7 @@ async function uploadOnce(
         const buf = new Uint8Array(desc.size);
         const n = await source!.fill(buf);
         await source!.drain();
-        verifier!.finish(); // throws on short content or a digest mismatch
+        await verifier!.finish(); // throws on short content or a digest mismatch
         state.whole = buf.subarray(0, n);
       }
       await closeUpload(api, desc, session, state.whole, policy);
@@ -542,7 +542,7 @@ async function uploadOnce(
       // Streamed: one PATCH carries the whole blob straight from the source.
       session = await sendStreamed(api, session, source, desc.size, policy, opts.onProgress);
       await source.drain(); // an overrun makes the verifier throw
-      verifier.finish();
+      await verifier.finish();
       await closeUpload(api, desc, session, EMPTY, policy);
       committed = true;
       return;
@@ -566,7 +566,7 @@ async function uploadOnce(
       which = 1 - which;
       n = next.value;
     }
-    verifier.finish();
+    await verifier.finish();
     await closeUpload(api, desc, session, EMPTY, policy);
     committed = true;
   } catch (e) {
