@@ -6,7 +6,7 @@
 // runs at most `jobs` transfers of large blobs at once, largest first, with small blobs
 // (under 1 MiB) in a lane of their own beside them. Non-distributable blobs (foreign
 // layers) are left out unless asked for, and a graph deeper than MAX_NESTING is refused.
-import { loadFastHash } from "./digest.ts";
+import { DigestMismatchError, loadFastHash } from "./digest.ts";
 import { UserError } from "./errors.ts";
 import {
   type Descriptor,
@@ -431,7 +431,12 @@ export async function copyGraph(
             emit({ type: "blob-resume", desc, offset });
           },
         },
-      );
+      ).catch((e) => {
+        // Content that does not match its descriptor came from the source: say which.
+        if (!(e instanceof DigestMismatchError)) throw e;
+        const where = src.describeBlob?.(desc) ?? `blob ${desc.digest}`;
+        throw new DigestMismatchError(`${src.name}: ${where}: ${e.message}`);
+      });
       stats.blobsCopied++;
       stats.bytesCopied += desc.size;
       stats.bytesMoved += desc.size - resumed;

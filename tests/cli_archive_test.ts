@@ -378,7 +378,9 @@ Deno.test("cli archive: a truncated or corrupt archive is one error naming the m
         [
           "data.tar",
           flip(bytes, dataAt + 5000),
-          new RegExp(`digest mismatch: expected sha256:${layer}`),
+          new RegExp(
+            `archive .*data\\.tar: member blobs/sha256/${layer}: .*digest mismatch: expected sha256:${layer}`,
+          ),
         ],
       ];
       for (const [name, content, pattern] of cases) {

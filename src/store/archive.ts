@@ -116,6 +116,11 @@ export class ArchiveStore implements Store {
   readonly name: string;
   readonly local = true;
   readonly path: string;
+
+  /** The tar member holding the blob (see Store.describeBlob). */
+  describeBlob(desc: Descriptor): string {
+    return `member ${blobMemberName(desc.digest)}`;
+  }
   /** Members of the archive at PATH when it was opened (empty for a new archive). */
   #members = new Map<string, TarMember>();
   #content?: ArchiveContent;

@@ -92,6 +92,12 @@ export interface Store {
    */
   sampleTags?(max: number): Promise<{ tags: string[]; more: boolean }>;
 
+  /**
+   * Where a blob lives in this store, for messages about its content (an archive names its
+   * member, `member blobs/sha256/HEX`). Optional: without it a message says `blob DIGEST`.
+   */
+  describeBlob?(desc: Descriptor): string;
+
   /** Release resources (locks, connections). */
   close(): Promise<void>;
 
