@@ -199,6 +199,64 @@ Deno.test("progress: without a terminal, one plain line per interval while blobs
   assert.equal(formatEta(7320), "2h02m");
 });
 
+Deno.test("progress: in a job the periodic line covers every image and never shows done above total", async () => {
+  const { logger, lines } = collectingLogger();
+  const display = new Lines(logger, 20);
+  const a = { name: "big:v1", index: 0 };
+  const b = { name: "small:v1", index: 1 };
+  const big = [desc(1, 140 * MiB), desc(2, MiB)];
+  const small = [desc(3, 512 * 1024), desc(4, 512 * 1024), desc(5, 1000)];
+  const seen: string[] = [];
+  const tick = async () => {
+    const line = display.line();
+    if (line) seen.push(line);
+    await new Promise((r) => setTimeout(r, 25)); // the interval's lines too
+  };
+  try {
+    // The big image plans first and is under way when the small one plans, moves all its
+    // blobs and finishes (the same blob digest in both would be two transfers too).
+    display.event({ type: "plan", blobs: 2, bytes: 141 * MiB }, { image: a });
+    display.event({ type: "blob-start", desc: big[0], n: 2, total: 2, role: "layer" }, {
+      image: a,
+    });
+    display.event({ type: "blob-progress", desc: big[0], bytes: 100 * MiB }, { image: a });
+    display.event({ type: "blob-start", desc: big[1], n: 1, total: 2, role: "layer" }, {
+      image: a,
+    });
+    display.event({ type: "blob-done", desc: big[1], n: 1, total: 2, moved: MiB }, { image: a });
+    await tick();
+    display.event({ type: "plan", blobs: 3, bytes: MiB + 1000 }, { image: b });
+    await tick();
+    for (const [i, d] of small.entries()) {
+      display.event({ type: "blob-start", desc: d, n: i + 1, total: 3, role: "layer" }, {
+        image: b,
+      });
+      display.event({ type: "blob-done", desc: d, n: i + 1, total: 3, moved: d.size }, {
+        image: b,
+      });
+      await tick();
+    }
+    display.event({ type: "blob-progress", desc: big[0], bytes: 126 * MiB }, { image: a });
+    await tick();
+  } finally {
+    display.stop();
+  }
+  const all = [...seen, ...lines.map(([, l]) => l)];
+  assert.ok(lines.length >= 2, `${lines.length} interval lines`);
+  for (const line of all) {
+    const m = /^progress: ([\d.]+) (\w+) of ([\d.]+) (\w+) \((\d+)%\), (\d+)\/(\d+) blobs/.exec(
+      line,
+    );
+    assert.ok(m, line);
+    const bytes = (n: string, u: string) => Number(n) * { B: 1, KiB: 1024, MiB: MiB }[u]!;
+    assert.ok(bytes(m[1], m[2]) <= bytes(m[3], m[4]), `done above total: ${line}`);
+    assert.ok(Number(m[5]) <= 100, line);
+    assert.ok(Number(m[6]) <= Number(m[7]), `blobs done above total: ${line}`);
+  }
+  // Once both plans are in, the total is the job's: 142 MiB in 5 blobs.
+  assert.match(seen.at(-1)!, /^progress: 128\.0 MiB of 142\.0 MiB \(90%\), 4\/5 blobs/);
+});
+
 Deno.test("progress: JSON events carry v:1, one object a line, progress at most every 500 ms", () => {
   const c = clock();
   const out: string[] = [];

@@ -55,9 +55,23 @@ export function writeStderr(text: string): void {
 
 /**
  * Where log lines go instead of stderr (--progress=json): `level` is the line's level, or
- * "trace" for --trace-requests lines; `exitCode` comes with the final error line.
+ * "trace" for --trace-requests lines; `exitCode` comes with the final error line; `ctx`
+ * names the image of a job the line is about, and marks notes (Logger.note).
  */
-export type LogSink = (level: Level | "trace", message: string, exitCode?: number) => void;
+export type LogSink = (
+  level: Level | "trace",
+  message: string,
+  exitCode?: number,
+  ctx?: LineContext,
+) => void;
+
+/** What a line is about, for a LogSink. */
+export interface LineContext {
+  /** The image of a job (see ImageId in progress.ts). */
+  image?: { name: string; index: number };
+  /** An info line that explains a choice (Logger.note). */
+  note?: boolean;
+}
 
 /** Leveled lines on stderr, control characters escaped, drawn around an Overlay. */
 export class Logger {
@@ -93,6 +107,15 @@ export class Logger {
   }
   info(message: string): void {
     this.#write("info", message);
+  }
+  /**
+   * An info line that explains a choice no event of --progress=json says (the platforms
+   * chosen, --sparse=auto's fallback, a referrer skipped): a sink gets it marked as a note.
+   */
+  note(message: string): void {
+    if (!this.enabled("info")) return;
+    if (this.sink) return this.sink("info", message, undefined, { note: true });
+    this.info(message);
   }
   warn(message: string): void {
     this.#write("warn", message);

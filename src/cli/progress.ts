@@ -9,7 +9,12 @@
 //   text there.
 //
 // All three share a Tally: what was planned, what was present, what moved, and the rates,
-// which count only bytes moved by this run (a resumed download's kept part is not).
+// which count only bytes moved by this run (a resumed download's kept part is not). In a job
+// (--images, --all-tags) the Tally covers the whole job: each image's plan adds to the total
+// as it arrives, and every event names the image it belongs to (ImageId), passed along or,
+// for what the job's shared connections report (retries, traces), taken from the image whose
+// work is running (withImage).
+import { AsyncLocalStorage } from "node:async_hooks";
 import type { BlobRole, CopyEvent, CopyStats } from "../copy.ts";
 import type { Descriptor } from "../media.ts";
 import {
@@ -28,6 +33,37 @@ export const PROGRESS_MODES: readonly ProgressMode[] = ["auto", "bars", "lines",
 
 /** The JSON event schema's version (the `v` of every event). */
 export const EVENTS_VERSION = 1;
+
+/** An image of a job: its name (as on stdout: the images file's line, or the tag) and place. */
+export interface ImageId {
+  /** The reference as the images file gives it, or the tag for --all-tags. */
+  name: string;
+  /** Its place in the job's list, from 0. */
+  index: number;
+}
+
+/** Where an event of a copy comes from, besides the copy itself. */
+export interface EventContext {
+  /** The image of a job it belongs to. */
+  image?: ImageId;
+  /** A graph copied for --referrers or --digest-tags after the image itself. */
+  attached?: boolean;
+}
+
+const currentImage = new AsyncLocalStorage<ImageId>();
+
+/**
+ * Run `fn` as the work of `image`: whatever it causes to be reported without naming an image
+ * (a retry of a request made for it, a trace line, a warning) is taken to be that image's.
+ */
+export function withImage<T>(image: ImageId, fn: () => Promise<T>): Promise<T> {
+  return currentImage.run(image, fn);
+}
+
+/** The image whose work is running now (see withImage), if any. */
+export function imageNow(): ImageId | undefined {
+  return currentImage.getStore();
+}
 
 /** Blobs smaller than this finish too quickly to be worth a bar (they count in the total). */
 const MIN_BAR_SIZE = 1024 * 1024;
@@ -67,6 +103,8 @@ class Rate {
 export interface Transfer {
   desc: Descriptor;
   label: string;
+  /** The image of a job it is for. */
+  image?: ImageId;
   /** Where the blob has got to (offset of the next byte). */
   bytes: number;
   /** Bytes kept from an earlier run that this transfer continues from. */
@@ -75,9 +113,13 @@ export interface Transfer {
   rate: Rate;
 }
 
-/** Counts for the whole copy, fed with every CopyEvent. */
+/**
+ * Counts for the whole copy, fed with every CopyEvent: for a job, of all its images (and of
+ * the graphs copied for --referrers and --digest-tags), so that the total grows with each
+ * plan and what is done never exceeds it.
+ */
 export class Tally {
-  /** Bytes of all blobs the graph needs (from the plan event). */
+  /** Bytes of all blobs the graphs need (the sum of the plan events so far). */
   planned = 0;
   plannedBlobs = 0;
   /** Bytes of blobs found at the destination or mounted: nothing moved for them. */
@@ -87,7 +129,10 @@ export class Tally {
   /** Bytes of blobs finished by this run, less their resumed parts. */
   movedDone = 0;
   blobsDone = 0;
+  /** Transfers under way, by image and digest (transferKey). */
   readonly active = new Map<string, Transfer>();
+  /** The images of a job seen so far, by index. */
+  readonly images = new Set<number>();
   readonly started: number;
   #rate = new Rate();
 
@@ -95,29 +140,36 @@ export class Tally {
     this.started = now();
   }
 
-  /** Take one event of the copy into account; returns the transfer it concerns, if any. */
-  take(e: CopyEvent): Transfer | undefined {
+  /**
+   * Take one event of the copy into account (of `image`, in a job); returns the transfer it
+   * concerns, if any.
+   */
+  take(e: CopyEvent, image?: ImageId): Transfer | undefined {
     const now = this.now();
+    if (image) this.images.add(image.index);
+    const key = transferKey(image, "desc" in e ? e.desc.digest : "");
     switch (e.type) {
       case "plan":
-        this.planned = e.bytes;
-        this.plannedBlobs = e.blobs;
+        // Each image of a job, and each graph copied for its referrers, plans its own part.
+        this.planned += e.bytes;
+        this.plannedBlobs += e.blobs;
         return undefined;
       case "blob-start": {
         const t: Transfer = {
           desc: e.desc,
           label: blobLabel(e),
+          image,
           bytes: 0,
           resumedAt: 0,
           started: now,
           rate: new Rate(),
         };
         t.rate.add(now, 0);
-        this.active.set(e.desc.digest, t);
+        this.active.set(key, t);
         return t;
       }
       case "blob-resume": {
-        const t = this.active.get(e.desc.digest);
+        const t = this.active.get(key);
         if (!t) return undefined;
         this.resumed += e.offset - t.resumedAt;
         t.resumedAt = e.offset;
@@ -127,7 +179,7 @@ export class Tally {
         return t;
       }
       case "blob-progress": {
-        const t = this.active.get(e.desc.digest);
+        const t = this.active.get(key);
         if (!t) return undefined;
         t.bytes = e.bytes;
         t.rate.add(now, e.bytes);
@@ -135,8 +187,8 @@ export class Tally {
         return t;
       }
       case "blob-done": {
-        const t = this.active.get(e.desc.digest);
-        this.active.delete(e.desc.digest);
+        const t = this.active.get(key);
+        this.active.delete(key);
         this.movedDone += e.moved;
         this.blobsDone++;
         this.#rate.add(now, this.moved());
@@ -177,6 +229,11 @@ export class Tally {
   }
 }
 
+/** Transfers are told apart by image too: two images of a job may move the same blob. */
+function transferKey(image: ImageId | undefined, digest: string): string {
+  return image === undefined ? digest : `${image.index} ${digest}`;
+}
+
 /** `layer 2/5`, `config`, `blob 1/1`. */
 function blobLabel(e: { role: BlobRole; n: number; total: number }): string {
   return e.role === "config" ? "config" : `${e.role} ${e.n}/${e.total}`;
@@ -196,16 +253,46 @@ function formatRate(rate: number | undefined): string {
 
 /** What the copy command tells whichever display was chosen. */
 export interface ProgressDisplay {
-  /** One event of the copy. */
-  event(e: CopyEvent): void;
+  /** One event of the copy (of an image of a job, of a graph copied for its referrers). */
+  event(e: CopyEvent, ctx?: EventContext): void;
   /** A retry line (`! retry N of M: …`). */
-  retry(line: string): void;
-  /** The copy is about to start: what is copied where. */
-  begin(src: string, dst: string, root: Descriptor): void;
-  /** The copy is done: the counts, and the tag written if any. */
-  summary(stats: CopyStats, root: Descriptor, tag?: string): void;
+  retry(line: string, image?: ImageId): void;
+  /** The copy (of `image`, in a job) is about to start: what is copied where. */
+  begin(src: string, dst: string, root: Descriptor, image?: ImageId): void;
+  /** The copy (of `image`, in a job) is done: the counts, and the tag written if any. */
+  summary(stats: CopyStats, root: Descriptor, tag?: string, image?: ImageId): void;
+  /**
+   * What --referrers and --digest-tags copied after the image: each referrer and digest tag,
+   * copied or found present.
+   */
+  attached?(item: AttachedItem, image?: ImageId): void;
+  /** An image of a job failed (or stopped short because another did). */
+  imageFailed?(image: ImageId, message: string, stopped: boolean): void;
+  /** A job is done: its images' counts (after every image's summary). */
+  jobSummary?(job: JobCounts): void;
   /** Stop drawing and timers (idempotent). */
   stop(): void;
+}
+
+/** A referrer or digest tag that --referrers or --digest-tags copied or found present. */
+export interface AttachedItem {
+  kind: "referrer" | "digest-tag";
+  desc: Descriptor;
+  /** For a referrer: the manifest it refers to. */
+  subject?: string;
+  /** For a digest tag: the tag. */
+  tag?: string;
+  copied: boolean;
+}
+
+/** How the images of a job ended. */
+export interface JobCounts {
+  images: number;
+  copied: number;
+  present: number;
+  failed: number;
+  /** Images that never started or stopped short because the job stopped. */
+  notCopied: number;
 }
 
 /** Bars and lines log retries as they always have; json makes them events. */
@@ -214,8 +301,8 @@ abstract class HumanDisplay implements ProgressDisplay {
   constructor(protected readonly logger: Logger, now?: () => number) {
     this.tally = new Tally(now);
   }
-  event(e: CopyEvent): void {
-    this.tally.take(e);
+  event(e: CopyEvent, ctx?: EventContext): void {
+    this.tally.take(e, ctx?.image ?? imageNow());
   }
   retry(line: string): void {
     this.logger.info(line);
@@ -235,12 +322,14 @@ export function renderBars(tally: Tally, columns: number, maxLines = 20): string
   const lines: string[] = [];
   const shown = [...tally.active.values()].filter((t) => t.desc.size >= MIN_BAR_SIZE);
   const room = Math.max(1, maxLines - 1);
+  // Several images at once (a job): each bar names its image.
+  const named = tally.images.size > 1;
   for (const [i, t] of shown.entries()) {
     if (i === room - 1 && shown.length > room) {
       lines.push(fitWidth(`... and ${shown.length - i} more transfers`, width));
       break;
     }
-    lines.push(barLine(t, now, width));
+    lines.push(barLine(t, now, width, named ? t.image?.name : undefined));
   }
   if (tally.active.size > 0 || lines.length > 0) lines.push(totalLine(tally, width));
   return lines;
@@ -267,7 +356,17 @@ function layout(width: number, candidates: [string, string][], frac: number): st
   return fitWidth([left, right].filter((s) => s).join(" "), width);
 }
 
-function barLine(t: Transfer, now: number, width: number): string {
+/**
+ * `[name]` of an image, the name cut (ending in `…`) to at most 40% of `width` (and at least
+ * 8 columns), so that the bar's own parts keep most of the line.
+ */
+function imageTag(name: string, width: number): string {
+  const room = Math.max(8, Math.floor(width * 0.4)) - 2;
+  const cut = displayWidth(name) <= room ? name : fitWidth(name, Math.max(1, room - 1)) + "…";
+  return `[${cut}]`;
+}
+
+function barLine(t: Transfer, now: number, width: number, image?: string): string {
   const size = t.desc.size;
   const frac = size === 0 ? 1 : Math.min(1, t.bytes / size);
   const rate = t.rate.perSecond(now);
@@ -278,12 +377,24 @@ function barLine(t: Transfer, now: number, width: number): string {
   const amounts = `${formatBytes(t.bytes)} / ${formatBytes(size)}`;
   const short = shortDigest(t.desc.digest);
   const join = (...parts: string[]) => parts.filter((s) => s).join(" ");
+  const hex8 = short.slice(short.indexOf(":") + 1, short.indexOf(":") + 9);
+  if (image !== undefined) {
+    const name = imageTag(image, width);
+    return layout(width, [
+      [join(name, t.label, short), join(amounts, r + eta, resume)],
+      [join(name, short), join(amounts, r, resume)],
+      [join(name, t.label), join(pct, r, resume ? `resumed@${formatBytes(t.resumedAt)}` : "")],
+      [join(name, t.label), join(pct, r)],
+      [join(name, hex8), pct],
+      [name, pct],
+    ], frac);
+  }
   return layout(width, [
     [join(t.label, short), join(amounts, r + eta, resume)],
     [short, join(amounts, r, resume)],
     [short, join(pct, r, resume ? `resumed@${formatBytes(t.resumedAt)}` : "")],
     [t.label, join(pct, r)],
-    [short.slice(short.indexOf(":") + 1, short.indexOf(":") + 9), pct],
+    [hex8, pct],
   ], frac);
 }
 
@@ -296,6 +407,7 @@ function totalLine(tally: Tally, width: number): string {
   const etaText = eta === undefined ? "" : `ETA ${formatEta(eta)}`;
   const blobs = `${tally.blobsDone}/${tally.plannedBlobs} blobs`;
   const amounts = `${formatBytes(done)} / ${formatBytes(planned)}`;
+  // A job's total: every image planned so far (each adds its part as it starts).
   const pct = `${Math.floor(frac * 100)}%`;
   const join = (...parts: string[]) => parts.filter((s) => s).join(" ");
   return layout(width, [
@@ -340,9 +452,9 @@ export class Bars extends HumanDisplay implements Overlay {
     this.#tick = tick;
   }
 
-  override event(e: CopyEvent): void {
+  override event(e: CopyEvent, ctx?: EventContext): void {
     if (this.#stopped) return;
-    this.tally.take(e);
+    this.tally.take(e, ctx?.image ?? imageNow());
     // The last transfer's end erases at once; everything else waits for the next frame.
     if (this.tally.active.size === 0 && e.type === "blob-done") this.#refresh();
     else this.#schedule();
@@ -471,6 +583,18 @@ const JSON_RAW_CONTROL = /[\u007f-\u009f\u2028\u2029]/g;
 export class JsonEvents implements ProgressDisplay {
   readonly tally: Tally;
   #lastProgress = new Map<string, number>();
+  /** The images' summaries added up, for a job's summary. */
+  #job = {
+    blobsCopied: 0,
+    blobsPresent: 0,
+    blobsMounted: 0,
+    blobsLeftOut: 0,
+    bytesMoved: 0,
+    bytesPresent: 0,
+    bytesResumed: 0,
+    manifestsWritten: 0,
+    manifestsPresent: 0,
+  };
 
   constructor(
     logger: Logger,
@@ -479,51 +603,73 @@ export class JsonEvents implements ProgressDisplay {
     now?: () => number,
   ) {
     this.tally = new Tally(now);
-    logger.sink = (level, message, exitCode) => this.#log(level, message, exitCode);
+    logger.sink = (level, message, exitCode, ctx) => this.#log(level, message, exitCode, ctx);
   }
 
-  /** Write one event: `{"v":1,"type":…,"time":…,"elapsed":…, …fields}`. */
-  emit(type: string, fields: Record<string, unknown> = {}): void {
+  /**
+   * Write one event: `{"v":1,"type":…,"time":…,"elapsed":…, …fields}`; of an image of a job
+   * with its `image` and `imageIndex` after the common fields.
+   */
+  emit(type: string, fields: Record<string, unknown> = {}, image?: ImageId): void {
     const elapsed = Math.round(this.tally.now() - this.tally.started) / 1000;
     const json = JSON.stringify({
       v: EVENTS_VERSION,
       type,
       time: new Date().toISOString(),
       elapsed,
+      ...(image === undefined ? {} : { image: image.name, imageIndex: image.index }),
       ...fields,
     }).replace(JSON_RAW_CONTROL, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, "0")}`);
     this.write(json + "\n");
   }
 
-  #log(level: Level | "trace", message: string, exitCode?: number): void {
+  #log(
+    level: Level | "trace",
+    message: string,
+    exitCode?: number,
+    ctx?: { image?: ImageId; note?: boolean },
+  ): void {
+    const image = ctx?.image ?? imageNow();
     if (level === "error") {
-      this.emit("error", exitCode === undefined ? { message } : { message, exit: exitCode });
-    } else if (level !== "info") {
-      this.emit("log", { level, message });
+      this.emit("error", exitCode === undefined ? { message } : { message, exit: exitCode }, image);
+    } else if (level !== "info" || ctx?.note) {
+      // Info lines are the step lines the events replace, except notes, which explain a
+      // choice (platforms, --sparse, referrers) that no event says.
+      this.emit("log", { level, message }, image);
     }
   }
 
-  event(e: CopyEvent): void {
-    const t = this.tally.take(e);
+  event(e: CopyEvent, ctx?: EventContext): void {
+    const image = ctx?.image ?? imageNow();
+    const t = this.tally.take(e, image);
     const blob = (d: Descriptor) => ({ digest: d.digest, mediaType: d.mediaType, size: d.size });
+    // Events of the graphs --referrers and --digest-tags copy after the image say so.
+    const emit = (type: string, fields: Record<string, unknown>) =>
+      this.emit(type, ctx?.attached ? { ...fields, attached: true } : fields, image);
     switch (e.type) {
       case "plan":
-        this.emit("plan", { blobs: e.blobs, bytes: e.bytes });
+        // The image's plan is its one `plan`; each attached graph plans its own part.
+        this.emit(
+          ctx?.attached ? "attached-plan" : "plan",
+          { blobs: e.blobs, bytes: e.bytes },
+          image,
+        );
         break;
       case "blob-start":
-        this.emit("blob-start", { ...blob(e.desc), role: e.role, n: e.n, total: e.total });
+        emit("blob-start", { ...blob(e.desc), role: e.role, n: e.n, total: e.total });
         break;
       case "blob-resume":
-        this.emit("blob-resume", { ...blob(e.desc), offset: e.offset });
+        emit("blob-resume", { ...blob(e.desc), offset: e.offset });
         break;
       case "blob-progress": {
         const now = this.tally.now();
-        const last = this.#lastProgress.get(e.desc.digest);
+        const key = transferKey(image, e.desc.digest);
+        const last = this.#lastProgress.get(key);
         if (last !== undefined && now - last < this.progressMs) break;
         if (last === undefined && t && now - t.started < this.progressMs) break;
-        this.#lastProgress.set(e.desc.digest, now);
+        this.#lastProgress.set(key, now);
         const rate = t?.rate.perSecond(now);
-        this.emit("blob-progress", {
+        emit("blob-progress", {
           digest: e.desc.digest,
           size: e.desc.size,
           bytes: e.bytes,
@@ -532,15 +678,15 @@ export class JsonEvents implements ProgressDisplay {
         break;
       }
       case "blob-done":
-        this.#lastProgress.delete(e.desc.digest);
-        this.emit("blob-done", {
+        this.#lastProgress.delete(transferKey(image, e.desc.digest));
+        emit("blob-done", {
           ...blob(e.desc),
           moved: e.moved,
           seconds: t ? Math.round(this.tally.now() - t.started) / 1000 : 0,
         });
         break;
       case "blob-skip":
-        this.emit(e.reason === "mounted" ? "blob-mount" : "blob-skip", {
+        emit(e.reason === "mounted" ? "blob-mount" : "blob-skip", {
           ...blob(e.desc),
           role: e.role,
           n: e.n,
@@ -549,38 +695,39 @@ export class JsonEvents implements ProgressDisplay {
         });
         break;
       case "nondistributable-skip":
-        for (const d of e.descs) this.emit("blob-skip", { ...blob(d), reason: "nondistributable" });
+        for (const d of e.descs) emit("blob-skip", { ...blob(d), reason: "nondistributable" });
         break;
       case "manifest-done":
-        this.emit("manifest-written", blob(e.desc));
+        emit("manifest-written", blob(e.desc));
         break;
       case "manifest-skip":
-        this.emit("manifest-skip", blob(e.desc));
+        emit("manifest-skip", blob(e.desc));
         break;
     }
   }
 
-  retry(line: string): void {
+  retry(line: string, image?: ImageId): void {
     const m = /^! retry (\d+) of (\d+)/.exec(line);
     this.emit("retry", {
       ...(m ? { attempt: Number(m[1]), of: Number(m[2]) } : {}),
       message: line.replace(/^! /, ""),
-    });
+    }, image ?? imageNow());
   }
 
-  begin(src: string, dst: string, root: Descriptor): void {
-    this.emit("start", {
+  /** `start`; for an image of a job `image-start`. */
+  begin(src: string, dst: string, root: Descriptor, image?: ImageId): void {
+    image ??= imageNow();
+    this.emit(image ? "image-start" : "start", {
       src,
       dst,
       root: { digest: root.digest, mediaType: root.mediaType, size: root.size },
-    });
+    }, image);
   }
 
-  summary(stats: CopyStats, root: Descriptor, tag?: string): void {
-    this.emit("summary", {
-      digest: root.digest,
-      mediaType: root.mediaType,
-      ...(tag === undefined ? {} : { tag }),
+  /** `summary`; for an image of a job `image-done`, the job's `summary` coming at its end. */
+  summary(stats: CopyStats, root: Descriptor, tag?: string, image?: ImageId): void {
+    image ??= imageNow();
+    const counts = {
       blobsCopied: stats.blobsCopied,
       blobsPresent: stats.blobsSkipped,
       blobsMounted: stats.blobsMounted,
@@ -590,6 +737,47 @@ export class JsonEvents implements ProgressDisplay {
       bytesResumed: stats.bytesResumed,
       manifestsWritten: stats.manifestsCopied,
       manifestsPresent: stats.manifestsSkipped,
+    };
+    if (image) {
+      for (const [k, v] of Object.entries(counts)) this.#job[k as keyof typeof counts] += v;
+    }
+    this.emit(image ? "image-done" : "summary", {
+      digest: root.digest,
+      mediaType: root.mediaType,
+      ...(tag === undefined ? {} : { tag }),
+      ...counts,
+      seconds: Math.round(this.tally.now() - this.tally.started) / 1000,
+    }, image);
+  }
+
+  /** `referrer` or `digest-tag`: what --referrers and --digest-tags copied or found. */
+  attached(item: AttachedItem, image?: ImageId): void {
+    const d = item.desc;
+    this.emit(item.kind, {
+      digest: d.digest,
+      mediaType: d.mediaType,
+      size: d.size,
+      ...(d.artifactType === undefined ? {} : { artifactType: d.artifactType }),
+      ...(item.subject === undefined ? {} : { subject: item.subject }),
+      ...(item.tag === undefined ? {} : { tag: item.tag }),
+      status: item.copied ? "copied" : "present",
+    }, image ?? imageNow());
+  }
+
+  /** `image-failed`: an image of a job failed, or stopped short because another did. */
+  imageFailed(image: ImageId, message: string, stopped: boolean): void {
+    this.emit("image-failed", { message, ...(stopped ? { stopped } : {}) }, image);
+  }
+
+  /** The job's `summary`: its images' counts and their summaries added up. */
+  jobSummary(job: JobCounts): void {
+    this.emit("summary", {
+      images: job.images,
+      imagesCopied: job.copied,
+      imagesPresent: job.present,
+      imagesFailed: job.failed,
+      imagesNotCopied: job.notCopied,
+      ...this.#job,
       seconds: Math.round(this.tally.now() - this.tally.started) / 1000,
     });
   }
