@@ -41,11 +41,16 @@ function events(r: RunResult, what: string): Event[] {
  * start→(progress…)→done or skipped (or mounted), then manifests, then the summary last.
  * Returns the summary.
  */
-function checkSequence(all: Event[], blobs: Descriptor[], what: string): Event {
+function checkSequence(
+  all: Event[],
+  blobs: Descriptor[],
+  what: string,
+  names = { start: "start", end: "summary" },
+): Event {
   const types = all.map((e) => e.type);
-  assert.equal(types[0], "start", what);
+  assert.equal(types[0], names.start, what);
   assert.equal(types[1], "plan", what);
-  assert.equal(types.at(-1), "summary", what);
+  assert.equal(types.at(-1), names.end, what);
   assert.equal(all[1].blobs, blobs.length, what);
   assert.equal(all[1].bytes, blobs.reduce((n, b) => n + b.size, 0), `${what}: planned bytes`);
   for (const blob of blobs) {
@@ -272,6 +277,99 @@ Deno.test("json: a pull that continues a kept partial download says so and moves
       } finally {
         await proxy.close();
       }
+    });
+  });
+});
+
+Deno.test("json: a 3-image job names the image in every event and ends with the job's summary", async () => {
+  await withRegistry(async (reg) => {
+    await withTempDir(async (dir) => {
+      const src = join(dir, "src");
+      // Three images sharing one layer: one image moves it, the others find it present.
+      const shared = tarOfFiles({ "shared.bin": crypto.getRandomValues(new Uint8Array(65536)) });
+      const sizes = [3 * MiB, 1 * MiB + 7, 200_000];
+      const names: string[] = [];
+      const blobs: Descriptor[][] = [];
+      for (const [i, size] of sizes.entries()) {
+        const built = await buildRandomImage(src, `v${i}`, {
+          layerSizes: [size],
+          sharedLayer: shared,
+        });
+        blobs.push(await blobsOf(src, built.manifest));
+        const name = `oci://${reg.host}/job/r${i}:v1`;
+        const pushed = await umoci(["copy", "--plain-http", `${src}:v${i}`, name]);
+        assert.equal(pushed.code, 0, pushed.stderr);
+        names.push(name);
+      }
+      const list = join(dir, "images.txt");
+      await Deno.writeTextFile(list, names.map((n) => n + "\n").join(""));
+      const r = await umoci(
+        ["copy", "--progress=json", "--plain-http", "--images", list, join(dir, "bundle")],
+        { timeoutMs: 90_000 },
+      );
+      assert.equal(r.code, 0, r.stderr);
+      const all = events(r, "job");
+      // The job's summary is the last event, and the only one that names no image.
+      const last = all.at(-1)!;
+      assert.equal(last.type, "summary", r.stderr);
+      assert.equal(last.image, undefined);
+      assert.equal(all.filter((e) => e.type === "summary").length, 1, r.stderr);
+      const size = (list: Descriptor[]) => list.reduce((n, b) => n + b.size, 0);
+      for (const e of all.slice(0, -1)) {
+        assert.ok(
+          typeof e.imageIndex === "number" && e.image === names[e.imageIndex],
+          `an event without its image: ${JSON.stringify(e)}`,
+        );
+        assert.ok(!["start", "summary"].includes(e.type), JSON.stringify(e));
+      }
+      let sum = 0;
+      for (const [i, name] of names.entries()) {
+        const mine = all.filter((e) => e.imageIndex === i);
+        const done = checkSequence(mine, blobs[i], name, {
+          start: "image-start",
+          end: "image-done",
+        });
+        assert.equal(`oci://${mine[0].src}`, name);
+        assert.equal(mine.filter((e) => e.type === "plan").length, 1, name);
+        sum += done.bytesMoved + done.bytesPresent + done.bytesResumed;
+      }
+      const real = blobs.reduce((n, list) => n + size(list), 0);
+      assert.equal(sum, real, "the images' summaries add up to their sizes");
+      assert.equal(
+        last.bytesMoved + last.bytesPresent + last.bytesResumed,
+        real,
+        JSON.stringify(last),
+      );
+      // The shared layer crossed once: moved bytes are those of the distinct blobs.
+      const distinct = new Map(blobs.flat().map((b) => [b.digest, b.size]));
+      assert.equal(last.bytesMoved, [...distinct.values()].reduce((n, s) => n + s, 0));
+      assert.equal(last.blobsCopied, distinct.size);
+      assert.equal(last.blobsPresent, 2);
+      assert.deepEqual(
+        [
+          last.images,
+          last.imagesCopied,
+          last.imagesPresent,
+          last.imagesFailed,
+          last.imagesNotCopied,
+        ],
+        [3, 3, 0, 0, 0],
+      );
+      assert.equal(last.manifestsWritten, 3);
+      // jq reads it: the job's totals, and each image's bytes.
+      const jq = new Deno.Command("jq", {
+        args: [
+          "-r",
+          'select(.type == "image-done") | "\\(.imageIndex) \\(.bytesMoved + .bytesPresent)"',
+        ],
+        stdin: "piped",
+        stdout: "piped",
+      }).spawn();
+      const w = jq.stdin.getWriter();
+      await w.write(new TextEncoder().encode(r.stderr));
+      await w.close();
+      const lines = new TextDecoder().decode((await jq.output()).stdout).trim().split("\n").sort();
+      assert.deepEqual(lines, blobs.map((b, i) => `${i} ${size(b)}`));
     });
   });
 });

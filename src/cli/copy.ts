@@ -60,9 +60,12 @@ const NO_SIGNING =
   "umoci copy does not sign; sign the digest it prints afterwards (e.g. cosign sign REPO@DIGEST)";
 import {
   createProgress,
+  type EventContext,
+  type ImageId,
   PROGRESS_MODES,
   type ProgressDisplay,
   type ProgressMode,
+  withImage,
 } from "./progress.ts";
 
 export const COPY_FLAGS: Record<string, FlagSpec> = {
@@ -440,12 +443,22 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     const failed: { index: number; image: JobImage; error: unknown }[] = [];
     let firstError: unknown;
     const totals = { present: 0, blobs: 0, bytes: 0 };
+    // Events name an image as stdout does (the images file's line, or the tag), and what the
+    // job's shared connections report for an image's work (retries, traces) names it too.
+    const ids = images.map((image, index): ImageId | undefined =>
+      job ? { name: allTags ? image.src.tag! : image.src.text, index } : undefined
+    );
+    const runImage = (index: number, fn: () => Promise<void>) =>
+      imageLane.run(() => ids[index] ? withImage(ids[index], fn) : fn());
     await Promise.all(images.map((image, index) =>
-      imageLane.run(async () => {
+      runImage(index, async () => {
         if (stop.signal.aborted) return; // the job stopped before this image began
         // Step lines name the image as its failure line would (a tag, for --all-tags).
         const label = allTags ? image.src.tag! : formatReference(image.src);
-        const imageLogger = concurrent ? new ImageLogger(logger, `[${label}] `) : logger;
+        const id = ids[index];
+        const imageLogger = job
+          ? new ImageLogger(logger, concurrent ? `[${label}] ` : "", id)
+          : logger;
         const imageSteps = concurrent ? new HeldLines(imageLogger) : steps;
         imageSteps.hold();
         try {
@@ -467,6 +480,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
             logger: imageLogger,
             steps: imageSteps,
             progress,
+            image: id,
             stopProgress: !concurrent,
             onBlob: (digest) => stores.holds(target, digest),
           });
@@ -478,6 +492,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
           results[index] = { digest: root.digest };
         } catch (e) {
           imageSteps.release(); // what was done before the failure, then its error line
+          if (id) progress?.imageFailed?.(id, describeError(e), e instanceof JobStopped);
           if (e instanceof JobStopped) return; // another image failed: this one stopped short
           if (!keepGoing || e instanceof UsageError) {
             firstError ??= e;
@@ -516,6 +531,13 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
           ((performance.now() - started) / 1000).toFixed(1)
         } s`,
       );
+      progress?.jobSummary?.({
+        images: images.length,
+        copied: copied.length - totals.present,
+        present: totals.present,
+        failed: failures,
+        notCopied: left,
+      });
     }
     // stdout is for scripts and terminals alike: only ever digests of the strict grammar, and
     // in a job the name each was copied from (a tag, or a reference from the images file).
@@ -656,6 +678,8 @@ async function copyImage(
     logger: Logger;
     steps: HeldLines;
     progress?: ProgressDisplay;
+    /** The image of a job this is (its events name it). */
+    image?: ImageId;
     /** Stop the progress display when done (not while other images of a job still run). */
     stopProgress: boolean;
     /** A blob is now in `target` (copied, mounted or found there). */
@@ -671,11 +695,13 @@ async function copyImage(
   logger.debug(
     `${describe(src)} resolved to ${root.mediaType} ${root.digest} (${root.size} bytes)`,
   );
-  const platformPlan = await planForCli(opts.choice, opts.platform, target, logger);
+  // Lines explaining the platforms chosen, --sparse and referrers are events too (`log`).
+  const notes = logger instanceof ImageLogger ? logger.notes() : new ImageLogger(logger, "");
+  const platformPlan = await planForCli(opts.choice, opts.platform, target, notes);
   if (platformPlan) root = platformPlan.root;
   if (!dryRun) {
     steps.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
-    progress?.begin(formatReference(src), formatReference(dst), root);
+    progress?.begin(formatReference(src), formatReference(dst), root, opts.image);
   }
   const tag = dst.tag;
   // What the tag names now: when that is the source's root, a rerun has nothing to do.
@@ -695,13 +721,22 @@ async function copyImage(
     onEvent: (e: CopyEvent) => {
       if (dryRun) return plan.add(e);
       if (e.type === "blob-done" || e.type === "blob-skip") opts.onBlob?.(e.desc.digest);
-      report(e, steps, progress, target);
+      report(e, steps, progress, target, { image: opts.image });
+    },
+  };
+  // The graphs --referrers and --digest-tags copy after the image: their events say so.
+  const attachedOptions: CopyOptions = {
+    ...copyOptions,
+    onEvent: (e: CopyEvent) => {
+      if (dryRun) return copyOptions.onEvent!(e);
+      if (e.type === "blob-done" || e.type === "blob-skip") opts.onBlob?.(e.desc.digest);
+      report(e, steps, progress, target, { image: opts.image, attached: true });
     },
   };
   let stats: CopyStats;
   if (done) stats = emptyStats();
   else if (platformPlan) {
-    ({ root, stats } = await copyPlanForCli(platformPlan, source, target, copyOptions, logger));
+    ({ root, stats } = await copyPlanForCli(platformPlan, source, target, copyOptions, notes));
   } else stats = await copyGraph(source, target, root, copyOptions);
   // The bars go before the closing lines; a job keeps them until its last image is done.
   if (opts.stopProgress) progress?.stop();
@@ -725,7 +760,7 @@ async function copyImage(
       );
     } else logger.info(`${formatReference(dst)} is already ${root.digest}: nothing to copy`);
     if (opts.attached) {
-      await copyAttachedForCli(source, target, root, opts.attached, copyOptions, logger);
+      await copyAttachedForCli(source, target, root, opts.attached, attachedOptions, notes);
     }
   } else {
     steps.release();
@@ -740,14 +775,14 @@ async function copyImage(
       }
     }
     if (opts.attached) {
-      await copyAttachedForCli(source, target, root, opts.attached, copyOptions, logger);
+      await copyAttachedForCli(source, target, root, opts.attached, attachedOptions, notes);
     }
     if (target instanceof RegistryStore) {
       logger.info(`Successfully copied to remote ${target.registry}`);
     }
     logger.info(summaryLine(stats, isIndexType(root.mediaType)));
   }
-  progress?.summary(stats, root, tag);
+  progress?.summary(stats, root, tag, opts.image);
   return { root, stats };
 }
 
@@ -953,29 +988,52 @@ class HeldLines {
 
 /**
  * The lines of one image of a job, each starting with the image's name (`[NAME] `), so that
- * the step lines of images copied side by side can be told apart. Writes through `base`.
+ * the step lines of images copied side by side can be told apart. Writes through `base`;
+ * with --progress=json the lines go to its sink naming the image instead. `asNotes`: info
+ * lines are notes (Logger.note), for the lines that explain a choice.
  */
 class ImageLogger extends Logger {
-  constructor(readonly base: Logger, readonly prefix: string) {
+  constructor(
+    readonly base: Logger,
+    readonly prefix: string,
+    readonly image?: ImageId,
+    readonly asNotes = false,
+  ) {
     super();
+  }
+  /** The same lines, info lines as notes. */
+  notes(): ImageLogger {
+    return new ImageLogger(this.base, this.prefix, this.image, true);
   }
   override enabled(level: Level): boolean {
     return this.base.enabled(level);
   }
+  #sink(level: Level, message: string, exitCode?: number, note?: boolean): boolean {
+    const sink = this.base.sink;
+    if (!sink) return false;
+    if (this.base.enabled(level)) sink(level, message, exitCode, { image: this.image, note });
+    return true;
+  }
   override debug(message: string): void {
-    this.base.debug(this.prefix + message);
+    if (!this.#sink("debug", message)) this.base.debug(this.prefix + message);
   }
   override info(message: string): void {
-    this.base.info(this.prefix + message);
+    if (this.asNotes) return this.note(message);
+    if (!this.#sink("info", message)) this.base.info(this.prefix + message);
+  }
+  override note(message: string): void {
+    if (!this.#sink("info", message, undefined, true)) this.base.note(this.prefix + message);
   }
   override warn(message: string): void {
-    this.base.warn(this.prefix + message);
+    if (!this.#sink("warn", message)) this.base.warn(this.prefix + message);
   }
   override error(message: string, exitCode?: number): void {
-    this.base.error(this.prefix + message, exitCode);
+    if (!this.#sink("error", message, exitCode)) this.base.error(this.prefix + message, exitCode);
   }
   override raw(line: string): void {
-    this.base.raw(line);
+    const sink = this.base.sink;
+    if (sink) sink("trace", line, undefined, { image: this.image });
+    else this.base.raw(line);
   }
 }
 
@@ -1107,8 +1165,9 @@ function report(
   steps: HeldLines,
   progress: ProgressDisplay | undefined,
   target: Store,
+  ctx?: EventContext,
 ) {
-  progress?.event(e);
+  progress?.event(e, ctx);
   const logger = steps.logger;
   switch (e.type) {
     case "blob-start":
