@@ -34,6 +34,19 @@ export interface AttachedOptions {
   copy?: CopyOptions;
   /** Gets one line per referrer or tag copied or found present. */
   log?: (line: string) => void;
+  /** The same, for machines (--progress=json's `referrer` and `digest-tag` events). */
+  onItem?: (item: AttachedItem) => void;
+}
+
+/** A referrer or digest tag copied or found present at the destination. */
+export interface AttachedItem {
+  kind: "referrer" | "digest-tag";
+  desc: Descriptor;
+  /** A referrer's subject (the manifest it refers to). */
+  subject?: string;
+  /** A digest tag's name. */
+  tag?: string;
+  copied: boolean;
 }
 
 export interface AttachedStats {
@@ -184,9 +197,11 @@ export async function copyAttached(
       if (s.manifestsCopied > 0) {
         stats.referrersCopied++;
         log(`Copied ${what}`);
+        opts.onItem?.({ kind: "referrer", desc, subject: subject.desc.digest, copied: true });
       } else {
         stats.referrersPresent++;
         log(`Skipping ${what}: already present`);
+        opts.onItem?.({ kind: "referrer", desc, subject: subject.desc.digest, copied: false });
       }
       await walk(desc, subject.depth + 1, bytes);
     }
@@ -223,6 +238,7 @@ export async function copyAttached(
       if (canTagDigest(dst) && (await dst.tagDigest(tag)) === desc.digest) {
         stats.tagsPresent++;
         log(`Skipping digest tag '${tag}': already ${desc.digest}`);
+        opts.onItem?.({ kind: "digest-tag", desc, tag, copied: false });
         await walk(desc, item.depth + 1);
         continue;
       }
@@ -232,6 +248,7 @@ export async function copyAttached(
       if (!s.rootTagged) await dst.tag(desc, tag, s.rootBytes);
       stats.tagsCopied++;
       log(`Copied digest tag '${tag}' (${desc.digest})`);
+      opts.onItem?.({ kind: "digest-tag", desc, tag, copied: true });
       await walk(desc, item.depth + 1);
     }
   };

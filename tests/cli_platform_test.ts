@@ -373,6 +373,22 @@ Deno.test("CLI --platform: two platforms to the registry under --sparse keep, re
           "m",
         ),
       );
+      // With --progress=json the explanations are `log` events of level info.
+      const json = await cli([
+        "copy",
+        ...flags,
+        "--progress=json",
+        `${src.dir}:v1`,
+        `oci://${reg.host}/auto-json/app:v1`,
+      ]);
+      assert.equal(copied(json, "--sparse=auto, json"), rewritten);
+      const notes = json.stderr.trim().split("\n").map((l) => JSON.parse(l))
+        .filter((e) => e.type === "log" && e.level === "info").map((e) => e.message);
+      assert.ok(
+        notes.some((m) => /^The registry refused the sparse index \(/.test(m)),
+        json.stderr,
+      );
+      assert.ok(notes.some((m) => /--sparse=auto: trying whether/.test(m)), json.stderr);
       // A rerun: the registry holds the rewritten index, so auto takes it at once (2 HEADs).
       const mark2 = reg.requests().length;
       const again = await cli(["copy", ...flags, `${src.dir}:v1`, `oci://${reg.host}/auto/app:v1`]);

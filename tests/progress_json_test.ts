@@ -8,7 +8,16 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { startChaosProxy } from "./fixtures/chaos.ts";
 import { type RunResult, umoci } from "./fixtures/cli.ts";
-import { buildRandomImage, type Descriptor, tarOfFiles, withTempDir } from "./fixtures/images.ts";
+import {
+  appendIndexEntry,
+  buildArtifact,
+  buildRandomImage,
+  type Descriptor,
+  tagDescriptor,
+  tarOfFiles,
+  withTempDir,
+} from "./fixtures/images.ts";
+import { referrersTagName } from "../src/store/referrers.ts";
 import { type RunningRegistry, startRegistry } from "./fixtures/registry.ts";
 
 const MiB = 1024 * 1024;
@@ -371,5 +380,53 @@ Deno.test("json: a 3-image job names the image in every event and ends with the 
       const lines = new TextDecoder().decode((await jq.output()).stdout).trim().split("\n").sort();
       assert.deepEqual(lines, blobs.map((b, i) => `${i} ${size(b)}`));
     });
+  });
+});
+
+Deno.test("json: with --referrers and --digest-tags the image has one plan, and each referrer and digest tag is an event", async () => {
+  await withTempDir(async (dir) => {
+    const src = join(dir, "src");
+    const image = (await buildRandomImage(src, "v1", { layerSizes: [20_000] })).manifest;
+    const blobs = await blobsOf(src, image);
+    const sbom = (await buildArtifact(src, undefined, { subject: image })).manifest;
+    await appendIndexEntry(src, sbom);
+    const tagged = (await buildArtifact(src, undefined, {
+      artifactType: "application/vnd.example.sig.v1+json",
+    })).manifest;
+    const tag = `${referrersTagName(image.digest)}.sig`;
+    await tagDescriptor(src, tagged, tag);
+    const r = await umoci([
+      "copy",
+      "--progress=json",
+      "-r",
+      "--digest-tags",
+      `${src}:v1`,
+      `${join(dir, "dst")}:v1`,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    const all = events(r, "referrers");
+    assert.equal(all.filter((e) => e.type === "plan").length, 1, r.stderr);
+    assert.equal(all.filter((e) => e.type === "attached-plan").length, 2, r.stderr);
+    // The image's own events, as for any copy; the attached graphs' events say so.
+    const own = all.filter((e) =>
+      !e.attached && !["attached-plan", "referrer", "digest-tag"].includes(e.type)
+    );
+    const summary = checkSequence(own, blobs, "image");
+    assert.equal(summary.digest, image.digest);
+    const attached = all.filter((e) => e.attached);
+    assert.ok(attached.some((e) => e.type === "manifest-written" && e.digest === sbom.digest));
+    assert.ok(attached.every((e) => e.digest !== image.digest), r.stderr);
+    const referrer = all.find((e) => e.type === "referrer");
+    assert.deepEqual(
+      [referrer?.digest, referrer?.subject, referrer?.status, referrer?.artifactType],
+      [sbom.digest, image.digest, "copied", sbom.artifactType],
+    );
+    const digestTag = all.find((e) => e.type === "digest-tag");
+    assert.deepEqual([digestTag?.tag, digestTag?.digest, digestTag?.status], [
+      tag,
+      tagged.digest,
+      "copied",
+    ]);
+    assert.equal(all.at(-1)!.type, "summary");
   });
 });

@@ -2,7 +2,7 @@
 // and the glue that runs copyAttached (../referrers.ts) after the image itself is copied.
 import { UsageError } from "../errors.ts";
 import type { Descriptor } from "../media.ts";
-import { type AttachedOptions, copyAttached } from "../referrers.ts";
+import { type AttachedItem, type AttachedOptions, copyAttached } from "../referrers.ts";
 import type { Store } from "../store/store.ts";
 import type { CopyOptions } from "../copy.ts";
 import type { FlagSpec, FlagValues } from "./flags.ts";
@@ -64,8 +64,14 @@ export async function copyAttachedForCli(
   wanted: Pick<AttachedOptions, "referrers" | "artifactTypes" | "digestTags">,
   copy: CopyOptions,
   logger: Logger,
+  onItem?: (item: AttachedItem) => void,
 ): Promise<void> {
-  const s = await copyAttached(src, dst, root, { ...wanted, copy, log: (l) => logger.info(l) });
+  const s = await copyAttached(src, dst, root, {
+    ...wanted,
+    copy,
+    log: (l) => logger.info(l),
+    onItem,
+  });
   const parts: string[] = [];
   if (wanted.referrers) {
     parts.push(`${s.referrersCopied} referrers copied, ${s.referrersPresent} already present`);

@@ -54,6 +54,7 @@ import {
 } from "../store/registry/credentials.ts";
 import { escapeControl, formatBytes, type Level, Logger } from "./log.ts";
 import { ATTACHED_FLAGS, attachedFromFlags, copyAttachedForCli } from "./attached.ts";
+import type { AttachedItem } from "../referrers.ts";
 
 const NEVER_CONVERTS = "umoci copy never converts; digests are preserved";
 const NO_SIGNING =
@@ -696,7 +697,9 @@ async function copyImage(
     `${describe(src)} resolved to ${root.mediaType} ${root.digest} (${root.size} bytes)`,
   );
   // Lines explaining the platforms chosen, --sparse and referrers are events too (`log`).
-  const notes = logger instanceof ImageLogger ? logger.notes() : new ImageLogger(logger, "");
+  const notes = logger instanceof ImageLogger
+    ? logger.notes()
+    : new ImageLogger(logger, "", undefined, true);
   const platformPlan = await planForCli(opts.choice, opts.platform, target, notes);
   if (platformPlan) root = platformPlan.root;
   if (!dryRun) {
@@ -725,6 +728,7 @@ async function copyImage(
     },
   };
   // The graphs --referrers and --digest-tags copy after the image: their events say so.
+  const onItem = (item: AttachedItem) => progress?.attached?.(item, opts.image);
   const attachedOptions: CopyOptions = {
     ...copyOptions,
     onEvent: (e: CopyEvent) => {
@@ -760,7 +764,7 @@ async function copyImage(
       );
     } else logger.info(`${formatReference(dst)} is already ${root.digest}: nothing to copy`);
     if (opts.attached) {
-      await copyAttachedForCli(source, target, root, opts.attached, attachedOptions, notes);
+      await copyAttachedForCli(source, target, root, opts.attached, attachedOptions, notes, onItem);
     }
   } else {
     steps.release();
@@ -775,7 +779,7 @@ async function copyImage(
       }
     }
     if (opts.attached) {
-      await copyAttachedForCli(source, target, root, opts.attached, attachedOptions, notes);
+      await copyAttachedForCli(source, target, root, opts.attached, attachedOptions, notes, onItem);
     }
     if (target instanceof RegistryStore) {
       logger.info(`Successfully copied to remote ${target.registry}`);

@@ -17,6 +17,7 @@
 import { AsyncLocalStorage } from "node:async_hooks";
 import type { BlobRole, CopyEvent, CopyStats } from "../copy.ts";
 import type { Descriptor } from "../media.ts";
+import type { AttachedItem } from "../referrers.ts";
 import {
   formatBytes,
   type Level,
@@ -272,17 +273,6 @@ export interface ProgressDisplay {
   jobSummary?(job: JobCounts): void;
   /** Stop drawing and timers (idempotent). */
   stop(): void;
-}
-
-/** A referrer or digest tag that --referrers or --digest-tags copied or found present. */
-export interface AttachedItem {
-  kind: "referrer" | "digest-tag";
-  desc: Descriptor;
-  /** For a referrer: the manifest it refers to. */
-  subject?: string;
-  /** For a digest tag: the tag. */
-  tag?: string;
-  copied: boolean;
 }
 
 /** How the images of a job ended. */
