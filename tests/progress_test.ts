@@ -94,6 +94,51 @@ Deno.test("progress: every bar line fits every width from 1 to 300 columns", () 
   assert.match(renderBars(tally, 40)[2], /^total/);
 });
 
+Deno.test("progress: in a job each bar names its image, cut to fit, and the total covers every image", () => {
+  const c = clock();
+  const tally = new Tally(c.now);
+  const a = { name: "docker.io/library/alpine:3.20", index: 0 };
+  const b = { name: "quay.io/some-organisation/a-rather-long-repository-name:v1.2.3", index: 1 };
+  tally.take({ type: "plan", blobs: 2, bytes: 40 * MiB + 500 }, a);
+  tally.take({ type: "blob-start", desc: desc(1, 40 * MiB), n: 1, total: 1, role: "layer" }, a);
+  tally.take({ type: "plan", blobs: 2, bytes: 20 * MiB + 500 }, b);
+  // The same blob in both images: two transfers, one per image.
+  tally.take({ type: "blob-start", desc: desc(1, 40 * MiB), n: 1, total: 1, role: "layer" }, b);
+  tally.take({ type: "blob-start", desc: desc(2, 20 * MiB), n: 1, total: 1, role: "layer" }, b);
+  for (let i = 1; i <= 5; i++) {
+    c.advance(300);
+    tally.take({ type: "blob-progress", desc: desc(1, 40 * MiB), bytes: i * MiB }, a);
+    tally.take({ type: "blob-progress", desc: desc(2, 20 * MiB), bytes: i * MiB }, b);
+  }
+  assert.equal(tally.active.size, 3);
+  for (let columns = 1; columns <= 300; columns++) {
+    const lines = renderBars(tally, columns);
+    assert.equal(lines.length, 4, `${columns} columns: three bars and a total`);
+    for (const line of lines) {
+      assert.ok(displayWidth(line) <= Math.max(1, columns - 1), `${columns}: ${line}`);
+    }
+    if (columns >= 20) {
+      assert.match(lines[0], /^\[dock/, `${columns} columns: ${lines[0]}`);
+      assert.match(lines[2], /^\[quay/, `${columns} columns: ${lines[2]}`);
+    }
+  }
+  const wide = renderBars(tally, 200);
+  assert.match(wide[0], /^\[docker\.io\/library\/alpine:3\.20\] layer 1\/1 sha256:0101/);
+  assert.match(
+    wide[2],
+    /^\[quay\.io\/some-organisation\/a-rather-long-repository-name:v1\.2\.3\] /,
+  );
+  // The total: both images' plans (60 MiB, 4 blobs), not the last one's.
+  assert.match(wide[3], /^total \[=* *\] 10\.0 MiB \/ 60\.0 MiB 0\/4 blobs/);
+  const narrow = renderBars(tally, 60);
+  assert.match(narrow[2], /^\[quay\.io\/some-organis…\] layer 1\/1 \[=* *\] 25%/, narrow[2]);
+  // One image alone (a single copy, or a job's only image): no names.
+  const single = new Tally(c.now);
+  single.take({ type: "plan", blobs: 1, bytes: 40 * MiB }, a);
+  single.take({ type: "blob-start", desc: desc(1, 40 * MiB), n: 1, total: 1, role: "layer" }, a);
+  assert.match(renderBars(single, 200)[0], /^layer 1\/1 /);
+});
+
 Deno.test("progress: a resumed blob's rate counts only the bytes moved since it resumed", () => {
   const c = clock();
   const tally = new Tally(c.now);

@@ -20,7 +20,7 @@ const MiB = 1024 * 1024;
 
 /** Lines the CLI logs (kept, may wrap); every other non-empty line belongs to the display. */
 const LOG_LINE =
-  /^(Registry address|Checking|Copying|Skipping|Tagging|Successfully|Copied|progress:|error:|EXIT=|sha256:[0-9a-f]{64}$)/;
+  /^(\[[^\]]*\] )?(Registry address|Checking|Copying|Skipping|Tagging|Successfully|Copied|progress:|error:|EXIT=|Images:|sha256:[0-9a-f]{64}( |$))/;
 /** A line of the display: a bar, a total, or the "and N more" line. */
 const DISPLAY_LINE = /(^total\b)|(\[[=> ]*\])|(\d+%)|(^\.\.\. and \d+ more)/;
 
@@ -230,6 +230,70 @@ for (const columns of [40, 80, 200]) {
     });
   });
 }
+
+Deno.test("tmux: a job's bars name their images and its total covers the whole job", async () => {
+  await withSetup(async (s) => {
+    // A second image (3 MiB) beside src/app:v1 (6 MiB), both read through the slow proxy.
+    const other = join(s.dir, "other");
+    await buildRandomImage(other, "v1", { layerSizes: [3 * MiB], raw: true });
+    const pushed = await umoci([
+      "copy",
+      "--plain-http",
+      `${other}:v1`,
+      `oci://${s.reg.host}/src/other:v1`,
+    ]);
+    assert.equal(pushed.code, 0, pushed.stderr);
+    const list = join(s.dir, "images.txt");
+    const names = ["app", "other"].map((r) => `oci://${s.proxy.host}/src/${r}:v1`);
+    await Deno.writeTextFile(list, names.join("\n") + "\n");
+    const command = [
+      ...umociCommand(),
+      "copy",
+      "--plain-http",
+      "--images",
+      list,
+      `oci://${s.reg.host}/job${++repoCount}`,
+    ].map(quote).join(" ");
+    const tmux = new Tmux();
+    const totals: string[] = [];
+    const named = new Set<string>();
+    try {
+      await tmux.start(command, 200);
+      const { screen } = await watch(
+        tmux,
+        () => 200,
+        (screen, display) => {
+          for (const l of display) {
+            if (/^total\b/.test(l)) totals.push(l);
+            const m = /^\[127\.0\.0\.1:\d+\/src\/(app|other):v1\] (layer|config)/.exec(l);
+            if (m) named.add(m[1]);
+          }
+          return exited(screen);
+        },
+        30_000,
+        "job",
+      );
+      const text = screen.join("\n");
+      assert.ok(screen.includes("EXIT=0"), text);
+      assert.match(text, /Images: 2 copied, 0 already present, 0 failed; 5 blobs/);
+      assert.deepEqual(checkScreen(screen, 200, "after the job"), [], text);
+    } finally {
+      await tmux.kill();
+    }
+    assert.deepEqual([...named].sort(), ["app", "other"], "bars of both images, named");
+    const unit = { B: 1, KiB: 1024, MiB: MiB } as Record<string, number>;
+    let most = 0;
+    for (const t of totals) {
+      const m = /([\d.]+) (B|KiB|MiB) \/ ([\d.]+) (B|KiB|MiB) (\d+)\/(\d+) blobs/.exec(t);
+      assert.ok(m, t);
+      assert.ok(Number(m[1]) * unit[m[2]] <= Number(m[3]) * unit[m[4]], `done above total: ${t}`);
+      assert.ok(Number(m[5]) <= Number(m[6]), `blobs done above total: ${t}`);
+      most = Math.max(most, Number(m[3]) * unit[m[4]]);
+    }
+    // Once both images planned, the total is the job's: 9 MiB and their configs.
+    assert.ok(most >= 9 * MiB, `the largest total seen: ${most}\n${totals.join("\n")}`);
+  });
+});
 
 Deno.test("tmux: a resize is honoured at the next redraw, and no stale rows are left", async () => {
   await withSetup(async (s) => {

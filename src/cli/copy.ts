@@ -447,7 +447,13 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     // Events name an image as stdout does (the images file's line, or the tag), and what the
     // job's shared connections report for an image's work (retries, traces) names it too.
     const ids = images.map((image, index): ImageId | undefined =>
-      job ? { name: allTags ? image.src.tag! : image.src.text, index } : undefined
+      job
+        ? {
+          name: allTags ? image.src.tag! : image.src.text,
+          index,
+          label: allTags ? image.src.tag! : formatReference(image.src),
+        }
+        : undefined
     );
     const runImage = (index: number, fn: () => Promise<void>) =>
       imageLane.run(() => ids[index] ? withImage(ids[index], fn) : fn());

@@ -41,6 +41,8 @@ export interface ImageId {
   name: string;
   /** Its place in the job's list, from 0. */
   index: number;
+  /** How its step lines name it (`[LABEL] Copying …`), for its bars; `name` when absent. */
+  label?: string;
 }
 
 /** Where an event of a copy comes from, besides the copy itself. */
@@ -319,7 +321,8 @@ export function renderBars(tally: Tally, columns: number, maxLines = 20): string
       lines.push(fitWidth(`... and ${shown.length - i} more transfers`, width));
       break;
     }
-    lines.push(barLine(t, now, width, named ? t.image?.name : undefined));
+    const image = named ? t.image : undefined;
+    lines.push(barLine(t, now, width, image && (image.label ?? image.name)));
   }
   if (tally.active.size > 0 || lines.length > 0) lines.push(totalLine(tally, width));
   return lines;
