@@ -576,6 +576,8 @@ const JSON_RAW_CONTROL = /[\u007f-\u009f\u2028\u2029]/g;
 export class JsonEvents implements ProgressDisplay {
   readonly tally: Tally;
   #lastProgress = new Map<string, number>();
+  /** When each image of a job began (image-start), by index. */
+  #began = new Map<number, number>();
   /** The images' summaries added up, for a job's summary. */
   #job = {
     blobsCopied: 0,
@@ -710,6 +712,7 @@ export class JsonEvents implements ProgressDisplay {
   /** `start`; for an image of a job `image-start`. */
   begin(src: string, dst: string, root: Descriptor, image?: ImageId): void {
     image ??= imageNow();
+    if (image) this.#began.set(image.index, this.tally.now());
     this.emit(image ? "image-start" : "start", {
       src,
       dst,
@@ -734,12 +737,14 @@ export class JsonEvents implements ProgressDisplay {
     if (image) {
       for (const [k, v] of Object.entries(counts)) this.#job[k as keyof typeof counts] += v;
     }
+    // An image of a job took the time since its image-start.
+    const since = (image && this.#began.get(image.index)) ?? this.tally.started;
     this.emit(image ? "image-done" : "summary", {
       digest: root.digest,
       mediaType: root.mediaType,
       ...(tag === undefined ? {} : { tag }),
       ...counts,
-      seconds: Math.round(this.tally.now() - this.tally.started) / 1000,
+      seconds: Math.round(this.tally.now() - since) / 1000,
     }, image);
   }
 
