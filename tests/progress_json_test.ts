@@ -379,6 +379,32 @@ Deno.test("json: a 3-image job names the image in every event and ends with the 
       await w.close();
       const lines = new TextDecoder().decode((await jq.output()).stdout).trim().split("\n").sort();
       assert.deepEqual(lines, blobs.map((b, i) => `${i} ${size(b)}`));
+
+      // With --keep-going a missing image is image-failed; the job's summary, then the error.
+      const missing = `oci://${reg.host}/job/none:v1`;
+      await Deno.writeTextFile(list, [...names, missing].map((n) => n + "\n").join(""));
+      const k = await umoci(
+        [
+          "copy",
+          "--progress=json",
+          "--plain-http",
+          "--keep-going",
+          "--images",
+          list,
+          join(dir, "b2"),
+        ],
+        { timeoutMs: 90_000 },
+      );
+      assert.equal(k.code, 1, k.stderr);
+      const ke = events(k, "keep-going job");
+      assert.deepEqual(ke.slice(-2).map((e) => e.type), ["summary", "error"], k.stderr);
+      assert.equal(ke.at(-1)!.image, undefined);
+      assert.deepEqual([ke.at(-2)!.imagesCopied, ke.at(-2)!.imagesFailed], [3, 1]);
+      const failed = ke.filter((e) => e.type === "image-failed");
+      assert.deepEqual(failed.map((e) => [e.image, e.imageIndex]), [[missing, 3]]);
+      for (const e of ke.slice(0, -2)) {
+        assert.equal(typeof e.imageIndex, "number", JSON.stringify(e));
+      }
     });
   });
 });
