@@ -405,6 +405,30 @@ Deno.test("json: a 3-image job names the image in every event and ends with the 
       for (const e of ke.slice(0, -2)) {
         assert.equal(typeof e.imageIndex, "number", JSON.stringify(e));
       }
+
+      // A retry of a request made for one image (the job's connections are shared) names it.
+      const proxy = await startChaosProxy(reg.url, [
+        {
+          method: "GET",
+          path: /\/job\/r1\/blobs\/sha256:/,
+          fault: { kind: "status", status: 503 },
+        },
+      ]);
+      try {
+        const via = names.map((n) => n.replace(reg.host, proxy.host));
+        await Deno.writeTextFile(list, via.map((n) => n + "\n").join(""));
+        const p = await umoci(
+          ["copy", "--progress=json", "--plain-http", "--images", list, join(dir, "b3")],
+          { timeoutMs: 90_000 },
+        );
+        assert.equal(p.code, 0, p.stderr);
+        const pe = events(p, "job with a retry");
+        const retries = pe.filter((e) => e.type === "retry");
+        assert.equal(retries.length, 1, p.stderr);
+        assert.deepEqual([retries[0].image, retries[0].imageIndex], [via[1], 1]);
+      } finally {
+        await proxy.close();
+      }
     });
   });
 });

@@ -63,6 +63,7 @@ import {
   createProgress,
   type EventContext,
   type ImageId,
+  loadImageContext,
   PROGRESS_MODES,
   type ProgressDisplay,
   type ProgressMode,
@@ -455,6 +456,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
         }
         : undefined
     );
+    if (job) await loadImageContext();
     const runImage = (index: number, fn: () => Promise<void>) =>
       imageLane.run(() => ids[index] ? withImage(ids[index], fn) : fn());
     await Promise.all(images.map((image, index) =>

@@ -14,7 +14,7 @@
 // as it arrives, and every event names the image it belongs to (ImageId), passed along or,
 // for what the job's shared connections report (retries, traces), taken from the image whose
 // work is running (withImage).
-import { AsyncLocalStorage } from "node:async_hooks";
+import type { AsyncLocalStorage } from "node:async_hooks";
 import type { BlobRole, CopyEvent, CopyStats } from "../copy.ts";
 import type { Descriptor } from "../media.ts";
 import type { AttachedItem } from "../referrers.ts";
@@ -53,19 +53,26 @@ export interface EventContext {
   attached?: boolean;
 }
 
-const currentImage = new AsyncLocalStorage<ImageId>();
+/** Loaded for jobs only (loadImageContext): node:async_hooks costs a single copy ~10 ms. */
+let currentImage: AsyncLocalStorage<ImageId> | undefined;
+
+/** Make withImage work (a job calls this once before its images start). */
+export async function loadImageContext(): Promise<void> {
+  currentImage ??= new (await import("node:async_hooks")).AsyncLocalStorage<ImageId>();
+}
 
 /**
  * Run `fn` as the work of `image`: whatever it causes to be reported without naming an image
  * (a retry of a request made for it, a trace line, a warning) is taken to be that image's.
+ * Needs loadImageContext first; without it `fn` just runs.
  */
 export function withImage<T>(image: ImageId, fn: () => Promise<T>): Promise<T> {
-  return currentImage.run(image, fn);
+  return currentImage ? currentImage.run(image, fn) : fn();
 }
 
 /** The image whose work is running now (see withImage), if any. */
 export function imageNow(): ImageId | undefined {
-  return currentImage.getStore();
+  return currentImage?.getStore();
 }
 
 /** Blobs smaller than this finish too quickly to be worth a bar (they count in the total). */
