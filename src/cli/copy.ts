@@ -801,7 +801,11 @@ async function resolveSource(store: Store, ref: Reference): Promise<Descriptor> 
     } catch {
       throw e; // no list (a missing repository, no permission): the first error says it
     }
-    const where = store instanceof LayoutStore ? "the layout" : "the repository";
+    const where = store instanceof LayoutStore
+      ? "the layout"
+      : store instanceof ArchiveStore
+      ? "the archive"
+      : "the repository";
     const tags = listed.tags.map((t) => JSON.stringify(t)).join(", ");
     throw new NotFoundError(
       listed.tags.length === 0

@@ -20,7 +20,7 @@
 // exclusive lock (flock) on the directory, held from open to close.
 import { join, resolve as resolvePath } from "../path.ts";
 import { loadFastHash, parseDigest, Verifier, verifyBytes } from "../digest.ts";
-import { describeError, NotFoundError, UserError } from "../errors.ts";
+import { describeError, NotFoundError, UsageError, UserError } from "../errors.ts";
 import {
   checkDescriptor,
   type Descriptor,
@@ -151,15 +151,17 @@ export class ArchiveStore implements Store {
    * fine: the archive is written by commit(); the directory holding it is locked (flock)
    * until close(). Throws NotFoundError for a missing source, UserError for a path that is
    * not an OCI archive (a directory, not a tar, no oci-layout or index.json, a member that
-   * ends past the end of the file, a bad header; each message names the member), and for a
-   * gzip-compressed destination (writing compressed archives is not supported).
+   * ends past the end of the file, a bad header; each message names the member), and for an
+   * existing gzip-compressed destination; UsageError for a destination named .tar.gz/.tgz
+   * (writing compressed archives is not supported).
    */
   static async open(path: string, opts: { create?: boolean } = {}): Promise<ArchiveStore> {
     const store = new ArchiveStore(path, opts.create === true);
     try {
       if (opts.create) {
         if (/\.(t?gz|gzip)$/i.test(path)) {
-          throw new UserError(
+          // Known from the command line alone: a usage error (exit 2).
+          throw new UsageError(
             `${path}: writing gzip-compressed archives is not supported (name it .tar)`,
           );
         }
