@@ -1069,3 +1069,133 @@ Deno.test("CLI --platform with --referrers: the referrers of the chosen platform
     await reg.stop();
   }
 });
+
+Deno.test("CLI --all-tags --digest-tags into a registry: digest tags are no images; the destination's fallback tag is merged, --platform applies to images only", async () => {
+  const reg = await startRegistry();
+  try {
+    await withTempDir(async (dir) => {
+      const sc = await buildSupplyChain(dir);
+      await copyOk(
+        ["--plain-http", "-r", "--digest-tags", `${sc.src}:v1`, `oci://${reg.host}/at/app:single`],
+        sc.image.digest,
+      );
+      // The destination already lists a referrer of the image in its fallback tag.
+      const extraDir = join(dir, "extra");
+      const extra = (await buildArtifact(extraDir, "extra", { subject: sc.image })).manifest;
+      await copyOk(
+        ["--plain-http", `${sc.src}:v1`, `oci://${reg.host}/at/merge:single`],
+        sc.image.digest,
+      );
+      await copyOk(
+        ["--plain-http", `${extraDir}:extra`, `oci://${reg.host}/at/merge:extra`],
+        extra.digest,
+      );
+      const fallback = referrersTagName(sc.image.digest);
+      const listed = async (repo: string) =>
+        (await registryManifest(reg.url, repo, fallback)).json.manifests.map((m: Descriptor) =>
+          m.digest
+        ).sort();
+      assert.deepEqual(await listed("at/merge"), [extra.digest]);
+
+      const r = await umoci([
+        "copy",
+        "--plain-http",
+        "--all-tags",
+        "--digest-tags",
+        `oci://${reg.host}/at/app`,
+        `oci://${reg.host}/at/merge`,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      // One image (the tag `single`); the digest tags went with it, not as images.
+      assert.deepEqual(r.stdout.trim().split("\n"), [`${sc.image.digest} single`]);
+      assert.match(r.stderr, /3 digest tags \(sha256-…\) go with the images they name/);
+      assert.match(r.stderr, /Images: 0 copied, 1 already present, 0 failed/);
+      assert.deepEqual(await listed("at/merge"), [extra.digest, sc.sbom.digest].sort());
+      const sig = await registryManifest(reg.url, "at/merge", sc.cosignTag);
+      assert.equal(digestOf(sig.bytes), sc.cosign.digest);
+      const nested = await registryManifest(reg.url, "at/merge", referrersTagName(sc.sbom.digest));
+      assert.deepEqual(nested.json.manifests.map((m: Descriptor) => m.digest), [sc.sbomSig.digest]);
+
+      // --platform applies to the images; the digest tags follow the chosen manifest.
+      const p = await umoci([
+        "copy",
+        "--plain-http",
+        "--all-tags",
+        "--digest-tags",
+        "--platform",
+        "linux/amd64",
+        `oci://${reg.host}/at/app`,
+        `oci://${reg.host}/at/plat`,
+      ]);
+      assert.equal(p.code, 0, p.stderr);
+      assert.deepEqual(p.stdout.trim().split("\n"), [`${sc.image.digest} single`]);
+      assert.deepEqual(
+        await registryTags(reg.url, "at/plat"),
+        [
+          fallback,
+          sc.cosignTag,
+          referrersTagName(sc.sbom.digest),
+          "single",
+        ].sort(),
+      );
+      assert.deepEqual(await listed("at/plat"), [sc.sbom.digest]);
+    });
+  } finally {
+    await reg.stop();
+  }
+});
+
+/** index.json of an archive, read with GNU tar. */
+async function archiveIndexJson(path: string): Promise<{ manifests: Descriptor[] }> {
+  const r = await runRaw("tar", ["-xOf", path, "index.json"]);
+  assert.equal(r.code, 0, String(r.stderr));
+  return JSON.parse(dec.decode(r.stdout));
+}
+
+Deno.test("CLI --referrers with oci-archive: on both sides: referrers listed without ref.name, once; found again by subject on the way back", async () => {
+  const reg = await startRegistry();
+  try {
+    await withTempDir(async (dir) => {
+      const sc = await buildSupplyChain(dir);
+      await copyOk(
+        ["--plain-http", "-r", `${sc.src}:v1`, `oci://${reg.host}/ar/app:single`],
+        sc.image.digest,
+      );
+      const tar = join(dir, "v3.tar");
+      const err = await copyOk(
+        ["--plain-http", "-r", `oci://${reg.host}/ar/app:single`, `oci-archive:${tar}:v1`],
+        sc.image.digest,
+      );
+      assert.match(err, /2 referrers copied, 0 already present/);
+      const index = await archiveIndexJson(tar);
+      assert.deepEqual(
+        index.manifests.filter((m) => !m.annotations?.[REF_NAME]).map((m) => m.digest).sort(),
+        [sc.sbom.digest, sc.sbomSig.digest].sort(),
+      );
+      assert.deepEqual(
+        index.manifests.filter((m) => m.annotations?.[REF_NAME]).map((m) => m.digest),
+        [sc.image.digest],
+      );
+      // A rerun lists nothing twice and does not rewrite the archive.
+      const before = await Deno.stat(tar);
+      const again = await copyOk(
+        ["--plain-http", "-r", `oci://${reg.host}/ar/app:single`, `oci-archive:${tar}:v1`],
+        sc.image.digest,
+      );
+      assert.match(again, /0 referrers copied, 2 already present/);
+      assert.equal((await Deno.stat(tar)).mtime?.getTime(), before.mtime?.getTime());
+      // The archive as SRC: its referrers are found by subject and pushed after the image.
+      const back = await copyOk(
+        ["--plain-http", "-r", `oci-archive:${tar}:v1`, `oci://${reg.host}/ar/back:v1`],
+        sc.image.digest,
+      );
+      assert.match(back, /2 referrers copied, 0 already present/);
+      const top = await registryManifest(reg.url, "ar/back", referrersTagName(sc.image.digest));
+      assert.deepEqual(top.json.manifests.map((m: Descriptor) => m.digest), [sc.sbom.digest]);
+      const nested = await registryManifest(reg.url, "ar/back", referrersTagName(sc.sbom.digest));
+      assert.deepEqual(nested.json.manifests.map((m: Descriptor) => m.digest), [sc.sbomSig.digest]);
+    });
+  } finally {
+    await reg.stop();
+  }
+});
