@@ -1199,3 +1199,86 @@ Deno.test("CLI --referrers with oci-archive: on both sides: referrers listed wit
     await reg.stop();
   }
 });
+
+Deno.test("CLI --images bundle with -r --digest-tags: digest tags stored under their repository's full reference; --all-tags restores each into its repository", async () => {
+  const reg = await startRegistry();
+  try {
+    await withTempDir(async (dir) => {
+      const a = await buildSupplyChain(join(dir, "a"));
+      const b = await buildSupplyChain(join(dir, "b"));
+      await copyOk(
+        ["--plain-http", "-r", "--digest-tags", `${a.src}:v1`, `oci://${reg.host}/app:single`],
+        a.image.digest,
+      );
+      await copyOk(
+        ["--plain-http", "-r", "--digest-tags", `${b.src}:v1`, `oci://${reg.host}/two/app:v2`],
+        b.image.digest,
+      );
+      const list = join(dir, "imgs.txt");
+      await Deno.writeTextFile(
+        list,
+        `oci://${reg.host}/app:single\noci://${reg.host}/two/app:v2\n`,
+      );
+      const tar = join(dir, "ag.tar");
+      const job = await umoci([
+        "copy",
+        "--plain-http",
+        "-r",
+        "--digest-tags",
+        "--images",
+        list,
+        `oci-archive:${tar}`,
+      ]);
+      assert.equal(job.code, 0, job.stderr);
+      const index = await archiveIndexJson(tar);
+      const names = index.manifests.map((m) => m.annotations?.[REF_NAME]).filter((n) => n)
+        .sort();
+      const full = (repo: string, sc: SupplyChain) => [
+        `${reg.host}/${repo}:${referrersTagName(sc.image.digest)}`,
+        `${reg.host}/${repo}:${referrersTagName(sc.sbom.digest)}`,
+        `${reg.host}/${repo}:${sc.cosignTag}`,
+      ];
+      assert.deepEqual(
+        names,
+        [
+          `${reg.host}/app:single`,
+          `${reg.host}/two/app:v2`,
+          ...full("app", a),
+          ...full("two/app", b),
+        ].sort(),
+      );
+
+      // The way back: each image, with its digest tags and referrers, into its repository.
+      const back = await umoci([
+        "copy",
+        "--plain-http",
+        "-r",
+        "--all-tags",
+        "--digest-tags",
+        `oci-archive:${tar}`,
+        `oci://${reg.host}/agd`,
+      ]);
+      assert.equal(back.code, 0, back.stderr);
+      assert.equal(back.stdout.trim().split("\n").length, 2, back.stdout);
+      for (const [repo, sc, tag] of [["agd/app", a, "single"], ["agd/two/app", b, "v2"]] as const) {
+        assert.deepEqual(
+          await registryTags(reg.url, repo),
+          [
+            tag,
+            referrersTagName(sc.image.digest),
+            referrersTagName(sc.sbom.digest),
+            sc.cosignTag,
+          ].sort(),
+          repo,
+        );
+        const sig = await registryManifest(reg.url, repo, sc.cosignTag);
+        assert.equal(digestOf(sig.bytes), sc.cosign.digest);
+        const top = await registryManifest(reg.url, repo, referrersTagName(sc.image.digest));
+        assert.deepEqual(top.json.manifests.map((m: Descriptor) => m.digest), [sc.sbom.digest]);
+      }
+      assert.deepEqual(await registryTags(reg.url, "agd"), []);
+    });
+  } finally {
+    await reg.stop();
+  }
+});
