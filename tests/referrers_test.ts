@@ -222,7 +222,7 @@ Deno.test("CLI --referrers: SBOM and signature-on-SBOM go registry â†’ layout â†
         ["--plain-http", "-r", `oci://${reg.host}/sc/a:v1`, `${back}:v1`],
         sc.image.digest,
       );
-      assert.match(again, /0 referrers copied, 2 already present \(0 blobs/);
+      assert.match(again, /^2 referrers already present: nothing to copy$/m);
       assert.equal(await Deno.readTextFile(join(back, "index.json")), before);
 
       // layout â†’ registry, twice.
@@ -234,7 +234,7 @@ Deno.test("CLI --referrers: SBOM and signature-on-SBOM go registry â†’ layout â†
         );
         const lines = await requestsSince(reg, mark);
         if (run === 1) {
-          assert.match(err, /0 referrers copied, 2 already present \(0 blobs/);
+          assert.match(err, /^2 referrers already present: nothing to copy$/m);
           assert.deepEqual(
             lines.filter((l) => /^(PUT|POST|PATCH) /.test(l)),
             [],
@@ -259,7 +259,9 @@ Deno.test("CLI --referrers: SBOM and signature-on-SBOM go registry â†’ layout â†
         );
         assert.match(
           err,
-          run === 0 ? /2 referrers copied, 0 already/ : /0 referrers copied, 2 already/,
+          run === 0
+            ? /2 referrers copied, 0 already/
+            : /^2 referrers already present: nothing to copy$/m,
         );
         const top = await registryManifest(reg.url, "sc/c", imageTag);
         assert.deepEqual(top.json.manifests.map((m: Descriptor) => m.digest), [sc.sbom.digest]);
@@ -519,7 +521,7 @@ Deno.test("CLI --referrers layout â†’ layout: referrers of an index's platform m
     await assertLayoutConsistent(dst);
     const before = await Deno.readTextFile(join(dst, "index.json"));
     const again = await copyOk(["-r", `${src}:multi`, `${dst}:multi`], multi.index.digest);
-    assert.match(again, /0 referrers copied, 2 already present/);
+    assert.match(again, /^2 referrers already present: nothing to copy$/m);
     assert.equal(await Deno.readTextFile(join(dst, "index.json")), before);
   });
 });
@@ -1182,7 +1184,7 @@ Deno.test("CLI --referrers with oci-archive: on both sides: referrers listed wit
         ["--plain-http", "-r", `oci://${reg.host}/ar/app:single`, `oci-archive:${tar}:v1`],
         sc.image.digest,
       );
-      assert.match(again, /0 referrers copied, 2 already present/);
+      assert.match(again, /^2 referrers already present: nothing to copy$/m);
       assert.equal((await Deno.stat(tar)).mtime?.getTime(), before.mtime?.getTime());
       // The archive as SRC: its referrers are found by subject and pushed after the image.
       const back = await copyOk(
@@ -1277,6 +1279,50 @@ Deno.test("CLI --images bundle with -r --digest-tags: digest tags stored under t
         assert.deepEqual(top.json.manifests.map((m: Descriptor) => m.digest), [sc.sbom.digest]);
       }
       assert.deepEqual(await registryTags(reg.url, "agd"), []);
+    });
+  } finally {
+    await reg.stop();
+  }
+});
+
+Deno.test("CLI -r --digest-tags rerun: one line says the referrers and digest tags are there; nothing claimed, nothing written", async () => {
+  const reg = await startRegistry({ accessLog: true });
+  try {
+    await withTempDir(async (dir) => {
+      const sc = await buildSupplyChain(dir);
+      const flags = ["--plain-http", "-r", "--digest-tags"];
+      await copyOk([...flags, `${sc.src}:v1`, `oci://${reg.host}/rr/app:single`], sc.image.digest);
+      const rl = join(dir, "rl");
+      const first = await copyOk(
+        [...flags, `oci://${reg.host}/rr/app:single`, `${rl}:v1`],
+        sc.image.digest,
+      );
+      assert.match(first, /2 referrers copied, 0 already present; 3 digest tags copied/);
+      const before = await Deno.readTextFile(join(rl, "index.json"));
+      // Into the layout again: two lines, the image's and the attached ones'.
+      const again = await copyOk(
+        [...flags, `oci://${reg.host}/rr/app:single`, `${rl}:v1`],
+        sc.image.digest,
+      );
+      assert.equal(await Deno.readTextFile(join(rl, "index.json")), before);
+      const lines = again.trim().split("\n").filter((l) => !l.startsWith("Registry address"));
+      assert.deepEqual(lines.slice(-2), [
+        `${rl}:v1 is already ${sc.image.digest}: nothing to copy`,
+        "2 referrers and 3 digest tags already present: nothing to copy",
+      ]);
+      assert.doesNotMatch(again, /Copied|Skipping/);
+      // Into the registry again: the same, and no write request.
+      const mark = reg.requests().length;
+      const reg2 = await copyOk(
+        [...flags, `${sc.src}:v1`, `oci://${reg.host}/rr/app:single`],
+        sc.image.digest,
+      );
+      assert.deepEqual(reg2.trim().split("\n"), [
+        `${reg.host}/rr/app:single is already ${sc.image.digest}: nothing to copy`,
+        "2 referrers and 1 digest tag already present: nothing to copy",
+      ]);
+      const writes = (await requestsSince(reg, mark)).filter((l) => /^(PUT|POST|PATCH) /.test(l));
+      assert.deepEqual(writes, []);
     });
   } finally {
     await reg.stop();

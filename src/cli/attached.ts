@@ -105,8 +105,17 @@ export async function copyAttachedForCli(
   if (s.referrersCopied + s.tagsCopied + s.manifestsCopied + s.blobsCopied === 0) {
     // Nothing to do: the lines of what was found present would only repeat one line.
     steps.drop();
-    const found = s.referrersPresent + s.tagsPresent;
-    if (found > 0 || s.skipped > 0) logger.info(`${parts.join("; ")}: nothing to copy`);
+    const plural = (n: number, one: string) => `${n} ${one}${n === 1 ? "" : "s"}`;
+    const found: string[] = [];
+    if (s.referrersPresent > 0) found.push(plural(s.referrersPresent, "referrer"));
+    if (s.tagsPresent > 0) found.push(plural(s.tagsPresent, "digest tag"));
+    if (found.length > 0) {
+      logger.info(
+        `${found.join(" and ")} already present: nothing to copy${
+          s.skipped > 0 ? ` (${s.skipped} skipped)` : ""
+        }`,
+      );
+    } else logger.info(parts.join("; ")); // none found: say so
     return;
   }
   steps.release();
