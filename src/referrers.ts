@@ -48,8 +48,9 @@ export interface AttachedOptions {
   /** The same for the tags written at the destination (default ""). */
   dstTagPrefix?: string;
   /**
-   * A dry run (copy.dryRun): manifests the plan of the image would write (not at the
-   * destination yet), whose referrers and digest tags are planned too.
+   * A dry run (copy.dryRun): manifests and blobs the plan of the image would write (not at
+   * the destination yet); referrers and digest tags of those manifests are planned too,
+   * and none of them is listed in the plan again.
    */
   planned?: ReadonlySet<string>;
 }
@@ -136,8 +137,10 @@ export async function copyAttached(
   const dryRun = opts.copy?.dryRun === true;
   const srcPrefix = opts.srcTagPrefix ?? "";
   const dstPrefix = opts.dstTagPrefix ?? "";
-  /** Manifests a dry run would write (not at the destination yet). */
+  /** Manifests and blobs a dry run would write (not at the destination yet). */
   const planned = new Set(opts.planned ?? []);
+  /** …and those it found there, each listed in the plan once. */
+  const planSeen = new Set<string>();
   /** Whether the destination holds `desc` (or, in a dry run, would). */
   const dstHas = async (desc: Descriptor) => planned.has(desc.digest) || await dst.exists(desc);
   /** Run copyGraph; in a dry run its plan events also mark what would be written. */
@@ -147,7 +150,14 @@ export async function copyAttached(
       rootTag,
       present,
       onEvent: (e) => {
-        if (e.type === "plan-manifest" && e.action === "write") planned.add(e.desc.digest);
+        if (e.type === "plan-blob" || e.type === "plan-manifest") {
+          // A real copy finds what an earlier graph of this run stored; a plan must not list
+          // it twice (the empty config `{}` of every artifact, a referrer also listed in a
+          // fallback tag).
+          if (planned.has(e.desc.digest) || planSeen.has(e.desc.digest)) return;
+          if (e.action === "exists") planSeen.add(e.desc.digest);
+          else planned.add(e.desc.digest);
+        }
         opts.copy?.onEvent?.(e);
       },
     });

@@ -1328,3 +1328,46 @@ Deno.test("CLI -r --digest-tags rerun: one line says the referrers and digest ta
     await reg.stop();
   }
 });
+
+Deno.test("CLI --dry-run -r --digest-tags: the plan lists the referrers and digest tags, each blob and manifest once, and writes nothing", async () => {
+  const reg = await startRegistry({ accessLog: true });
+  try {
+    await withTempDir(async (dir) => {
+      const sc = await buildSupplyChain(dir);
+      const flags = ["--plain-http", "-r", "--digest-tags"];
+      await copyOk([...flags, `${sc.src}:v1`, `oci://${reg.host}/dr/app:single`], sc.image.digest);
+      const mark = reg.requests().length;
+      const r = await umoci([
+        "copy",
+        "--dry-run",
+        ...flags,
+        `oci://${reg.host}/dr/app:single`,
+        `oci://${reg.host}/dr2:v1`,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      const writes = (await requestsSince(reg, mark)).filter((l) => /^(PUT|POST|PATCH) /.test(l));
+      assert.deepEqual(writes, [], "a dry run writes nothing");
+      const rows = r.stdout.split("\n").filter((l) => /^ {2}\S/.test(l));
+      const written = rows.filter((l) => l.includes("would write")).map((l) => l.split(/\s+/)[4]);
+      assert.deepEqual(
+        written.sort(),
+        [sc.image.digest, sc.sbom.digest, sc.sbomSig.digest, sc.cosign.digest].sort(),
+      );
+      assert.match(r.stdout, new RegExp(`${sc.cosign.digest} .*\\(tag '${sc.cosignTag}'\\)`));
+      // Every blob once (the empty config `{}` of both artifacts too).
+      const blobs = rows.filter((l) => !l.includes("manifest")).map((l) => l.split(/\s+/).at(-3));
+      assert.equal(new Set(blobs).size, blobs.length, r.stdout);
+      assert.match(r.stdout, /4 manifests to write; 8 blobs \(\d+ bytes\) to try to mount/);
+      assert.match(r.stderr, /2 referrers would be copied, 0 already present; 1 digest tags would/);
+      // … and the copy itself moves what the plan said.
+      const real = await copyOk(
+        [...flags, `oci://${reg.host}/dr/app:single`, `oci://${reg.host}/dr2:v1`],
+        sc.image.digest,
+      );
+      assert.match(real, /2 referrers copied, 0 already present; 1 digest tags copied/);
+      assert.match(real, /, 3 manifests\)/);
+    });
+  } finally {
+    await reg.stop();
+  }
+});

@@ -689,7 +689,7 @@ async function copyImage(
   const done = before === root.digest && target instanceof RegistryStore &&
     isManifestType(root.mediaType);
   const plan = new Plan();
-  /** Manifests a dry run would write (whose referrers and digest tags are planned too). */
+  /** What a dry run would write (its referrers and digest tags are planned too, once). */
   const planned = new Set<string>();
   const copyOptions: CopyOptions = {
     jobs: opts.jobs,
@@ -701,7 +701,9 @@ async function copyImage(
     dryRun,
     onEvent: (e: CopyEvent) => {
       if (dryRun) {
-        if (e.type === "plan-manifest" && e.action === "write") planned.add(e.desc.digest);
+        if ((e.type === "plan-manifest" || e.type === "plan-blob") && e.action !== "exists") {
+          planned.add(e.desc.digest);
+        }
         return plan.add(e);
       }
       if (e.type === "blob-done" || e.type === "blob-skip") opts.onBlob?.(e.desc.digest);
