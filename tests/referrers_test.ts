@@ -34,6 +34,7 @@ import {
 import { type RunningRegistry, startRegistry } from "./fixtures/registry.ts";
 import { startReferrersProxy } from "./fixtures/referrers_proxy.ts";
 import { digestTagKind, referrersTagName } from "../src/store/referrers.ts";
+import { checkAttachedCapabilities, copyAttached } from "../src/referrers.ts";
 import { RegistryStore } from "../src/store/registry/registry.ts";
 import { parseRegistryReference } from "../src/reference.ts";
 import { UserError } from "../src/errors.ts";
@@ -1370,4 +1371,38 @@ Deno.test("CLI --dry-run -r --digest-tags: the plan lists the referrers and dige
   } finally {
     await reg.stop();
   }
+});
+
+Deno.test("copyAttached: a side without the capability -r or --digest-tags needs is refused before anything is read or written", async () => {
+  const calls: string[] = [];
+  const bare = (name: string) =>
+    new Proxy({ name, local: true } as Record<string, unknown>, {
+      get(target, prop) {
+        if (prop in target) return target[prop as string];
+        if (["referrers", "listTags", "recordReferrers", "then"].includes(String(prop))) {
+          return undefined;
+        }
+        return () => {
+          calls.push(`${name}.${String(prop)}`);
+          return Promise.resolve(false);
+        };
+      },
+    }) as unknown as import("../src/store/store.ts").Store;
+  const root = { mediaType: OCI_MANIFEST, digest: `sha256:${"3".repeat(64)}`, size: 3 };
+  const cases: [{ referrers: boolean; digestTags: boolean }, RegExp][] = [
+    [{ referrers: true, digestTags: false }, /^src cannot list referrers \(--referrers\)$/],
+    [{ referrers: false, digestTags: true }, /^src cannot list tags \(--digest-tags\)$/],
+  ];
+  for (const [wanted, message] of cases) {
+    await assert.rejects(copyAttached(bare("src"), bare("dst"), root, wanted), (e) => {
+      assert.ok(e instanceof UserError);
+      assert.match(e.message, message);
+      return true;
+    });
+    assert.throws(
+      () => checkAttachedCapabilities(bare("src"), bare("dst"), wanted),
+      (e: Error) => e instanceof UserError && message.test(e.message),
+    );
+  }
+  assert.deepEqual(calls, []);
 });
