@@ -1119,7 +1119,12 @@ Deno.test("CLI --all-tags --digest-tags into a registry: digest tags are no imag
       const nested = await registryManifest(reg.url, "at/merge", referrersTagName(sc.sbom.digest));
       assert.deepEqual(nested.json.manifests.map((m: Descriptor) => m.digest), [sc.sbomSig.digest]);
 
-      // --platform applies to the images; the digest tags follow the chosen manifest.
+      // --platform applies to the images; the digest tags follow the chosen manifest, once
+      // however many tags name it (two images side by side here).
+      await copyOk(
+        ["--plain-http", `${sc.src}:v1`, `oci://${reg.host}/at/app:latest`],
+        sc.image.digest,
+      );
       const p = await umoci([
         "copy",
         "--plain-http",
@@ -1131,13 +1136,19 @@ Deno.test("CLI --all-tags --digest-tags into a registry: digest tags are no imag
         `oci://${reg.host}/at/plat`,
       ]);
       assert.equal(p.code, 0, p.stderr);
-      assert.deepEqual(p.stdout.trim().split("\n"), [`${sc.image.digest} single`]);
+      assert.deepEqual(p.stdout.trim().split("\n"), [
+        `${sc.image.digest} latest`,
+        `${sc.image.digest} single`,
+      ]);
+      assert.equal(p.stderr.match(/Copied digest tag/g)?.length, 1, p.stderr);
+      assert.equal(p.stderr.match(/Copied referrer/g)?.length, 2, p.stderr);
       assert.deepEqual(
         await registryTags(reg.url, "at/plat"),
         [
           fallback,
           sc.cosignTag,
           referrersTagName(sc.sbom.digest),
+          "latest",
           "single",
         ].sort(),
       );

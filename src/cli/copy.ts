@@ -441,6 +441,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     const failed: { index: number; image: JobImage; error: unknown }[] = [];
     let firstError: unknown;
     const totals = { present: 0, blobs: 0, bytes: 0 };
+    const attachedDone = new Map<string, Promise<void>>();
     await Promise.all(images.map((image, index) =>
       imageLane.run(async () => {
         if (stop.signal.aborted) return; // the job stopped before this image began
@@ -470,6 +471,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
             progress,
             stopProgress: !concurrent,
             onBlob: (digest) => stores.holds(target, digest),
+            attachedDone,
           });
           if (stats.blobsCopied + stats.blobsMounted + stats.manifestsCopied === 0) {
             totals.present++;
@@ -661,6 +663,8 @@ async function copyImage(
     stopProgress: boolean;
     /** A blob is now in `target` (copied, mounted or found there). */
     onBlob?: (digest: string) => void;
+    /** The job's attached copies by destination and root, each run once (see attachedOnce). */
+    attachedDone?: Map<string, Promise<void>>;
   },
 ): Promise<{ root: Descriptor; stats: CopyStats }> {
   const { logger, steps, progress, dryRun } = opts;
@@ -676,6 +680,18 @@ async function copyImage(
   if (opts.attached) checkAttachedCapabilities(source, target, opts.attached);
   /** Digest tags are named in a bundle with their repository's full reference (job.ts). */
   const naming = { srcTagPrefix: digestTagPrefix(src), dstTagPrefix: digestTagPrefix(dst) };
+  /**
+   * Run the copy of referrers and digest tags unless another image of the job (another tag
+   * of the same manifest) runs or ran it for the same destination: each is copied once.
+   */
+  const attachedOnce = async (run: () => Promise<void>): Promise<void> => {
+    const key = `${target.name}\0${naming.dstTagPrefix}\0${root.digest}`;
+    const earlier = opts.attachedDone?.get(key);
+    if (earlier) return await earlier;
+    const p = run();
+    opts.attachedDone?.set(key, p.catch(() => {})); // the first image reports its failure
+    await p;
+  };
   const platformPlan = await planForCli(opts.choice, opts.platform, target, logger);
   if (platformPlan) root = platformPlan.root;
   if (!dryRun) {
@@ -754,15 +770,8 @@ async function copyImage(
       );
     } else logger.info(`${formatReference(dst)} is already ${root.digest}: nothing to copy`);
     if (opts.attached) {
-      await copyAttachedForCli(
-        source,
-        target,
-        root,
-        opts.attached,
-        copyOptions,
-        logger,
-        steps,
-        naming,
+      await attachedOnce(() =>
+        copyAttachedForCli(source, target, root, opts.attached!, copyOptions, logger, steps, naming)
       );
     }
   } else {
@@ -778,15 +787,8 @@ async function copyImage(
       }
     }
     if (opts.attached) {
-      await copyAttachedForCli(
-        source,
-        target,
-        root,
-        opts.attached,
-        copyOptions,
-        logger,
-        steps,
-        naming,
+      await attachedOnce(() =>
+        copyAttachedForCli(source, target, root, opts.attached!, copyOptions, logger, steps, naming)
       );
     }
     if (target instanceof RegistryStore) {
