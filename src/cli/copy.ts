@@ -32,7 +32,7 @@ import {
 import type { PlatformChoice } from "../platform.ts";
 import { ArchiveStore } from "../store/archive.ts";
 import { checkAllTagsReferences, tagsToCopy } from "./all_tags.ts";
-import { type JobImage, planImages, planTags, readImageList } from "./job.ts";
+import { digestTagPrefix, type JobImage, planImages, planTags, readImageList } from "./job.ts";
 import { VERSION } from "../version.ts";
 import { LayoutStore } from "../store/layout.ts";
 import { openStore } from "../store/open.ts";
@@ -54,6 +54,7 @@ import {
 } from "../store/registry/credentials.ts";
 import { escapeControl, formatBytes, type Level, Logger } from "./log.ts";
 import { ATTACHED_FLAGS, attachedFromFlags, copyAttachedForCli } from "./attached.ts";
+import { checkAttachedCapabilities } from "../referrers.ts";
 
 const NEVER_CONVERTS = "umoci copy never converts; digests are preserved";
 const NO_SIGNING =
@@ -440,6 +441,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     const failed: { index: number; image: JobImage; error: unknown }[] = [];
     let firstError: unknown;
     const totals = { present: 0, blobs: 0, bytes: 0 };
+    const attachedDone = new Map<string, Promise<void>>();
     await Promise.all(images.map((image, index) =>
       imageLane.run(async () => {
         if (stop.signal.aborted) return; // the job stopped before this image began
@@ -469,6 +471,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
             progress,
             stopProgress: !concurrent,
             onBlob: (digest) => stores.holds(target, digest),
+            attachedDone,
           });
           if (stats.blobsCopied + stats.blobsMounted + stats.manifestsCopied === 0) {
             totals.present++;
@@ -660,6 +663,8 @@ async function copyImage(
     stopProgress: boolean;
     /** A blob is now in `target` (copied, mounted or found there). */
     onBlob?: (digest: string) => void;
+    /** The job's attached copies by destination and root, each run once (see attachedOnce). */
+    attachedDone?: Map<string, Promise<void>>;
   },
 ): Promise<{ root: Descriptor; stats: CopyStats }> {
   const { logger, steps, progress, dryRun } = opts;
@@ -671,6 +676,22 @@ async function copyImage(
   logger.debug(
     `${describe(src)} resolved to ${root.mediaType} ${root.digest} (${root.size} bytes)`,
   );
+  // A side that cannot give what --referrers/--digest-tags ask fails before anything is written.
+  if (opts.attached) checkAttachedCapabilities(source, target, opts.attached);
+  /** Digest tags are named in a bundle with their repository's full reference (job.ts). */
+  const naming = { srcTagPrefix: digestTagPrefix(src), dstTagPrefix: digestTagPrefix(dst) };
+  /**
+   * Run the copy of referrers and digest tags unless another image of the job (another tag
+   * of the same manifest) runs or ran it for the same destination: each is copied once.
+   */
+  const attachedOnce = async (run: () => Promise<void>): Promise<void> => {
+    const key = `${target.name}\0${naming.dstTagPrefix}\0${root.digest}`;
+    const earlier = opts.attachedDone?.get(key);
+    if (earlier) return await earlier;
+    const p = run();
+    opts.attachedDone?.set(key, p.catch(() => {})); // the first image reports its failure
+    await p;
+  };
   const platformPlan = await planForCli(opts.choice, opts.platform, target, logger);
   if (platformPlan) root = platformPlan.root;
   if (!dryRun) {
@@ -684,6 +705,8 @@ async function copyImage(
   const done = before === root.digest && target instanceof RegistryStore &&
     isManifestType(root.mediaType);
   const plan = new Plan();
+  /** What a dry run would write (its referrers and digest tags are planned too, once). */
+  const planned = new Set<string>();
   const copyOptions: CopyOptions = {
     jobs: opts.jobs,
     lanes: opts.lanes,
@@ -693,7 +716,12 @@ async function copyImage(
     allowNonDistributable: opts.allowNonDistributable,
     dryRun,
     onEvent: (e: CopyEvent) => {
-      if (dryRun) return plan.add(e);
+      if (dryRun) {
+        if ((e.type === "plan-manifest" || e.type === "plan-blob") && e.action !== "exists") {
+          planned.add(e.desc.digest);
+        }
+        return plan.add(e);
+      }
       if (e.type === "blob-done" || e.type === "blob-skip") opts.onBlob?.(e.desc.digest);
       report(e, steps, progress, target);
     },
@@ -707,7 +735,24 @@ async function copyImage(
   if (opts.stopProgress) progress?.stop();
   if (dryRun) {
     steps.release();
-    const lines = plan.lines(root, before === root.digest ? undefined : tag, done);
+    /** Blobs to move and manifests to write in the plan. */
+    const writes = () =>
+      plan.blobs.filter((b) => b.action !== "exists").length +
+      plan.manifests.filter((m) => m.action === "write").length;
+    const planOnly = writes();
+    if (opts.attached) {
+      await copyAttachedForCli(source, target, root, opts.attached, copyOptions, logger, steps, {
+        ...naming,
+        planned,
+      });
+    }
+    // Referrers or digest tags to copy: the plan lists them, even when the image is there.
+    const attachedWrites = writes() > planOnly;
+    const lines = plan.lines(
+      root,
+      before === root.digest ? undefined : tag,
+      done && !attachedWrites,
+    );
     for (const line of lines) console.log(escapeControl(line));
     return { root, stats };
   }
@@ -725,7 +770,9 @@ async function copyImage(
       );
     } else logger.info(`${formatReference(dst)} is already ${root.digest}: nothing to copy`);
     if (opts.attached) {
-      await copyAttachedForCli(source, target, root, opts.attached, copyOptions, logger);
+      await attachedOnce(() =>
+        copyAttachedForCli(source, target, root, opts.attached!, copyOptions, logger, steps, naming)
+      );
     }
   } else {
     steps.release();
@@ -740,7 +787,9 @@ async function copyImage(
       }
     }
     if (opts.attached) {
-      await copyAttachedForCli(source, target, root, opts.attached, copyOptions, logger);
+      await attachedOnce(() =>
+        copyAttachedForCli(source, target, root, opts.attached!, copyOptions, logger, steps, naming)
+      );
     }
     if (target instanceof RegistryStore) {
       logger.info(`Successfully copied to remote ${target.registry}`);

@@ -125,6 +125,19 @@ export function splitFullName(name: string): { path: string; tag: string } | und
   return { path, tag };
 }
 
+/**
+ * How digest tags (`sha256-HEX.sig`…) beside the image `ref` are named: in a bundle (a
+ * layout or archive whose ref.names are full references), with the full reference of the
+ * image's repository, `HOST/REPO:` (so `HOST/REPO:sha256-HEX.sig`), so that the digest tags
+ * of several repositories never collide and the way back puts each into its repository;
+ * elsewhere bare (""). Returns that prefix.
+ */
+export function digestTagPrefix(ref: Reference): string {
+  if (ref.kind === "registry" || ref.tag === undefined || isValidTag(ref.tag)) return "";
+  if (!splitFullName(ref.tag)) return "";
+  return ref.tag.slice(0, ref.tag.lastIndexOf(":") + 1);
+}
+
 /** The registry reference `PREFIX/PATH:TAG` under `prefix`. */
 export function underPrefix(prefix: RegistryPrefix, path: string, tag: string): Reference {
   const repo = prefix.prefix ? `${prefix.prefix}/${path}` : path;
