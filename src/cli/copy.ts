@@ -285,7 +285,16 @@ Examples:
 export async function copyCommand(args: string[], logger: Logger): Promise<number> {
   // Asked for JSON: even a bad command line is reported as an event.
   const early = wantsJson(args) ? createProgress("json", logger) : undefined;
-  const { values, positionals } = parseFlags(args, COPY_FLAGS);
+  let parsed: ReturnType<typeof parseFlags>;
+  try {
+    parsed = parseFlags(args, COPY_FLAGS);
+  } catch (e) {
+    // Asked for help: help it is, whatever else is on the line (as `umoci --help copy …`).
+    if (!(e instanceof UsageError) || !wantsHelp(args)) throw e;
+    console.log(COPY_USAGE);
+    return 0;
+  }
+  const { values, positionals } = parsed;
   const progressMode = (values.progress ?? "auto") as ProgressMode;
   if (!PROGRESS_MODES.includes(progressMode)) {
     throw new UsageError(
@@ -299,6 +308,11 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
   }
   if (values.all === false) {
     throw new UsageError("--all=false: umoci copy always copies an index with all its images");
+  }
+  if (values.all === true && values.platform !== undefined) {
+    throw new UsageError(
+      "--all copies an index with all its images; drop it to copy only the --platform chosen",
+    );
   }
   if (values["preserve-digests"] === false) {
     throw new UsageError("--preserve-digests=false: umoci copy never changes a digest");
@@ -318,6 +332,9 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
   }
   if (imagesFile !== undefined && allTags) {
     throw new UsageError("--images and --all-tags go separately (an images file names tags)");
+  }
+  if (keepGoing && imagesFile === undefined && !allTags) {
+    throw new UsageError("--keep-going goes with --images or --all-tags (a job of many images)");
   }
   const jobs = values.jobs === undefined ? 4 : parseCount(String(values.jobs), "jobs", 1, 64);
   const dstText = positionals[positionals.length - 1];
@@ -1092,6 +1109,14 @@ function emptyStats(): CopyStats {
     manifestsSkipped: 1,
     nonDistributable: [],
   };
+}
+
+/** True when args ask for help (`--help`, `-h`, `--help=true`) before `--`. */
+function wantsHelp(args: string[]): boolean {
+  for (let i = 0; i < args.length && args[i] !== "--"; i++) {
+    if (/^(-h|--help(=(true|1))?)$/.test(args[i])) return true;
+  }
+  return false;
 }
 
 /** True when args ask for `--progress=json` (looked for before the flags are parsed). */
