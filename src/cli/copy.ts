@@ -457,6 +457,8 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     const failed: { index: number; image: JobImage; error: unknown }[] = [];
     let firstError: unknown;
     const totals = { present: 0, blobs: 0, bytes: 0 };
+    /** A dry run of a job: each image's plan is named, and the job ends with one total. */
+    const jobPlan = dryRun && job ? new JobPlan() : undefined;
     await Promise.all(images.map((image, index) =>
       imageLane.run(async () => {
         if (stop.signal.aborted) return; // the job stopped before this image began
@@ -481,6 +483,10 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
             retries: registry.retries,
             allowNonDistributable: values["allow-nondistributable-artifacts"] === true,
             dryRun,
+            jobPlan: jobPlan && {
+              title: `${formatReference(image.src)} → ${formatReference(image.dst)}`,
+              plan: jobPlan,
+            },
             logger: imageLogger,
             steps: imageSteps,
             progress,
@@ -512,8 +518,17 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       return r ? [{ digest: r.digest, image }] : [];
     });
     if (firstError !== undefined && !job) throw firstError;
+    /** The error that ends a job with --keep-going when images failed. */
+    const failedError = () =>
+      new UserError(
+        `${failed.length} of ${images.length} images failed: ${
+          failed.map(({ image }) => formatReference(image.src)).join(", ")
+        }`,
+      );
     if (dryRun) {
       if (firstError !== undefined) throw firstError;
+      if (jobPlan) console.log(escapeControl(jobPlan.line()));
+      if (failed.length > 0) throw failedError();
       return 0;
     }
     if (firstError === undefined) await stores.commit();
@@ -546,13 +561,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       await Deno.writeTextFile(values.digestfile, lines.map((l) => l + "\n").join(""));
     }
     if (firstError !== undefined) throw firstError;
-    if (failed.length > 0) {
-      throw new UserError(
-        `${failed.length} of ${images.length} images failed: ${
-          failed.map(({ image }) => formatReference(image.src)).join(", ")
-        }`,
-      );
-    }
+    if (failed.length > 0) throw failedError();
     return 0;
   } finally {
     progress?.stop();
@@ -670,6 +679,8 @@ async function copyImage(
     retries?: number;
     allowNonDistributable: boolean;
     dryRun: boolean;
+    /** A dry run of a job: the plan's title (`SRC → DST`), and where its totals go. */
+    jobPlan?: { title: string; plan: JobPlan };
     logger: Logger;
     steps: HeldLines;
     progress?: ProgressDisplay;
@@ -724,8 +735,10 @@ async function copyImage(
   if (opts.stopProgress) progress?.stop();
   if (dryRun) {
     steps.release();
-    const lines = plan.lines(root, before === root.digest ? undefined : tag, done);
+    const job = opts.jobPlan;
+    const lines = plan.lines(root, before === root.digest ? undefined : tag, done, job?.title);
     for (const line of lines) console.log(escapeControl(line));
+    job?.plan.add(plan, done, dst);
     return { root, stats };
   }
   const nothingCopied = stats.blobsCopied + stats.blobsMounted + stats.manifestsCopied === 0;
