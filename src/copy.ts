@@ -60,8 +60,17 @@ export type CopyEvent =
     role: BlobRole;
     action: PlanAction;
   }
-  /** A dry run's plan for one manifest or index (`tag`: the root, tagged as it is pushed). */
-  | { type: "plan-manifest"; desc: Descriptor; action: "exists" | "write"; tag?: string };
+  /**
+   * A dry run's plan for one manifest or index (`tag`: the root, tagged as it is pushed;
+   * `fallback`: written only if the registry refuses the sparse index, `--sparse=auto`).
+   */
+  | {
+    type: "plan-manifest";
+    desc: Descriptor;
+    action: "exists" | "write";
+    tag?: string;
+    fallback?: boolean;
+  };
 
 /**
  * What a copy would do with a blob: nothing (the destination has it), try to mount it (a
@@ -101,6 +110,12 @@ export interface CopyOptions {
   /** --platform (src/platform.ts): which child manifests to copy, indexes made for it. */
   selection?: Selection;
   /**
+   * Count into this object (see newCopyStats) instead of a new one: the counts add to what
+   * it holds, so that several attempts of one copy (the `--sparse=auto` fallback) sum up,
+   * and what an attempt that failed had done is still counted.
+   */
+  stats?: CopyStats;
+  /**
    * The lanes of a whole job, shared by all its copies (see JobLanes): `jobs` then bounds
    * the job, not each copy, and a blob that several copies store in one place is
    * transferred once. Default: lanes of this copy's own, sized by `jobs`.
@@ -133,6 +148,22 @@ export interface CopyStats {
   rootBytes?: Uint8Array;
   /** The root was pushed with opts.rootTag (otherwise the caller tags it, if it wants). */
   rootTagged?: boolean;
+}
+
+/** Counts of a copy that has done nothing yet. */
+export function newCopyStats(): CopyStats {
+  return {
+    blobsCopied: 0,
+    blobsSkipped: 0,
+    blobsMounted: 0,
+    bytesCopied: 0,
+    bytesMoved: 0,
+    bytesPresent: 0,
+    bytesResumed: 0,
+    manifestsCopied: 0,
+    manifestsSkipped: 0,
+    nonDistributable: [],
+  };
 }
 
 /** A counting semaphore: at most `limit` functions run at once. */
@@ -240,18 +271,7 @@ export async function copyGraph(
   root: Descriptor,
   opts: CopyOptions = {},
 ): Promise<CopyStats> {
-  const stats: CopyStats = {
-    blobsCopied: 0,
-    blobsSkipped: 0,
-    blobsMounted: 0,
-    bytesCopied: 0,
-    bytesMoved: 0,
-    bytesPresent: 0,
-    bytesResumed: 0,
-    manifestsCopied: 0,
-    manifestsSkipped: 0,
-    nonDistributable: [],
-  };
+  const stats = opts.stats ?? newCopyStats();
   const emit = opts.onEvent ?? (() => {});
   // Small blobs (configs, small layers) have slots of their own, twice as many: they are
   // bound by round trips (and a layout's fsync), not bandwidth, so more of them in flight
@@ -370,8 +390,10 @@ export async function copyGraph(
   // A blob that some other descriptor lists as distributable is needed after all.
   for (const digest of blobs.keys()) setAside.delete(digest);
   if (setAside.size > 0) {
-    stats.nonDistributable = [...setAside.values()];
-    emit({ type: "nondistributable-skip", descs: stats.nonDistributable });
+    const descs = [...setAside.values()];
+    const counted = new Set(stats.nonDistributable.map((d) => d.digest));
+    stats.nonDistributable.push(...descs.filter((d) => !counted.has(d.digest)));
+    emit({ type: "nondistributable-skip", descs });
   }
   let planned = 0;
   for (const { desc } of blobs.values()) planned += desc.size;

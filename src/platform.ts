@@ -618,13 +618,16 @@ export interface PlatformPlan {
  * one platform → that manifest; several → the source index (`keep`), a rewritten index
  * (`rewrite`) or `auto`: keep to a layout; to a registry keep with a fallback to rewrite,
  * unless the registry already holds the rewritten index (an earlier auto copy fell back:
- * the registry refuses sparse indexes), which is then taken at once.
+ * the registry refuses sparse indexes), which is then taken at once. With `dryRun` the
+ * line for that last case says what would be tried and what written if it is refused (a
+ * registry's answer is only known from the PUT, which a dry run does not make).
  */
 export async function planPlatformCopy(
   choice: PlatformChoice,
   policy: SparsePolicy,
   dst: Store,
   log: (line: string) => void,
+  dryRun = false,
 ): Promise<PlatformPlan> {
   const src = choice.source;
   if (!isIndexType(src.mediaType)) {
@@ -685,7 +688,13 @@ export async function planPlatformCopy(
     );
     return { ...choice.rewrite, mode: "rewrite" };
   }
-  log(`${keepLine} (--sparse=auto: trying whether ${dst.name} takes a sparse index)`);
+  if (dryRun) {
+    log(
+      `index ${src.digest}, ${count} (${names}): --sparse=auto would try it as is (a sparse ` +
+        `index) at ${dst.name} and, if the registry refuses it, write the rewritten index ` +
+        `${choice.rewrite.root.digest} instead`,
+    );
+  } else log(`${keepLine} (--sparse=auto: trying whether ${dst.name} takes a sparse index)`);
   // When the registry refuses the sparse index, everything it lists was written before the
   // refused PUT (children before parents), so the fallback writes only the indexes made by
   // rewrite: one HEAD and one PUT each, instead of asking about every blob again.

@@ -123,6 +123,10 @@ export function parseLayoutReference(
   const bad = (why: string) =>
     new UsageError(`invalid image reference ${JSON.stringify(original)}: ${why}`);
   if (text === "") throw bad("empty");
+  if (splitAt === undefined && /^\[[0-9A-Fa-f:.]+\](?::[0-9]+)?\//.test(text)) {
+    // `[::1]:5000/x` cannot be a DIR:TAG split at its first ':' (that tag would be invalid).
+    throw bad(`${text.slice(0, text.indexOf("/"))} is a registry address; write oci://${text}`);
+  }
   const first = text.indexOf(":");
   const colon = splitAt === undefined ? first : splitAt === text.length ? -1 : splitAt;
   const beforeColon = colon === -1 ? text : text.slice(0, colon);

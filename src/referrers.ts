@@ -32,13 +32,32 @@ export interface AttachedOptions {
   digestTags: boolean;
   /** Passed to every copyGraph (jobs, retries, events…); rootTag and present are set here. */
   copy?: CopyOptions;
-  /** Gets one line per referrer or tag copied or found present. */
+  /** Gets one line per referrer or tag copied (or, in a dry run, that would be). */
   log?: (line: string) => void;
-  /** The same, for machines (--progress=json's `referrer` and `digest-tag` events). */
+  /**
+   * Gets one line per referrer or tag found already at the destination, and other lines
+   * that report no change (default: `log`); a rerun's caller may hold them back.
+   */
+  note?: (line: string) => void;
+  /**
+   * Digest tags in the source are named `srcTagPrefix` + `ALG-HEX[.SUFFIX]` (default ""): a
+   * bundle (a layout or archive of a job) names them with the full reference of their
+   * repository, `HOST/REPO:sha256-HEX.sig`, so those of several repositories never collide.
+   */
+  srcTagPrefix?: string;
+  /** The same for the tags written at the destination (default ""). */
+  dstTagPrefix?: string;
+  /**
+   * A dry run (copy.dryRun): manifests and blobs the plan of the image would write (not at
+   * the destination yet); referrers and digest tags of those manifests are planned too,
+   * and none of them is listed in the plan again.
+   */
+  planned?: ReadonlySet<string>;
+  /** Each referrer or digest tag as `log` and `note` tell it, for machines (--progress=json). */
   onItem?: (item: AttachedItem) => void;
 }
 
-/** A referrer or digest tag copied or found present at the destination. */
+/** A referrer or digest tag copied (or, in a dry run, that would be) or found present. */
 export interface AttachedItem {
   kind: "referrer" | "digest-tag";
   desc: Descriptor;
@@ -47,6 +66,23 @@ export interface AttachedItem {
   /** A digest tag's name. */
   tag?: string;
   copied: boolean;
+}
+
+/** Whether `store` can give what `opts` asks for on its side; throws UserError otherwise. */
+export function checkAttachedCapabilities(
+  src: Store,
+  dst: Store,
+  opts: Pick<AttachedOptions, "referrers" | "digestTags">,
+): void {
+  if (opts.referrers && !canListReferrers(src)) {
+    throw new UserError(`${src.name} cannot list referrers (--referrers)`);
+  }
+  if (opts.digestTags && !canListTags(src)) {
+    throw new UserError(`${src.name} cannot list tags (--digest-tags)`);
+  }
+  if (opts.referrers && !canRecordReferrers(dst)) {
+    throw new UserError(`${dst.name} cannot record referrers (--referrers)`);
+  }
 }
 
 export interface AttachedStats {
@@ -109,10 +145,35 @@ export async function copyAttached(
     manifestsCopied: 0,
   };
   if (!isManifestType(root.mediaType)) return stats;
-  if (opts.referrers && !canListReferrers(src)) {
-    throw new UserError(`${src.name} cannot list referrers`);
-  }
-  if (opts.digestTags && !canListTags(src)) throw new UserError(`${src.name} cannot list tags`);
+  checkAttachedCapabilities(src, dst, opts);
+  const note = opts.note ?? log;
+  const dryRun = opts.copy?.dryRun === true;
+  const srcPrefix = opts.srcTagPrefix ?? "";
+  const dstPrefix = opts.dstTagPrefix ?? "";
+  /** Manifests and blobs a dry run would write (not at the destination yet). */
+  const planned = new Set(opts.planned ?? []);
+  /** …and those it found there, each listed in the plan once. */
+  const planSeen = new Set<string>();
+  /** Whether the destination holds `desc` (or, in a dry run, would). */
+  const dstHas = async (desc: Descriptor) => planned.has(desc.digest) || await dst.exists(desc);
+  /** Run copyGraph; in a dry run its plan events also mark what would be written. */
+  const copy = (desc: Descriptor, rootTag: string | undefined) =>
+    copyGraph(src, dst, desc, {
+      ...opts.copy,
+      rootTag,
+      present,
+      onEvent: (e) => {
+        if (e.type === "plan-blob" || e.type === "plan-manifest") {
+          // A real copy finds what an earlier graph of this run stored; a plan must not list
+          // it twice (the empty config `{}` of every artifact, a referrer also listed in a
+          // fallback tag).
+          if (planned.has(e.desc.digest) || planSeen.has(e.desc.digest)) return;
+          if (e.action === "exists") planSeen.add(e.desc.digest);
+          else planned.add(e.desc.digest);
+        }
+        opts.copy?.onEvent?.(e);
+      },
+    });
 
   /** Manifests at the destination with everything below them. */
   const present = new Set<string>();
@@ -123,7 +184,9 @@ export async function copyAttached(
    * else the destination (an index made for this copy, such as one `--sparse=rewrite` wrote).
    */
   const read = async (desc: Descriptor): Promise<Uint8Array> => {
-    if (dst.local && (await dst.exists(desc))) return await dst.fetchManifest(desc);
+    if (dst.local && !planned.has(desc.digest) && (await dst.exists(desc))) {
+      return await dst.fetchManifest(desc);
+    }
     try {
       return await src.fetchManifest(desc);
     } catch (e) {
@@ -154,7 +217,7 @@ export async function copyAttached(
     if (!isIndexType(desc.mediaType)) return;
     const node = parseNode(bytes ?? await read(desc), desc.mediaType, desc.digest);
     for (const child of node.children) {
-      if (isManifestType(child.mediaType) && (await dst.exists(child))) {
+      if (isManifestType(child.mediaType) && (await dstHas(child))) {
         await walk(child, depth + 1);
       }
     }
@@ -177,7 +240,7 @@ export async function copyAttached(
       const bytes = await read(listed);
       const doc = parseNode(bytes, listed.mediaType, listed.digest).json;
       if (subjectDigest(doc) !== subject.desc.digest) {
-        log(
+        note(
           `! skipping ${listed.digest}: listed as a referrer of ${subject.desc.digest}, but its subject is ${
             subjectDigest(doc) ?? "absent"
           }`,
@@ -192,62 +255,77 @@ export async function copyAttached(
       const what = `referrer ${desc.digest}${
         desc.artifactType ? ` (${desc.artifactType})` : ""
       } of ${subject.desc.digest}`;
-      const s = await copyGraph(src, dst, desc, { ...opts.copy, rootTag: undefined, present });
+      const s = await copy(desc, undefined);
       add(s);
-      if (s.manifestsCopied > 0) {
+      if (s.manifestsCopied > 0 || planned.has(desc.digest)) {
         stats.referrersCopied++;
-        log(`Copied ${what}`);
+        log(`${dryRun ? "Would copy" : "Copied"} ${what}`);
         opts.onItem?.({ kind: "referrer", desc, subject: subject.desc.digest, copied: true });
       } else {
         stats.referrersPresent++;
-        log(`Skipping ${what}: already present`);
+        note(`Skipping ${what}: already present`);
         opts.onItem?.({ kind: "referrer", desc, subject: subject.desc.digest, copied: false });
       }
       await walk(desc, subject.depth + 1, bytes);
     }
-    if (record.length > 0 && canRecordReferrers(dst)) {
+    if (record.length > 0 && canRecordReferrers(dst) && !dryRun) {
       await dst.recordReferrers(subject.desc, record);
     }
   };
 
+  /** The digest the destination's tag `tag` names now; undefined when none (or unknown). */
+  const dstTagTarget = async (tag: string): Promise<string | undefined> => {
+    if (canTagDigest(dst)) return await dst.tagDigest(tag);
+    try {
+      return (await dst.resolve({ tag })).digest;
+    } catch (e) {
+      if (e instanceof UserError) return undefined; // absent (NotFoundError) or ambiguous
+      throw e;
+    }
+  };
+
+  /** The source's digest tags (named without srcPrefix), listed once. */
   let tags: string[] | undefined;
   /** Copy the digest tags of `item`: ALG-HEX.SUFFIX as tags; ALG-HEX also as referrers. */
   const copyDigestTags = async (item: Item): Promise<void> => {
     tags ??= canListTags(src)
-      ? await src.listTags().catch((e): string[] => {
+      ? (await src.listTags().catch((e): string[] => {
         if (e instanceof NotFoundError) return [];
         throw e;
-      })
+      })).filter((t) => t.startsWith(srcPrefix)).map((t) => t.slice(srcPrefix.length))
       : [];
-    for (const tag of tags.filter((t) => digestTagKind(t, item.desc.digest) !== undefined).sort()) {
-      const desc = await src.resolve({ tag });
+    for (
+      const base of tags.filter((t) => digestTagKind(t, item.desc.digest) !== undefined).sort()
+    ) {
+      const desc = await src.resolve({ tag: srcPrefix + base });
+      const tag = dstPrefix + base;
       if (
-        digestTagKind(tag, item.desc.digest) === "plain" && !dst.local &&
+        digestTagKind(base, item.desc.digest) === "plain" && !dst.local &&
         isIndexType(desc.mediaType)
       ) {
         // The referrers tag schema: overwriting the destination's tag would drop entries it
         // has; its referrers are copied and merged into it instead.
         const node = parseNode(await read(desc), desc.mediaType, desc.digest);
-        log(
-          `Digest tag '${tag}' (${desc.digest}) lists referrers: they are copied and added to ` +
-            `the destination's own '${tag}', not written over it`,
+        note(
+          `Digest tag '${base}' (${desc.digest}) lists referrers: they go into ` +
+            `the destination's own '${tag}' as referrers, not written over it`,
         );
         await copyReferrers(item, node.children);
         continue;
       }
-      if (canTagDigest(dst) && (await dst.tagDigest(tag)) === desc.digest) {
+      if ((await dstTagTarget(tag)) === desc.digest) {
         stats.tagsPresent++;
-        log(`Skipping digest tag '${tag}': already ${desc.digest}`);
+        note(`Skipping digest tag '${tag}': already ${desc.digest}`);
         opts.onItem?.({ kind: "digest-tag", desc, tag, copied: false });
         await walk(desc, item.depth + 1);
         continue;
       }
       checkDepth(desc, item.depth + 1);
-      const s = await copyGraph(src, dst, desc, { ...opts.copy, present, rootTag: tag });
+      const s = await copy(desc, tag);
       add(s);
-      if (!s.rootTagged) await dst.tag(desc, tag, s.rootBytes);
+      if (!dryRun && !s.rootTagged) await dst.tag(desc, tag, s.rootBytes);
       stats.tagsCopied++;
-      log(`Copied digest tag '${tag}' (${desc.digest})`);
+      log(`${dryRun ? "Would copy" : "Copied"} digest tag '${tag}' (${desc.digest})`);
       opts.onItem?.({ kind: "digest-tag", desc, tag, copied: true });
       await walk(desc, item.depth + 1);
     }

@@ -329,6 +329,9 @@ Deno.test("--all-tags: digest tags are recognized; SRC and DST must name no tag"
   assert.ok(isDigestTag(`sha256-${"c".repeat(64)}.sig`));
   assert.ok(!isDigestTag("sha256-short.sig"));
   assert.ok(!isDigestTag("v1"));
+  // In a bundle, under the full reference of their repository.
+  assert.ok(isDigestTag(`127.0.0.1:5000/org/app:sha256-${"c".repeat(64)}.sig`));
+  assert.ok(!isDigestTag("127.0.0.1:5000/org/app:v1"));
   checkAllTagsReferences(parseReference("dir"), "oci://h:5000/r");
   checkAllTagsReferences(parseReference("dir"), "oci://h:5000");
   checkAllTagsReferences(parseReference("oci://h:5000/r"), "oci-archive:x.tar");

@@ -18,9 +18,12 @@ async function copyOk(args: string[]): Promise<string> {
   return r.stdout.trim();
 }
 
-/** A failed run: exit 1, nothing on stdout, one `error:` line on stderr, no stack frames. */
-function assertOneLineError(r: fx.RunResult, pattern: RegExp): void {
-  assert.equal(r.code, 1, `should fail with exit 1:\n${r.stderr}`);
+/**
+ * A failed run: exit `code` (1: the copy failed; 2: the command line), nothing on stdout, one
+ * `error:` line on stderr, no stack frames.
+ */
+function assertOneLineError(r: fx.RunResult, pattern: RegExp, code = 1): void {
+  assert.equal(r.code, code, `should fail with exit ${code}:\n${r.stderr}`);
   assert.equal(r.stdout, "");
   const lines = r.stderr.trimEnd().split("\n").filter((l) => l.startsWith("error:"));
   assert.equal(lines.length, 1, `one error line:\n${r.stderr}`);
@@ -431,6 +434,7 @@ Deno.test("cli archive: a destination that is not an archive, or a .tar.gz, is r
     assertOneLineError(
       await umoci(["copy", `${src}:v1`, `oci-archive:${tmp}/x.tar.gz:v1`]),
       /writing gzip-compressed archives is not supported/,
+      2, // known from the command line alone
     );
     assertOneLineError(
       await umoci(["copy", `${src}:v1`, `oci-archive:${src}:v1`]),

@@ -165,3 +165,69 @@ Deno.test("--dry-run: into a layout that has part of the image, the layout uncha
     assert.deepEqual(await fx.snapshotTree(dst), before, "nothing written");
   });
 });
+
+Deno.test("--dry-run of a job: each plan names its image, one total for the job, nothing written", async () => {
+  await fx.withTempDir(async (tmp) => {
+    const { a, b } = await twoImages(tmp);
+    const reg = await startRegistry();
+    try {
+      for (const [src, dst] of [[`${tmp}/a:v1`, "dry/a:v1"], [`${tmp}/b:old`, "dry/b:old"]]) {
+        const r = await umoci(["copy", "-q", "--plain-http", src, `oci://${reg.host}/${dst}`]);
+        assert.equal(r.code, 0, r.stderr);
+      }
+      const list = join(tmp, "imgs.txt");
+      await Deno.writeTextFile(list, `oci://${reg.host}/dry/a:v1\noci://${reg.host}/dry/b:old\n`);
+      const archive = join(tmp, "dimg.tar");
+      const r = await umoci([
+        "copy",
+        "--dry-run",
+        "--plain-http",
+        "--images",
+        list,
+        `oci-archive:${archive}`,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      const lines = r.stdout.trimEnd().split("\n");
+      const headers = lines.filter((l) => l.startsWith("Dry run: "));
+      assert.deepEqual(headers, [
+        `Dry run: nothing is written. Plan for ${reg.host}/dry/a:v1 → ` +
+        `oci-archive:${archive}:${reg.host}/dry/a:v1:`,
+        `Dry run: nothing is written. Plan for ${reg.host}/dry/b:old → ` +
+        `oci-archive:${archive}:${reg.host}/dry/b:old:`,
+      ]);
+      assert.equal(lines.filter((l) => l.startsWith("Total to move: ")).length, 2, r.stdout);
+      // The shared layer is planned by both images and counted once in the job's total.
+      assert.equal(lines.filter((l) => l.includes(a.layers[0].digest)).length, 2);
+      const blobs = [...a.layers, a.config, ...b.layers.slice(1), b.config];
+      const bytes = blobs.reduce((n, d) => n + d.size, 0) + a.manifest.size + b.manifest.size;
+      assert.equal(
+        lines.at(-1),
+        `Total to move for the job (2 images): ${bytes} bytes (${formatBytes(bytes)}): ` +
+          `6 blobs to transfer, 2 manifests to write; 0 blobs (0 bytes) already there; ` +
+          "a blob several images need counted once",
+      );
+      assert.equal(await exists(archive), false, "no archive written");
+
+      // --keep-going: a missing image fails, the others are planned, exit 1 names it.
+      await Deno.writeTextFile(
+        list,
+        `oci://${reg.host}/dry/gone:v1\noci://${reg.host}/dry/b:old\n`,
+      );
+      const kept = await umoci([
+        "copy",
+        "--dry-run",
+        "--plain-http",
+        "--keep-going",
+        "--images",
+        list,
+        `oci-archive:${archive}`,
+      ]);
+      assert.equal(kept.code, 1, kept.stderr);
+      assert.match(kept.stdout, /^Total to move for the job \(1 image\): /m);
+      assert.match(kept.stderr, /error: 1 of 2 images failed: \S+\/dry\/gone:v1\n$/);
+      assert.equal(await exists(archive), false, "no archive written");
+    } finally {
+      await reg.stop();
+    }
+  });
+});

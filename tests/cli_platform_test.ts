@@ -37,6 +37,7 @@ import {
   writeBlob,
   writeJson,
 } from "./fixtures/images.ts";
+import { formatBytes } from "../src/cli/log.ts";
 import { startMiniRegistry } from "./fixtures/mini_registry.ts";
 import { type RunningRegistry, startRegistry } from "./fixtures/registry.ts";
 
@@ -687,6 +688,9 @@ Deno.test("CLI --platform: nested indexes are filtered too; rewrite rewrites eve
         `oci://${reg.host}/nested-auto/app:n`,
       ]);
       assert.equal(copied(auto, "nested auto"), root);
+      // Both attempts counted: the blobs the refused one moved, with their bytes.
+      assert.match(auto.stderr, /^Copied \d+ blobs \((\d+\.\d )?[KM]?i?B\)/m);
+      assert.doesNotMatch(auto.stderr, /\(0 B\)/, auto.stderr);
       assert.match(
         auto.stderr,
         /^The registry refused the sparse index .*400 MANIFEST_BLOB_UNKNOWN/m,
@@ -772,5 +776,123 @@ Deno.test("CLI --platform: --sparse=auto keeps the index where a registry takes 
     } finally {
       await mini.stop();
     }
+  });
+});
+
+Deno.test("CLI --platform: --sparse=auto's dry run promises no answer, and its fallback counts both attempts (registry → registry)", async () => {
+  await withTempDir(async (tmp) => {
+    await withRegistry(async (from) => {
+      await withRegistry(async (to) => {
+        const src = await fivePlatforms(join(tmp, "src"));
+        const source = `oci://${from.host}/big:v1`;
+        assert.equal(
+          copied(await cli(["copy", "--plain-http", `${src.dir}:v1`, source]), "push"),
+          src.index.digest,
+        );
+        const flags = ["--plain-http", "--platform", "linux/amd64,linux/arm64/v8"];
+        const chosen = ["linux/amd64", "linux/arm64/v8"].map((p) => src.byPlatform.get(p)!);
+        const entries = src.doc.manifests.filter((m) =>
+          chosen.some((c) =>
+            c.digest === m.digest || c.digest === m.annotations?.["vnd.docker.reference.digest"]
+          )
+        );
+        const rewritten = digestOf(
+          enc.encode(JSON.stringify({ ...src.doc, manifests: entries }, null, 2) + "\n"),
+        );
+        const manifestDigests = new Set(entries.map((e) => e.digest));
+        const blobs = (await contentOfAll(src, entries)).filter((d) => !manifestDigests.has(d));
+        let blobBytes = 0;
+        for (const d of blobs) blobBytes += (await Deno.stat(blobFile(src.dir, d))).size;
+
+        // The dry run: no claim of what the registry would answer; both indexes named.
+        const mark = to.requests().length;
+        const dry = await cli([
+          "copy",
+          "--dry-run",
+          ...flags,
+          source,
+          `oci://${to.host}/v/auto:v1`,
+        ]);
+        assert.equal(dry.code, 0, dry.stderr);
+        assert.doesNotMatch(dry.stderr, /took|refused the sparse/, dry.stderr);
+        assert.ok(
+          dry.stderr.includes(
+            `index ${src.index.digest}, 2 of 5 platforms (linux/amd64, linux/arm64/v8): ` +
+              `--sparse=auto would try it as is (a sparse index) at ${to.host}/v/auto and, if ` +
+              `the registry refuses it, write the rewritten index ${rewritten} instead\n`,
+          ),
+          dry.stderr,
+        );
+        const plan = dry.stdout.trimEnd().split("\n").map((l) => l.replace(/\s+/g, " ").trim());
+        assert.ok(
+          plan.some((l) =>
+            l.startsWith(`would try to write index ${src.index.digest} `) &&
+            l.endsWith("(tag 'v1'): sparse, the registry may refuse it")
+          ),
+          dry.stdout,
+        );
+        assert.ok(
+          plan.some((l) =>
+            l.startsWith(`if refused, write index ${rewritten} `) &&
+            l.endsWith("(tag 'v1'): rewritten, only the chosen platforms")
+          ),
+          dry.stdout,
+        );
+        assert.match(
+          plan.at(-1)!,
+          new RegExp(
+            `^Total to move: \\d+ bytes \\(.*\\): ${blobs.length} blobs to transfer, 5 manifests ` +
+              "to write; 1 rewritten index \\(\\d+ bytes\\) more to write if the registry " +
+              "refuses the sparse index; 0 blobs \\(0 bytes\\) already there$",
+          ),
+        );
+        const dryRequests = to.requests().slice(mark);
+        assert.deepEqual(dryRequests.filter((l) => !/^(GET|HEAD) /.test(l)), [], "reads only");
+
+        // The copy: refused, rewritten, the index the plan named; what moved is counted.
+        const json = await cli([
+          "copy",
+          "--progress=json",
+          ...flags,
+          source,
+          `oci://${to.host}/big/auto:v1`,
+        ]);
+        assert.equal(copied(json, "auto, json"), rewritten);
+        const events = json.stderr.trimEnd().split("\n").map((l) => JSON.parse(l));
+        const plans = events.filter((e) => e.type === "plan");
+        assert.deepEqual(
+          plans.map((e) => [e.blobs, e.bytes]),
+          [[blobs.length, blobBytes]],
+          "one plan event, the first attempt's",
+        );
+        const summary = events.find((e) => e.type === "summary");
+        assert.equal(summary.blobsCopied, blobs.length);
+        assert.equal(summary.bytesMoved, blobBytes);
+        assert.equal(summary.bytesMoved + summary.bytesPresent + summary.bytesResumed, blobBytes);
+        assert.equal(summary.manifestsWritten, 5);
+
+        // Into a layout, auto keeps the index (a layout takes it): known before, said so.
+        const toLayout = await cli(["copy", "--dry-run", ...flags, source, `${tmp}/lay:v1`]);
+        assert.equal(toLayout.code, 0, toLayout.stderr);
+        assert.match(toLayout.stderr, /\(--sparse=auto: a layout takes a sparse index\)$/m);
+        assert.match(
+          toLayout.stdout,
+          new RegExp(`^  would write +index +${src.index.digest} `, "m"),
+        );
+        assert.doesNotMatch(toLayout.stdout, /refuse/);
+
+        const text = await cli(["copy", ...flags, source, `oci://${to.host}/big/auto2:v1`]);
+        assert.equal(copied(text, "auto, text"), rewritten);
+        assert.match(text.stderr, /^The registry refused the sparse index/m);
+        assert.ok(
+          text.stderr.endsWith(
+            `Copied ${blobs.length} blobs (${
+              formatBytes(blobBytes)
+            }); 5 manifests written (index)\n`,
+          ),
+          text.stderr,
+        );
+      });
+    });
   });
 });

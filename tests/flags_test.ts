@@ -118,3 +118,22 @@ Deno.test("flags: help is wrapped to the width, long flag names on a line of the
   assert.ok(!help.includes("hidden") && !help.includes("not shown"));
   assert.deepEqual(wrap("aa bb cc", 5), ["aa bb", "cc"]);
 });
+
+Deno.test("flags: grouped boolean short flags (-rq) are each set; a value flag is not grouped", () => {
+  const specs = {
+    "referrers": { type: "boolean" as const, short: "r" },
+    "quiet": { type: "boolean" as const, short: "q" },
+    "jobs": { type: "string" as const, short: "j" },
+    "verbose": { type: "boolean" as const, short: "v", instead: "use --debug" },
+  };
+  const { values } = parseFlags(["-rq", "x"], specs);
+  assert.equal(values.referrers, true);
+  assert.equal(values.quiet, true);
+  // A value flag takes the rest as its value, as before.
+  assert.equal(parseFlags(["-j4"], specs).values.jobs, "4");
+  // A boolean followed by a letter that is no boolean flag stays an error naming the value.
+  assert.throws(() => parseFlags(["-rx"], specs), /takes true or false, not "x"/);
+  assert.throws(() => parseFlags(["-rj"], specs), /takes true or false, not "j"/);
+  // A flag that means nothing here says so inside a group too.
+  assert.throws(() => parseFlags(["-rv"], specs), /-v: use --debug/);
+});

@@ -205,6 +205,16 @@ Deno.test("layout check: registry references written without oci:// are refused 
     // The rewrite it suggests is a registry reference that parses.
     if (!text.includes("@")) assert.equal(parseReference(`oci://${text}`).kind, "registry");
   }
+  // An IPv6 address cannot even be split as DIR:TAG: refused as it is parsed, with the rewrite.
+  for (const text of ["[::1]:5000/x:v1", "[fd00::5]/app"]) {
+    assert.throws(
+      () => parseReference(text),
+      (e: Error) =>
+        e instanceof UsageError &&
+        e.message.endsWith(`is a registry address; write oci://${text}`),
+    );
+    assert.equal(parseReference(`oci://${text}`).kind, "registry");
+  }
 });
 
 Deno.test("layout check: a '/' in the tag of a missing layout is refused: a path with ':'", () => {

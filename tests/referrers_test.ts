@@ -34,6 +34,7 @@ import {
 import { type RunningRegistry, startRegistry } from "./fixtures/registry.ts";
 import { startReferrersProxy } from "./fixtures/referrers_proxy.ts";
 import { digestTagKind, referrersTagName } from "../src/store/referrers.ts";
+import { checkAttachedCapabilities, copyAttached } from "../src/referrers.ts";
 import { RegistryStore } from "../src/store/registry/registry.ts";
 import { parseRegistryReference } from "../src/reference.ts";
 import { UserError } from "../src/errors.ts";
@@ -222,7 +223,7 @@ Deno.test("CLI --referrers: SBOM and signature-on-SBOM go registry → layout �
         ["--plain-http", "-r", `oci://${reg.host}/sc/a:v1`, `${back}:v1`],
         sc.image.digest,
       );
-      assert.match(again, /0 referrers copied, 2 already present \(0 blobs/);
+      assert.match(again, /^2 referrers already present: nothing to copy$/m);
       assert.equal(await Deno.readTextFile(join(back, "index.json")), before);
 
       // layout → registry, twice.
@@ -234,7 +235,7 @@ Deno.test("CLI --referrers: SBOM and signature-on-SBOM go registry → layout �
         );
         const lines = await requestsSince(reg, mark);
         if (run === 1) {
-          assert.match(err, /0 referrers copied, 2 already present \(0 blobs/);
+          assert.match(err, /^2 referrers already present: nothing to copy$/m);
           assert.deepEqual(
             lines.filter((l) => /^(PUT|POST|PATCH) /.test(l)),
             [],
@@ -259,7 +260,9 @@ Deno.test("CLI --referrers: SBOM and signature-on-SBOM go registry → layout �
         );
         assert.match(
           err,
-          run === 0 ? /2 referrers copied, 0 already/ : /0 referrers copied, 2 already/,
+          run === 0
+            ? /2 referrers copied, 0 already/
+            : /^2 referrers already present: nothing to copy$/m,
         );
         const top = await registryManifest(reg.url, "sc/c", imageTag);
         assert.deepEqual(top.json.manifests.map((m: Descriptor) => m.digest), [sc.sbom.digest]);
@@ -519,7 +522,7 @@ Deno.test("CLI --referrers layout → layout: referrers of an index's platform m
     await assertLayoutConsistent(dst);
     const before = await Deno.readTextFile(join(dst, "index.json"));
     const again = await copyOk(["-r", `${src}:multi`, `${dst}:multi`], multi.index.digest);
-    assert.match(again, /0 referrers copied, 2 already present/);
+    assert.match(again, /^2 referrers already present: nothing to copy$/m);
     assert.equal(await Deno.readTextFile(join(dst, "index.json")), before);
   });
 });
@@ -1068,4 +1071,349 @@ Deno.test("CLI --platform with --referrers: the referrers of the chosen platform
   } finally {
     await reg.stop();
   }
+});
+
+Deno.test("CLI --all-tags --digest-tags into a registry: digest tags are no images; the destination's fallback tag is merged, --platform applies to images only", async () => {
+  const reg = await startRegistry();
+  try {
+    await withTempDir(async (dir) => {
+      const sc = await buildSupplyChain(dir);
+      await copyOk(
+        ["--plain-http", "-r", "--digest-tags", `${sc.src}:v1`, `oci://${reg.host}/at/app:single`],
+        sc.image.digest,
+      );
+      // The destination already lists a referrer of the image in its fallback tag.
+      const extraDir = join(dir, "extra");
+      const extra = (await buildArtifact(extraDir, "extra", { subject: sc.image })).manifest;
+      await copyOk(
+        ["--plain-http", `${sc.src}:v1`, `oci://${reg.host}/at/merge:single`],
+        sc.image.digest,
+      );
+      await copyOk(
+        ["--plain-http", `${extraDir}:extra`, `oci://${reg.host}/at/merge:extra`],
+        extra.digest,
+      );
+      const fallback = referrersTagName(sc.image.digest);
+      const listed = async (repo: string) =>
+        (await registryManifest(reg.url, repo, fallback)).json.manifests.map((m: Descriptor) =>
+          m.digest
+        ).sort();
+      assert.deepEqual(await listed("at/merge"), [extra.digest]);
+
+      const r = await umoci([
+        "copy",
+        "--plain-http",
+        "--all-tags",
+        "--digest-tags",
+        `oci://${reg.host}/at/app`,
+        `oci://${reg.host}/at/merge`,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      // One image (the tag `single`); the digest tags went with it, not as images.
+      assert.deepEqual(r.stdout.trim().split("\n"), [`${sc.image.digest} single`]);
+      assert.match(r.stderr, /3 digest tags \(sha256-…\) go with the images they name/);
+      assert.match(r.stderr, /Images: 0 copied, 1 already present, 0 failed/);
+      assert.deepEqual(await listed("at/merge"), [extra.digest, sc.sbom.digest].sort());
+      const sig = await registryManifest(reg.url, "at/merge", sc.cosignTag);
+      assert.equal(digestOf(sig.bytes), sc.cosign.digest);
+      const nested = await registryManifest(reg.url, "at/merge", referrersTagName(sc.sbom.digest));
+      assert.deepEqual(nested.json.manifests.map((m: Descriptor) => m.digest), [sc.sbomSig.digest]);
+
+      // --platform applies to the images; the digest tags follow the chosen manifest, once
+      // however many tags name it (two images side by side here).
+      await copyOk(
+        ["--plain-http", `${sc.src}:v1`, `oci://${reg.host}/at/app:latest`],
+        sc.image.digest,
+      );
+      const p = await umoci([
+        "copy",
+        "--plain-http",
+        "--all-tags",
+        "--digest-tags",
+        "--platform",
+        "linux/amd64",
+        `oci://${reg.host}/at/app`,
+        `oci://${reg.host}/at/plat`,
+      ]);
+      assert.equal(p.code, 0, p.stderr);
+      assert.deepEqual(p.stdout.trim().split("\n"), [
+        `${sc.image.digest} latest`,
+        `${sc.image.digest} single`,
+      ]);
+      assert.equal(p.stderr.match(/Copied digest tag/g)?.length, 1, p.stderr);
+      assert.equal(p.stderr.match(/Copied referrer/g)?.length, 2, p.stderr);
+      assert.deepEqual(
+        await registryTags(reg.url, "at/plat"),
+        [
+          fallback,
+          sc.cosignTag,
+          referrersTagName(sc.sbom.digest),
+          "latest",
+          "single",
+        ].sort(),
+      );
+      assert.deepEqual(await listed("at/plat"), [sc.sbom.digest]);
+    });
+  } finally {
+    await reg.stop();
+  }
+});
+
+/** index.json of an archive, read with GNU tar. */
+async function archiveIndexJson(path: string): Promise<{ manifests: Descriptor[] }> {
+  const r = await runRaw("tar", ["-xOf", path, "index.json"]);
+  assert.equal(r.code, 0, String(r.stderr));
+  return JSON.parse(dec.decode(r.stdout));
+}
+
+Deno.test("CLI --referrers with oci-archive: on both sides: referrers listed without ref.name, once; found again by subject on the way back", async () => {
+  const reg = await startRegistry();
+  try {
+    await withTempDir(async (dir) => {
+      const sc = await buildSupplyChain(dir);
+      await copyOk(
+        ["--plain-http", "-r", `${sc.src}:v1`, `oci://${reg.host}/ar/app:single`],
+        sc.image.digest,
+      );
+      const tar = join(dir, "v3.tar");
+      const err = await copyOk(
+        ["--plain-http", "-r", `oci://${reg.host}/ar/app:single`, `oci-archive:${tar}:v1`],
+        sc.image.digest,
+      );
+      assert.match(err, /2 referrers copied, 0 already present/);
+      const index = await archiveIndexJson(tar);
+      assert.deepEqual(
+        index.manifests.filter((m) => !m.annotations?.[REF_NAME]).map((m) => m.digest).sort(),
+        [sc.sbom.digest, sc.sbomSig.digest].sort(),
+      );
+      assert.deepEqual(
+        index.manifests.filter((m) => m.annotations?.[REF_NAME]).map((m) => m.digest),
+        [sc.image.digest],
+      );
+      // A rerun lists nothing twice and does not rewrite the archive.
+      const before = await Deno.stat(tar);
+      const again = await copyOk(
+        ["--plain-http", "-r", `oci://${reg.host}/ar/app:single`, `oci-archive:${tar}:v1`],
+        sc.image.digest,
+      );
+      assert.match(again, /^2 referrers already present: nothing to copy$/m);
+      assert.equal((await Deno.stat(tar)).mtime?.getTime(), before.mtime?.getTime());
+      // The archive as SRC: its referrers are found by subject and pushed after the image.
+      const back = await copyOk(
+        ["--plain-http", "-r", `oci-archive:${tar}:v1`, `oci://${reg.host}/ar/back:v1`],
+        sc.image.digest,
+      );
+      assert.match(back, /2 referrers copied, 0 already present/);
+      const top = await registryManifest(reg.url, "ar/back", referrersTagName(sc.image.digest));
+      assert.deepEqual(top.json.manifests.map((m: Descriptor) => m.digest), [sc.sbom.digest]);
+      const nested = await registryManifest(reg.url, "ar/back", referrersTagName(sc.sbom.digest));
+      assert.deepEqual(nested.json.manifests.map((m: Descriptor) => m.digest), [sc.sbomSig.digest]);
+    });
+  } finally {
+    await reg.stop();
+  }
+});
+
+Deno.test("CLI --images bundle with -r --digest-tags: digest tags stored under their repository's full reference; --all-tags restores each into its repository", async () => {
+  const reg = await startRegistry();
+  try {
+    await withTempDir(async (dir) => {
+      const a = await buildSupplyChain(join(dir, "a"));
+      const b = await buildSupplyChain(join(dir, "b"));
+      await copyOk(
+        ["--plain-http", "-r", "--digest-tags", `${a.src}:v1`, `oci://${reg.host}/app:single`],
+        a.image.digest,
+      );
+      await copyOk(
+        ["--plain-http", "-r", "--digest-tags", `${b.src}:v1`, `oci://${reg.host}/two/app:v2`],
+        b.image.digest,
+      );
+      const list = join(dir, "imgs.txt");
+      await Deno.writeTextFile(
+        list,
+        `oci://${reg.host}/app:single\noci://${reg.host}/two/app:v2\n`,
+      );
+      const tar = join(dir, "ag.tar");
+      const job = await umoci([
+        "copy",
+        "--plain-http",
+        "-r",
+        "--digest-tags",
+        "--images",
+        list,
+        `oci-archive:${tar}`,
+      ]);
+      assert.equal(job.code, 0, job.stderr);
+      const index = await archiveIndexJson(tar);
+      const names = index.manifests.map((m) => m.annotations?.[REF_NAME]).filter((n) => n)
+        .sort();
+      const full = (repo: string, sc: SupplyChain) => [
+        `${reg.host}/${repo}:${referrersTagName(sc.image.digest)}`,
+        `${reg.host}/${repo}:${referrersTagName(sc.sbom.digest)}`,
+        `${reg.host}/${repo}:${sc.cosignTag}`,
+      ];
+      assert.deepEqual(
+        names,
+        [
+          `${reg.host}/app:single`,
+          `${reg.host}/two/app:v2`,
+          ...full("app", a),
+          ...full("two/app", b),
+        ].sort(),
+      );
+
+      // The way back: each image, with its digest tags and referrers, into its repository.
+      const back = await umoci([
+        "copy",
+        "--plain-http",
+        "-r",
+        "--all-tags",
+        "--digest-tags",
+        `oci-archive:${tar}`,
+        `oci://${reg.host}/agd`,
+      ]);
+      assert.equal(back.code, 0, back.stderr);
+      assert.equal(back.stdout.trim().split("\n").length, 2, back.stdout);
+      for (const [repo, sc, tag] of [["agd/app", a, "single"], ["agd/two/app", b, "v2"]] as const) {
+        assert.deepEqual(
+          await registryTags(reg.url, repo),
+          [
+            tag,
+            referrersTagName(sc.image.digest),
+            referrersTagName(sc.sbom.digest),
+            sc.cosignTag,
+          ].sort(),
+          repo,
+        );
+        const sig = await registryManifest(reg.url, repo, sc.cosignTag);
+        assert.equal(digestOf(sig.bytes), sc.cosign.digest);
+        const top = await registryManifest(reg.url, repo, referrersTagName(sc.image.digest));
+        assert.deepEqual(top.json.manifests.map((m: Descriptor) => m.digest), [sc.sbom.digest]);
+      }
+      assert.deepEqual(await registryTags(reg.url, "agd"), []);
+    });
+  } finally {
+    await reg.stop();
+  }
+});
+
+Deno.test("CLI -r --digest-tags rerun: one line says the referrers and digest tags are there; nothing claimed, nothing written", async () => {
+  const reg = await startRegistry({ accessLog: true });
+  try {
+    await withTempDir(async (dir) => {
+      const sc = await buildSupplyChain(dir);
+      const flags = ["--plain-http", "-r", "--digest-tags"];
+      await copyOk([...flags, `${sc.src}:v1`, `oci://${reg.host}/rr/app:single`], sc.image.digest);
+      const rl = join(dir, "rl");
+      const first = await copyOk(
+        [...flags, `oci://${reg.host}/rr/app:single`, `${rl}:v1`],
+        sc.image.digest,
+      );
+      assert.match(first, /2 referrers copied, 0 already present; 3 digest tags copied/);
+      const before = await Deno.readTextFile(join(rl, "index.json"));
+      // Into the layout again: two lines, the image's and the attached ones'.
+      const again = await copyOk(
+        [...flags, `oci://${reg.host}/rr/app:single`, `${rl}:v1`],
+        sc.image.digest,
+      );
+      assert.equal(await Deno.readTextFile(join(rl, "index.json")), before);
+      const lines = again.trim().split("\n").filter((l) => !l.startsWith("Registry address"));
+      assert.deepEqual(lines.slice(-2), [
+        `${rl}:v1 is already ${sc.image.digest}: nothing to copy`,
+        "2 referrers and 3 digest tags already present: nothing to copy",
+      ]);
+      assert.doesNotMatch(again, /Copied|Skipping/);
+      // Into the registry again: the same, and no write request.
+      const mark = reg.requests().length;
+      const reg2 = await copyOk(
+        [...flags, `${sc.src}:v1`, `oci://${reg.host}/rr/app:single`],
+        sc.image.digest,
+      );
+      assert.deepEqual(reg2.trim().split("\n"), [
+        `${reg.host}/rr/app:single is already ${sc.image.digest}: nothing to copy`,
+        "2 referrers and 1 digest tag already present: nothing to copy",
+      ]);
+      const writes = (await requestsSince(reg, mark)).filter((l) => /^(PUT|POST|PATCH) /.test(l));
+      assert.deepEqual(writes, []);
+    });
+  } finally {
+    await reg.stop();
+  }
+});
+
+Deno.test("CLI --dry-run -r --digest-tags: the plan lists the referrers and digest tags, each blob and manifest once, and writes nothing", async () => {
+  const reg = await startRegistry({ accessLog: true });
+  try {
+    await withTempDir(async (dir) => {
+      const sc = await buildSupplyChain(dir);
+      const flags = ["--plain-http", "-r", "--digest-tags"];
+      await copyOk([...flags, `${sc.src}:v1`, `oci://${reg.host}/dr/app:single`], sc.image.digest);
+      const mark = reg.requests().length;
+      const r = await umoci([
+        "copy",
+        "--dry-run",
+        ...flags,
+        `oci://${reg.host}/dr/app:single`,
+        `oci://${reg.host}/dr2:v1`,
+      ]);
+      assert.equal(r.code, 0, r.stderr);
+      const writes = (await requestsSince(reg, mark)).filter((l) => /^(PUT|POST|PATCH) /.test(l));
+      assert.deepEqual(writes, [], "a dry run writes nothing");
+      const rows = r.stdout.split("\n").filter((l) => /^ {2}\S/.test(l));
+      const written = rows.filter((l) => l.includes("would write")).map((l) => l.split(/\s+/)[4]);
+      assert.deepEqual(
+        written.sort(),
+        [sc.image.digest, sc.sbom.digest, sc.sbomSig.digest, sc.cosign.digest].sort(),
+      );
+      assert.match(r.stdout, new RegExp(`${sc.cosign.digest} .*\\(tag '${sc.cosignTag}'\\)`));
+      // Every blob once (the empty config `{}` of both artifacts too).
+      const blobs = rows.filter((l) => !l.includes("manifest")).map((l) => l.split(/\s+/).at(-3));
+      assert.equal(new Set(blobs).size, blobs.length, r.stdout);
+      assert.match(r.stdout, /4 manifests to write; 8 blobs \(\d+ bytes\) to try to mount/);
+      assert.match(r.stderr, /2 referrers would be copied, 0 already present; 1 digest tags would/);
+      // … and the copy itself moves what the plan said.
+      const real = await copyOk(
+        [...flags, `oci://${reg.host}/dr/app:single`, `oci://${reg.host}/dr2:v1`],
+        sc.image.digest,
+      );
+      assert.match(real, /2 referrers copied, 0 already present; 1 digest tags copied/);
+      assert.match(real, /, 3 manifests\)/);
+    });
+  } finally {
+    await reg.stop();
+  }
+});
+
+Deno.test("copyAttached: a side without the capability -r or --digest-tags needs is refused before anything is read or written", async () => {
+  const calls: string[] = [];
+  const bare = (name: string) =>
+    new Proxy({ name, local: true } as Record<string, unknown>, {
+      get(target, prop) {
+        if (prop in target) return target[prop as string];
+        if (["referrers", "listTags", "recordReferrers", "then"].includes(String(prop))) {
+          return undefined;
+        }
+        return () => {
+          calls.push(`${name}.${String(prop)}`);
+          return Promise.resolve(false);
+        };
+      },
+    }) as unknown as import("../src/store/store.ts").Store;
+  const root = { mediaType: OCI_MANIFEST, digest: `sha256:${"3".repeat(64)}`, size: 3 };
+  const cases: [{ referrers: boolean; digestTags: boolean }, RegExp][] = [
+    [{ referrers: true, digestTags: false }, /^src cannot list referrers \(--referrers\)$/],
+    [{ referrers: false, digestTags: true }, /^src cannot list tags \(--digest-tags\)$/],
+  ];
+  for (const [wanted, message] of cases) {
+    await assert.rejects(copyAttached(bare("src"), bare("dst"), root, wanted), (e) => {
+      assert.ok(e instanceof UserError);
+      assert.match(e.message, message);
+      return true;
+    });
+    assert.throws(
+      () => checkAttachedCapabilities(bare("src"), bare("dst"), wanted),
+      (e: Error) => e instanceof UserError && message.test(e.message),
+    );
+  }
+  assert.deepEqual(calls, []);
 });

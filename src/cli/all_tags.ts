@@ -3,7 +3,7 @@ import { UsageError, UserError } from "../errors.ts";
 import { parseReference, type Reference } from "../reference.ts";
 import { RegistryStore } from "../store/registry/registry.ts";
 import type { Store } from "../store/store.ts";
-import { parseRegistryPrefix } from "./job.ts";
+import { parseRegistryPrefix, splitFullName } from "./job.ts";
 import type { Logger } from "./log.ts";
 
 /**
@@ -12,9 +12,12 @@ import type { Logger } from "./log.ts";
  */
 const DIGEST_TAG = /^sha(256|512)-[0-9a-f]{64}/;
 
-/** Whether `tag` is a digest tag (see DIGEST_TAG). */
+/**
+ * Whether `tag` is a digest tag (see DIGEST_TAG), bare or, in a bundle, under the full
+ * reference of its repository (`HOST/REPO:sha256-HEX.sig`).
+ */
 export function isDigestTag(tag: string): boolean {
-  return DIGEST_TAG.test(tag);
+  return DIGEST_TAG.test(tag) || DIGEST_TAG.test(splitFullName(tag)?.tag ?? "");
 }
 
 /** Whether the reference's text names a tag (the parsers fill in `latest` when it does not). */
@@ -46,9 +49,12 @@ export function checkAllTagsReferences(src: Reference, dstText: string): void {
 }
 
 /**
- * The tags of `source` to copy, sorted: every tag, without digest tags unless `digestTags`.
- * A registry's tag list is read page by page (distribution-spec "Listing Tags", `n` and the
- * `Link` header). Throws UserError when there is nothing to copy.
+ * The tags of `source` to copy as images, sorted: every tag but the digest tags. Digest
+ * tags are never images of the job: with `digestTags` they travel with the image they name
+ * (as --digest-tags copies them, so that a destination's referrers tag is merged, not
+ * overwritten, and each is copied once), without it they are left out. A registry's tag
+ * list is read page by page (distribution-spec "Listing Tags", `n` and the `Link`
+ * header). Throws UserError when there is nothing to copy.
  */
 export async function tagsToCopy(
   source: Store,
@@ -58,11 +64,12 @@ export async function tagsToCopy(
   if (source instanceof RegistryStore) tags = await source.listTags(opts.pageSize);
   else if (source.listTags) tags = await source.listTags();
   else throw new UserError(`${source.name}: cannot list tags`);
-  const skipped = opts.digestTags ? [] : tags.filter(isDigestTag);
-  const wanted = tags.filter((t) => !skipped.includes(t));
-  if (skipped.length > 0) {
+  const digestTags = tags.filter(isDigestTag);
+  const wanted = tags.filter((t) => !isDigestTag(t));
+  if (digestTags.length > 0) {
+    const n = `${digestTags.length} digest tag${digestTags.length === 1 ? "" : "s"} (sha256-…)`;
     opts.logger.info(
-      `Leaving out ${skipped.length} digest tag${skipped.length === 1 ? "" : "s"} (sha256-…)`,
+      opts.digestTags ? `${n} go with the images they name` : `Leaving out ${n}`,
     );
   }
   if (wanted.length === 0) throw new UserError(`${source.name}: no tags to copy`);

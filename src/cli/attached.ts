@@ -2,7 +2,7 @@
 // and the glue that runs copyAttached (../referrers.ts) after the image itself is copied.
 import { UsageError } from "../errors.ts";
 import type { Descriptor } from "../media.ts";
-import { type AttachedItem, type AttachedOptions, copyAttached } from "../referrers.ts";
+import { type AttachedOptions, copyAttached } from "../referrers.ts";
 import type { Store } from "../store/store.ts";
 import type { CopyOptions } from "../copy.ts";
 import type { FlagSpec, FlagValues } from "./flags.ts";
@@ -56,7 +56,21 @@ export function attachedFromFlags(
   return { referrers, artifactTypes: types, digestTags };
 }
 
-/** Run copyAttached with the CLI's logging; one summary line at the end. */
+/** Step lines held back until something is done (the CLI's HeldLines). */
+export interface HeldSteps {
+  info(line: string): void;
+  release(): void;
+  drop(): void;
+  hold(): void;
+}
+
+/**
+ * Run copyAttached with the CLI's logging: a line per referrer or digest tag copied, and a
+ * summary line. What was found already there is held back (`steps`): when nothing needed
+ * copying, the run says so in one line instead (none when nothing was found at all), and
+ * counts them as present. In a dry run the lines say what would be copied, and the plan
+ * events go through `copy.onEvent` to the plan like the image's own.
+ */
 export async function copyAttachedForCli(
   src: Store,
   dst: Store,
@@ -64,25 +78,52 @@ export async function copyAttachedForCli(
   wanted: Pick<AttachedOptions, "referrers" | "artifactTypes" | "digestTags">,
   copy: CopyOptions,
   logger: Logger,
-  onItem?: (item: AttachedItem) => void,
+  steps: HeldSteps,
+  naming: Pick<AttachedOptions, "srcTagPrefix" | "dstTagPrefix" | "planned" | "onItem"> = {},
 ): Promise<void> {
+  steps.hold();
   const s = await copyAttached(src, dst, root, {
     ...wanted,
+    ...naming,
     copy,
-    log: (l) => logger.info(l),
-    onItem,
+    log: (l) => {
+      steps.release();
+      logger.info(l);
+    },
+    note: (l) => l.startsWith("!") ? logger.info(l) : steps.info(l),
   });
+  const dry = copy.dryRun === true;
   const parts: string[] = [];
+  const done = dry ? "would be copied" : "copied";
   if (wanted.referrers) {
-    parts.push(`${s.referrersCopied} referrers copied, ${s.referrersPresent} already present`);
+    parts.push(`${s.referrersCopied} referrers ${done}, ${s.referrersPresent} already present`);
   }
   if (wanted.digestTags) {
-    parts.push(`${s.tagsCopied} digest tags copied, ${s.tagsPresent} already present`);
+    parts.push(`${s.tagsCopied} digest tags ${done}, ${s.tagsPresent} already present`);
   }
   if (s.skipped > 0) parts.push(`${s.skipped} skipped`);
+  if (s.referrersCopied + s.tagsCopied + s.manifestsCopied + s.blobsCopied === 0) {
+    // Nothing to do: the lines of what was found present would only repeat one line.
+    steps.drop();
+    const plural = (n: number, one: string) => `${n} ${one}${n === 1 ? "" : "s"}`;
+    const found: string[] = [];
+    if (s.referrersPresent > 0) found.push(plural(s.referrersPresent, "referrer"));
+    if (s.tagsPresent > 0) found.push(plural(s.tagsPresent, "digest tag"));
+    if (found.length > 0) {
+      logger.info(
+        `${found.join(" and ")} already present: nothing to copy${
+          s.skipped > 0 ? ` (${s.skipped} skipped)` : ""
+        }`,
+      );
+    } else logger.info(parts.join("; ")); // none found: say so
+    return;
+  }
+  steps.release();
   logger.info(
-    `${parts.join("; ")} (${s.blobsCopied} blobs, ${
-      formatBytes(s.bytesCopied)
-    }, ${s.manifestsCopied} manifests)`,
+    dry
+      ? parts.join("; ")
+      : `${parts.join("; ")} (${s.blobsCopied} blobs, ${
+        formatBytes(s.bytesCopied)
+      }, ${s.manifestsCopied} manifests)`,
   );
 }

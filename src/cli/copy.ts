@@ -32,7 +32,7 @@ import {
 import type { PlatformChoice } from "../platform.ts";
 import { ArchiveStore } from "../store/archive.ts";
 import { checkAllTagsReferences, tagsToCopy } from "./all_tags.ts";
-import { type JobImage, planImages, planTags, readImageList } from "./job.ts";
+import { digestTagPrefix, type JobImage, planImages, planTags, readImageList } from "./job.ts";
 import { VERSION } from "../version.ts";
 import { LayoutStore } from "../store/layout.ts";
 import { openStore } from "../store/open.ts";
@@ -55,6 +55,7 @@ import {
 import { escapeControl, formatBytes, type Level, Logger } from "./log.ts";
 import { ATTACHED_FLAGS, attachedFromFlags, copyAttachedForCli } from "./attached.ts";
 import type { AttachedItem } from "../referrers.ts";
+import { checkAttachedCapabilities } from "../referrers.ts";
 
 const NEVER_CONVERTS = "umoci copy never converts; digests are preserved";
 const NO_SIGNING =
@@ -290,7 +291,16 @@ Examples:
 export async function copyCommand(args: string[], logger: Logger): Promise<number> {
   // Asked for JSON: even a bad command line is reported as an event.
   const early = wantsJson(args) ? createProgress("json", logger) : undefined;
-  const { values, positionals } = parseFlags(args, COPY_FLAGS);
+  let parsed: ReturnType<typeof parseFlags>;
+  try {
+    parsed = parseFlags(args, COPY_FLAGS);
+  } catch (e) {
+    // Asked for help: help it is, whatever else is on the line (as `umoci --help copy …`).
+    if (!(e instanceof UsageError) || !wantsHelp(args)) throw e;
+    console.log(COPY_USAGE);
+    return 0;
+  }
+  const { values, positionals } = parsed;
   const progressMode = (values.progress ?? "auto") as ProgressMode;
   if (!PROGRESS_MODES.includes(progressMode)) {
     throw new UsageError(
@@ -304,6 +314,11 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
   }
   if (values.all === false) {
     throw new UsageError("--all=false: umoci copy always copies an index with all its images");
+  }
+  if (values.all === true && values.platform !== undefined) {
+    throw new UsageError(
+      "--all copies an index with all its images; drop it to copy only the --platform chosen",
+    );
   }
   if (values["preserve-digests"] === false) {
     throw new UsageError("--preserve-digests=false: umoci copy never changes a digest");
@@ -323,6 +338,9 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
   }
   if (imagesFile !== undefined && allTags) {
     throw new UsageError("--images and --all-tags go separately (an images file names tags)");
+  }
+  if (keepGoing && imagesFile === undefined && !allTags) {
+    throw new UsageError("--keep-going goes with --images or --all-tags (a job of many images)");
   }
   const jobs = values.jobs === undefined ? 4 : parseCount(String(values.jobs), "jobs", 1, 64);
   const dstText = positionals[positionals.length - 1];
@@ -445,6 +463,9 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     const failed: { index: number; image: JobImage; error: unknown }[] = [];
     let firstError: unknown;
     const totals = { present: 0, blobs: 0, bytes: 0 };
+    const attachedDone = new Map<string, Promise<void>>();
+    /** A dry run of a job: each image's plan is named, and the job ends with one total. */
+    const jobPlan = dryRun && job ? new JobPlan() : undefined;
     // Events name an image as stdout does (the images file's line, or the tag), and what the
     // job's shared connections report for an image's work (retries, traces) names it too.
     const ids = images.map((image, index): ImageId | undefined =>
@@ -486,12 +507,17 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
             retries: registry.retries,
             allowNonDistributable: values["allow-nondistributable-artifacts"] === true,
             dryRun,
+            jobPlan: jobPlan && {
+              title: `${formatReference(image.src)} → ${formatReference(image.dst)}`,
+              plan: jobPlan,
+            },
             logger: imageLogger,
             steps: imageSteps,
             progress,
             image: id,
             stopProgress: !concurrent,
             onBlob: (digest) => stores.holds(target, digest),
+            attachedDone,
           });
           if (stats.blobsCopied + stats.blobsMounted + stats.manifestsCopied === 0) {
             totals.present++;
@@ -519,8 +545,17 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       return r ? [{ digest: r.digest, image }] : [];
     });
     if (firstError !== undefined && !job) throw firstError;
+    /** The error that ends a job with --keep-going when images failed. */
+    const failedError = () =>
+      new UserError(
+        `${failed.length} of ${images.length} images failed: ${
+          failed.map(({ image }) => formatReference(image.src)).join(", ")
+        }`,
+      );
     if (dryRun) {
       if (firstError !== undefined) throw firstError;
+      if (jobPlan) console.log(escapeControl(jobPlan.line()));
+      if (failed.length > 0) throw failedError();
       return 0;
     }
     if (firstError === undefined) await stores.commit();
@@ -560,13 +595,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       await Deno.writeTextFile(values.digestfile, lines.map((l) => l + "\n").join(""));
     }
     if (firstError !== undefined) throw firstError;
-    if (failed.length > 0) {
-      throw new UserError(
-        `${failed.length} of ${images.length} images failed: ${
-          failed.map(({ image }) => formatReference(image.src)).join(", ")
-        }`,
-      );
-    }
+    if (failed.length > 0) throw failedError();
     return 0;
   } finally {
     progress?.stop();
@@ -684,6 +713,8 @@ async function copyImage(
     retries?: number;
     allowNonDistributable: boolean;
     dryRun: boolean;
+    /** A dry run of a job: the plan's title (`SRC → DST`), and where its totals go. */
+    jobPlan?: { title: string; plan: JobPlan };
     logger: Logger;
     steps: HeldLines;
     progress?: ProgressDisplay;
@@ -693,6 +724,8 @@ async function copyImage(
     stopProgress: boolean;
     /** A blob is now in `target` (copied, mounted or found there). */
     onBlob?: (digest: string) => void;
+    /** The job's attached copies by destination and root, each run once (see attachedOnce). */
+    attachedDone?: Map<string, Promise<void>>;
   },
 ): Promise<{ root: Descriptor; stats: CopyStats }> {
   const { logger, steps, progress, dryRun } = opts;
@@ -708,7 +741,23 @@ async function copyImage(
   const notes = logger instanceof ImageLogger
     ? logger.notes()
     : new ImageLogger(logger, "", undefined, true);
-  const platformPlan = await planForCli(opts.choice, opts.platform, target, notes);
+  // A side that cannot give what --referrers/--digest-tags ask fails before anything is written.
+  if (opts.attached) checkAttachedCapabilities(source, target, opts.attached);
+  /** Digest tags are named in a bundle with their repository's full reference (job.ts). */
+  const naming = { srcTagPrefix: digestTagPrefix(src), dstTagPrefix: digestTagPrefix(dst) };
+  /**
+   * Run the copy of referrers and digest tags unless another image of the job (another tag
+   * of the same manifest) runs or ran it for the same destination: each is copied once.
+   */
+  const attachedOnce = async (run: () => Promise<void>): Promise<void> => {
+    const key = `${target.name}\0${naming.dstTagPrefix}\0${root.digest}`;
+    const earlier = opts.attachedDone?.get(key);
+    if (earlier) return await earlier;
+    const p = run();
+    opts.attachedDone?.set(key, p.catch(() => {})); // the first image reports its failure
+    await p;
+  };
+  const platformPlan = await planForCli(opts.choice, opts.platform, target, notes, dryRun);
   if (platformPlan) root = platformPlan.root;
   if (!dryRun) {
     steps.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
@@ -721,6 +770,8 @@ async function copyImage(
   const done = before === root.digest && target instanceof RegistryStore &&
     isManifestType(root.mediaType);
   const plan = new Plan();
+  /** What a dry run would write (its referrers and digest tags are planned too, once). */
+  const planned = new Set<string>();
   const copyOptions: CopyOptions = {
     jobs: opts.jobs,
     lanes: opts.lanes,
@@ -730,7 +781,12 @@ async function copyImage(
     allowNonDistributable: opts.allowNonDistributable,
     dryRun,
     onEvent: (e: CopyEvent) => {
-      if (dryRun) return plan.add(e);
+      if (dryRun) {
+        if ((e.type === "plan-manifest" || e.type === "plan-blob") && e.action !== "exists") {
+          planned.add(e.desc.digest);
+        }
+        return plan.add(e);
+      }
       if (e.type === "blob-done" || e.type === "blob-skip") opts.onBlob?.(e.desc.digest);
       report(e, steps, progress, target, { image: opts.image });
     },
@@ -754,8 +810,28 @@ async function copyImage(
   if (opts.stopProgress) progress?.stop();
   if (dryRun) {
     steps.release();
-    const lines = plan.lines(root, before === root.digest ? undefined : tag, done);
+    /** Blobs to move and manifests to write in the plan. */
+    const writes = () =>
+      plan.blobs.filter((b) => b.action !== "exists").length +
+      plan.manifests.filter((m) => m.action === "write").length;
+    const planOnly = writes();
+    if (opts.attached) {
+      await copyAttachedForCli(source, target, root, opts.attached, copyOptions, logger, steps, {
+        ...naming,
+        planned,
+      });
+    }
+    // Referrers or digest tags to copy: the plan lists them, even when the image is there.
+    const attachedWrites = writes() > planOnly;
+    const job = opts.jobPlan;
+    const lines = plan.lines(
+      root,
+      before === root.digest ? undefined : tag,
+      done && !attachedWrites,
+      job?.title,
+    );
     for (const line of lines) console.log(escapeControl(line));
+    job?.plan.add(plan, done, dst);
     return { root, stats };
   }
   const nothingCopied = stats.blobsCopied + stats.blobsMounted + stats.manifestsCopied === 0;
@@ -772,7 +848,12 @@ async function copyImage(
       );
     } else logger.info(`${formatReference(dst)} is already ${root.digest}: nothing to copy`);
     if (opts.attached) {
-      await copyAttachedForCli(source, target, root, opts.attached, attachedOptions, notes, onItem);
+      await attachedOnce(() =>
+        copyAttachedForCli(source, target, root, opts.attached!, attachedOptions, notes, steps, {
+          ...naming,
+          onItem,
+        })
+      );
     }
   } else {
     steps.release();
@@ -787,7 +868,12 @@ async function copyImage(
       }
     }
     if (opts.attached) {
-      await copyAttachedForCli(source, target, root, opts.attached, attachedOptions, notes, onItem);
+      await attachedOnce(() =>
+        copyAttachedForCli(source, target, root, opts.attached!, attachedOptions, notes, steps, {
+          ...naming,
+          onItem,
+        })
+      );
     }
     if (target instanceof RegistryStore) {
       logger.info(`Successfully copied to remote ${target.registry}`);
@@ -848,7 +934,11 @@ async function resolveSource(store: Store, ref: Reference): Promise<Descriptor> 
     } catch {
       throw e; // no list (a missing repository, no permission): the first error says it
     }
-    const where = store instanceof LayoutStore ? "the layout" : "the repository";
+    const where = store instanceof LayoutStore
+      ? "the layout"
+      : store instanceof ArchiveStore
+      ? "the archive"
+      : "the repository";
     const tags = listed.tags.map((t) => JSON.stringify(t)).join(", ");
     throw new NotFoundError(
       listed.tags.length === 0
@@ -893,6 +983,49 @@ export function summaryLine(stats: CopyStats, index: boolean): string {
   return `${parts.join(", ")}; ${manifests}`;
 }
 
+/** The counts of a dry run's total line: blobs by what would be done, manifests written. */
+interface PlanTotals {
+  transfer: Amount;
+  mount: Amount;
+  present: Amount;
+  /** Manifests to write (those of a `--sparse=auto` fallback apart). */
+  write: Amount;
+  /** Rewritten indexes written only if the registry refuses the sparse index. */
+  fallback: Amount;
+}
+
+/** How many, and their sizes in all. */
+interface Amount {
+  n: number;
+  bytes: number;
+}
+
+function amount(list: { desc: Descriptor }[]): Amount {
+  return { n: list.length, bytes: list.reduce((n, e) => n + e.desc.size, 0) };
+}
+
+/**
+ * A total line (`Total to move: …`, after `prefix`): bytes to move (blobs to transfer and
+ * manifests to write), what registries are asked to mount and what it comes to if they
+ * refuse, what a `--sparse=auto` fallback would write, what is already there.
+ */
+function totalLine(prefix: string, t: PlanTotals): string {
+  const count = (n: number, one: string) => `${n} ${one}${n === 1 ? "" : "s"}`;
+  const bytes = t.transfer.bytes + t.write.bytes;
+  let total = `${prefix}: ${bytes} bytes (${formatBytes(bytes)}): ${
+    count(t.transfer.n, "blob")
+  } to transfer, ${count(t.write.n, "manifest")} to write`;
+  if (t.mount.n > 0) {
+    total += `; ${count(t.mount.n, "blob")} (${t.mount.bytes} bytes) to try to mount, ` +
+      `${bytes + t.mount.bytes} bytes if the registry refuses`;
+  }
+  if (t.fallback.n > 0) {
+    total += `; ${count(t.fallback.n, "rewritten index")} (${t.fallback.bytes} bytes) more ` +
+      "to write if the registry refuses the sparse index";
+  }
+  return total + `; ${count(t.present.n, "blob")} (${t.present.bytes} bytes) already there`;
+}
+
 /** A dry run's plan, collected from copyGraph's plan events and printed as lines. */
 export class Plan {
   readonly blobs: Extract<CopyEvent, { type: "plan-blob" }>[] = [];
@@ -904,13 +1037,28 @@ export class Plan {
     else if (e.type === "plan-manifest") this.manifests.push(e);
   }
 
+  /** The counts of the total line. */
+  totals(): PlanTotals {
+    const of = (action: PlanAction) => amount(this.blobs.filter((b) => b.action === action));
+    const written = this.manifests.filter((m) => m.action === "write");
+    return {
+      transfer: of("transfer"),
+      mount: of("mount"),
+      present: of("exists"),
+      write: amount(written.filter((m) => !m.fallback)),
+      fallback: amount(written.filter((m) => m.fallback)),
+    };
+  }
+
   /**
-   * The plan as lines: a header, one line per blob (largest first, the order transfers
-   * start in) and per manifest (children before parents), then the totals. `tag` is
-   * the tag that would be written, `done` that the destination's tag already names it all.
+   * The plan as lines: a header (`title`: what is copied where, in a job), one line per
+   * blob (largest first, the order transfers start in) and per manifest (children before
+   * parents; a `--sparse=auto` fallback's rewritten indexes after the sparse index they
+   * replace if the registry refuses it), then the totals. `tag` is the tag that would be
+   * written, `done` that the destination's tag already names it all.
    */
-  lines(root: Descriptor, tag: string | undefined, done: boolean): string[] {
-    const out = ["Dry run: nothing is written. Plan:"];
+  lines(root: Descriptor, tag: string | undefined, done: boolean, title?: string): string[] {
+    const out = [`Dry run: nothing is written. Plan${title === undefined ? "" : ` for ${title}`}:`];
     if (done) {
       out.push(`  exists              root ${root.digest} (${formatBytes(root.size)}), tagged`);
       out.push("Nothing to copy: the destination's tag already names it.");
@@ -926,35 +1074,32 @@ export class Plan {
       `  ${action.padEnd(19)} ${what.padEnd(11)} ${digest} ${formatBytes(size)}`;
     const blobs = [...this.blobs].sort((a, b) => b.desc.size - a.desc.size);
     for (const b of blobs) out.push(row(words[b.action], blobLabel(b), b.desc.digest, b.desc.size));
+    const sparse = this.manifests.some((m) => m.fallback);
     for (const m of this.manifests) {
-      const what = m.desc.digest === root.digest
+      const isRoot = m.desc.digest === root.digest;
+      const what = isRoot || m.fallback
         ? (isIndexType(m.desc.mediaType) ? "index" : "manifest")
         : "manifest";
       const tagged = m.tag !== undefined ? ` (tag '${m.tag}')` : "";
-      out.push(row(words[m.action], what, m.desc.digest, m.desc.size) + tagged);
+      let action = words[m.action];
+      let note = "";
+      if (m.fallback) {
+        action = "if refused, write";
+        note = ": rewritten, only the chosen platforms";
+      } else if (sparse && isRoot && m.action === "write") {
+        action = "would try to write";
+        note = ": sparse, the registry may refuse it";
+      }
+      out.push(row(action, what, m.desc.digest, m.desc.size) + tagged + note);
     }
-    const sum = (list: { desc: Descriptor }[]) => list.reduce((n, e) => n + e.desc.size, 0);
-    const of = (action: PlanAction) => blobs.filter((b) => b.action === action);
-    const transfer = of("transfer");
-    const mount = of("mount");
-    const present = of("exists");
-    const written = this.manifests.filter((m) => m.action === "write");
-    const bytes = sum(transfer) + sum(written);
-    const count = (n: number, one: string) => `${n} ${one}${n === 1 ? "" : "s"}`;
-    let total = `Total to move: ${bytes} bytes (${formatBytes(bytes)}): ${
-      count(transfer.length, "blob")
-    } to transfer, ${count(written.length, "manifest")} to write`;
-    if (mount.length > 0) {
-      const m = sum(mount);
-      total += `; ${count(mount.length, "blob")} (${m} bytes) to try to mount, ` +
-        `${bytes + m} bytes if the registry refuses`;
-    }
-    total += `; ${count(present.length, "blob")} (${sum(present)} bytes) already there`;
-    if (tag !== undefined && !written.some((m) => m.tag !== undefined)) {
-      total += `; tag '${tag}' would be set`;
-    }
-    out.push(total);
-    if (bytes === 0 && mount.length === 0) {
+    const totals = this.totals();
+    out.push(
+      totalLine("Total to move", totals) +
+        (tag !== undefined && !this.manifests.some((m) => m.action === "write" && m.tag)
+          ? `; tag '${tag}' would be set`
+          : ""),
+    );
+    if (totals.transfer.bytes + totals.write.bytes === 0 && totals.mount.n === 0) {
       out.push(tag === undefined ? "Nothing to copy." : `Only the tag '${tag}' would be written.`);
     }
     return out;
@@ -995,6 +1140,44 @@ class HeldLines {
   hold(): void {
     this.release();
     this.#held = this.logger.enabled("debug") ? undefined : [];
+  }
+}
+
+/**
+ * The dry run of a job: the plans of its images summed up in one total line. A blob that
+ * several images need is counted once, as the first of them (in list order) plans it: the
+ * job fetches it once and the others find it, or mount it, where it went. A manifest is
+ * counted once per repository, layout or archive it goes to.
+ */
+export class JobPlan {
+  images = 0;
+  /** Images whose destination tag already names what would be copied. */
+  done = 0;
+  readonly #blobs = new Map<string, Extract<CopyEvent, { type: "plan-blob" }>>();
+  readonly #manifests = new Map<string, Extract<CopyEvent, { type: "plan-manifest" }>>();
+
+  /** Take the plan of one image going to `dst` (`done`: its destination had it all). */
+  add(plan: Plan, done: boolean, dst: Reference): void {
+    this.images++;
+    if (done) this.done++;
+    for (const b of plan.blobs) {
+      if (!this.#blobs.has(b.desc.digest)) this.#blobs.set(b.desc.digest, b);
+    }
+    const where = describe(dst);
+    for (const m of plan.manifests) {
+      const key = `${where}\0${m.desc.digest}\0${m.fallback === true}`;
+      if (!this.#manifests.has(key)) this.#manifests.set(key, m);
+    }
+  }
+
+  /** The job's total line. */
+  line(): string {
+    const plan = new Plan();
+    for (const e of [...this.#blobs.values(), ...this.#manifests.values()]) plan.add(e);
+    const images = `${this.images} image${this.images === 1 ? "" : "s"}`;
+    let line = totalLine(`Total to move for the job (${images})`, plan.totals());
+    if (this.done > 0) line += `; ${this.done} already at the destination as tagged`;
+    return line + "; a blob several images need counted once";
   }
 }
 
@@ -1069,6 +1252,14 @@ function emptyStats(): CopyStats {
     manifestsSkipped: 1,
     nonDistributable: [],
   };
+}
+
+/** True when args ask for help (`--help`, `-h`, `--help=true`) before `--`. */
+function wantsHelp(args: string[]): boolean {
+  for (let i = 0; i < args.length && args[i] !== "--"; i++) {
+    if (/^(-h|--help(=(true|1))?)$/.test(args[i])) return true;
+  }
+  return false;
 }
 
 /** True when args ask for `--progress=json` (looked for before the flags are parsed). */

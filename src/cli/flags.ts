@@ -63,7 +63,21 @@ export function parseFlags(
     } else if (short) {
       name = byShort.get(short[1]);
       if (!name) throw unknownFlag(`-${short[1]}`, short[1], specs);
-      inline = short[2] === "" ? undefined : short[2].replace(/^=/, "");
+      const rest = short[2];
+      const isBooleanShort = (c: string) => specs[byShort.get(c) ?? ""]?.type === "boolean";
+      if (rest !== "" && isBooleanShort(short[1]) && [...rest].every(isBooleanShort)) {
+        // Grouped boolean short flags, as getopt has them: -rq is -r -q.
+        for (const c of short[1] + rest) {
+          let grouped = byShort.get(c)!;
+          if (specs[grouped].instead !== undefined) {
+            throw new UsageError(`-${c}: ${specs[grouped].instead}`);
+          }
+          if (specs[grouped].alias !== undefined) grouped = specs[grouped].alias!;
+          set(grouped, true);
+        }
+        continue;
+      }
+      inline = rest === "" ? undefined : rest.replace(/^=/, "");
     } else {
       positionals.push(arg);
       continue;

@@ -7,7 +7,7 @@
 // (`docker.io/library/alpine:3.20`); into a registry prefix it goes to
 // `PREFIX/REPOSITORY-PATH:TAG` (`mirror.example/base/library/alpine:3.20`), the source's host
 // dropped. A bundle restored with --all-tags maps each full-reference ref.name the same way.
-import { UsageError, UserError } from "../errors.ts";
+import { describeError, UsageError, UserError } from "../errors.ts";
 import {
   isValidRefName,
   isValidTag,
@@ -37,7 +37,7 @@ export interface JobImage {
  * reference (`alpine:3.20` is `docker://alpine:3.20`, i.e. docker.io/library/alpine:3.20);
  * `oci://…`, `docker://…` and `oci-archive:…` are parsed as on the command line. A bad line is
  * a UsageError naming it. Throws UsageError for an empty
- * list and UserError when the file cannot be read.
+ * list and UsageError (exit 2) when the file cannot be read.
  */
 export async function readImageList(path: string): Promise<Reference[]> {
   let text: string;
@@ -46,7 +46,15 @@ export async function readImageList(path: string): Promise<Reference[]> {
       ? await new Response(Deno.stdin.readable).text()
       : await Deno.readTextFile(path);
   } catch (e) {
-    throw new UserError(`--images ${path}: ${(e as Error).message}`);
+    // A file named on the command line that cannot be read is a bad command line (exit 2).
+    const why = e instanceof Deno.errors.NotFound
+      ? "no such file"
+      : e instanceof Deno.errors.IsADirectory
+      ? "is a directory"
+      : e instanceof Deno.errors.PermissionDenied
+      ? "permission denied"
+      : describeError(e);
+    throw new UsageError(`--images ${path}: ${why}`);
   }
   const refs: Reference[] = [];
   for (const [i, raw] of text.split(/\r?\n/).entries()) {
@@ -115,6 +123,19 @@ export function splitFullName(name: string): { path: string; tag: string } | und
   }
   if (!isValidTag(tag) || path === "") return undefined;
   return { path, tag };
+}
+
+/**
+ * How digest tags (`sha256-HEX.sig`…) beside the image `ref` are named: in a bundle (a
+ * layout or archive whose ref.names are full references), with the full reference of the
+ * image's repository, `HOST/REPO:` (so `HOST/REPO:sha256-HEX.sig`), so that the digest tags
+ * of several repositories never collide and the way back puts each into its repository;
+ * elsewhere bare (""). Returns that prefix.
+ */
+export function digestTagPrefix(ref: Reference): string {
+  if (ref.kind === "registry" || ref.tag === undefined || isValidTag(ref.tag)) return "";
+  if (!splitFullName(ref.tag)) return "";
+  return ref.tag.slice(0, ref.tag.lastIndexOf(":") + 1);
 }
 
 /** The registry reference `PREFIX/PATH:TAG` under `prefix`. */

@@ -61,7 +61,8 @@ export async function run(args: string[]): Promise<number> {
     logger.detach();
     removeTempFilesSync();
     logger.error(
-      `interrupted by ${signal}; nothing partial was published (a rerun resumes downloads)`,
+      `interrupted by ${signal}; nothing partial was published (a rerun skips what is ` +
+        "complete and resumes downloads into a layout)",
       code,
     );
     Deno.exit(code);

@@ -1,6 +1,6 @@
 // `--platform` and `--sparse` for `umoci copy`: the flags, and the glue between the copy
 // command and src/platform.ts (which decides what of an index a copy carries).
-import { copyGraph, type CopyOptions, type CopyStats } from "../copy.ts";
+import { copyGraph, type CopyOptions, type CopyStats, newCopyStats } from "../copy.ts";
 import { UsageError } from "../errors.ts";
 import type { Descriptor } from "../media.ts";
 import {
@@ -84,15 +84,24 @@ export function planForCli(
   args: PlatformArgs | undefined,
   target: Store,
   logger: Logger,
+  dryRun = false,
 ): Promise<PlatformPlan | undefined> {
   if (!choice || !args) return Promise.resolve(undefined);
-  return planPlatformCopy(choice, args.sparse, target, (line) => logger.info(line));
+  return planPlatformCopy(choice, args.sparse, target, (line) => logger.info(line), dryRun);
 }
 
 /**
  * Copy what `plan` says with `options` (copyGraph's, as the command would use them), the
  * `--sparse=auto` fallback included; returns the root finally copied (to tag and print) and
- * stats that count every attempt (the refused one copied the blobs).
+ * stats that sum every field over both attempts (the refused one copied, mounted or found
+ * the blobs; the second writes only the rewritten indexes). The second attempt's `plan`
+ * event would say its own total (no blobs) as if it were the copy's: it is passed on only
+ * when it adds blobs, with the sum of both, so that bytesMoved + bytesPresent +
+ * bytesResumed stays the planned bytes (docs/EVENTS.md).
+ *
+ * With `options.dryRun` and a fallback, the registry is not asked whether it takes the
+ * sparse index (only a PUT would tell): the plan lists the sparse index as tried, then the
+ * rewritten indexes as `fallback` plan-manifest events, written if the registry refuses it.
  */
 export async function copyPlanForCli(
   plan: PlatformPlan,
@@ -101,28 +110,31 @@ export async function copyPlanForCli(
   options: CopyOptions,
   logger: Logger,
 ): Promise<{ root: Descriptor; stats: CopyStats }> {
-  const tally = {
-    blobsCopied: 0,
-    bytesCopied: 0,
-    blobsSkipped: 0,
-    blobsMounted: 0,
-    manifestsCopied: 0,
-  };
-  const copy = (root: Descriptor, selection: CopyOptions["selection"]) =>
+  const stats = newCopyStats();
+  let planned: { blobs: number; bytes: number } | undefined;
+  const copy = (root: Descriptor, selection: CopyOptions["selection"], fallback = false) =>
     copyGraph(source, target, root, {
       ...options,
       selection,
+      stats,
       onEvent: (e) => {
-        if (e.type === "blob-done") {
-          tally.blobsCopied++;
-          tally.bytesCopied += e.desc.size;
-        } else if (e.type === "blob-skip") {
-          if (e.reason === "mounted") tally.blobsMounted++;
-          else tally.blobsSkipped++;
-        } else if (e.type === "manifest-done") tally.manifestsCopied++;
+        if (e.type === "plan") {
+          if (planned === undefined) planned = { blobs: e.blobs, bytes: e.bytes };
+          else if (e.blobs === 0) return;
+          else {
+            planned = { blobs: planned.blobs + e.blobs, bytes: planned.bytes + e.bytes };
+            e = { type: "plan", ...planned };
+          }
+        }
+        if (fallback && e.type === "plan-manifest") e = { ...e, fallback: true };
         options.onEvent?.(e);
       },
     });
-  const { root, stats } = await copyPlatformPlan(plan, copy, (line) => logger.info(line));
-  return { root, stats: { ...stats, ...tally } };
+  if (options.dryRun) {
+    await copy(plan.root, plan.selection);
+    if (plan.fallback) await copy(plan.fallback.root, plan.fallback.selection, true);
+    return { root: plan.root, stats };
+  }
+  const { root } = await copyPlatformPlan(plan, copy, (line) => logger.info(line));
+  return { root, stats };
 }

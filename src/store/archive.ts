@@ -20,7 +20,7 @@
 // exclusive lock (flock) on the directory, held from open to close.
 import { join, resolve as resolvePath } from "../path.ts";
 import { loadFastHash, parseDigest, Verifier, verifyBytes } from "../digest.ts";
-import { describeError, NotFoundError, UserError } from "../errors.ts";
+import { describeError, NotFoundError, UsageError, UserError } from "../errors.ts";
 import {
   checkDescriptor,
   type Descriptor,
@@ -31,7 +31,15 @@ import {
 } from "../media.ts";
 import { bufferSizeFor, ChunkReader, reclaim } from "../stream.ts";
 import { tempFiles } from "../tempfiles.ts";
-import { findTagged, type ImageIndex, indexTags, setTag, tagEntry } from "./index_json.ts";
+import {
+  addReferrers,
+  findTagged,
+  type ImageIndex,
+  indexTags,
+  scanReferrers,
+  setTag,
+  tagEntry,
+} from "./index_json.ts";
 import type { BlobReader, BlobSource, PushOptions, Store } from "./store.ts";
 import {
   type ArchiveContent,
@@ -151,15 +159,17 @@ export class ArchiveStore implements Store {
    * fine: the archive is written by commit(); the directory holding it is locked (flock)
    * until close(). Throws NotFoundError for a missing source, UserError for a path that is
    * not an OCI archive (a directory, not a tar, no oci-layout or index.json, a member that
-   * ends past the end of the file, a bad header; each message names the member), and for a
-   * gzip-compressed destination (writing compressed archives is not supported).
+   * ends past the end of the file, a bad header; each message names the member), and for an
+   * existing gzip-compressed destination; UsageError for a destination named .tar.gz/.tgz
+   * (writing compressed archives is not supported).
    */
   static async open(path: string, opts: { create?: boolean } = {}): Promise<ArchiveStore> {
     const store = new ArchiveStore(path, opts.create === true);
     try {
       if (opts.create) {
         if (/\.(t?gz|gzip)$/i.test(path)) {
-          throw new UserError(
+          // Known from the command line alone: a usage error (exit 2).
+          throw new UsageError(
             `${path}: writing gzip-compressed archives is not supported (name it .tar)`,
           );
         }
@@ -678,6 +688,48 @@ export class ArchiveStore implements Store {
     }
     const index = { ...this.#index, manifests: [...this.#index.manifests] };
     if (setTag(index, tagEntry(desc, tag))) {
+      this.#index = index;
+      this.#indexChanged = true;
+    }
+  }
+
+  // -------------------------------------------------------------------------------------
+  // Referrers (optional capabilities, see ./referrers.ts), as in a layout (./index_json.ts)
+
+  /** Subject digest → its referrers among index.json's entries, read once per store. */
+  #referrerMap?: Promise<Map<string, Descriptor[]>>;
+
+  /**
+   * The referrers of `subject` in this archive: the OCI manifests and indexes its index.json
+   * lists (tagged or not) whose `subject` is `subject.digest`, as in a layout; filtered to
+   * `artifactTypes` when given. The first call reads each listed manifest once (verified).
+   * Throws UserError for a manifest that does not match its digest.
+   */
+  async referrers(subject: Descriptor, artifactTypes?: readonly string[]): Promise<Descriptor[]> {
+    this.#referrerMap ??= scanReferrers(
+      this.#index,
+      `${this.path}: index.json`,
+      (d) => this.exists(d),
+      (d) => this.fetchManifest(d),
+    );
+    const all = (await this.#referrerMap).get(subject.digest) ?? [];
+    if (!artifactTypes?.length) return all;
+    return all.filter((d) => artifactTypes.includes(d.artifactType ?? ""));
+  }
+
+  /**
+   * List `referrers` (stored in this archive already) in its index.json without a
+   * `ref.name`, as a layout does; none twice, and nothing to write (no rewrite of the
+   * archive) when all are listed. Throws UserError when a referrer's blob is absent.
+   */
+  async recordReferrers(_subject: Descriptor, referrers: Descriptor[]): Promise<void> {
+    for (const r of referrers) {
+      if (!(await this.exists(r))) {
+        throw new UserError(`cannot list referrer ${r.digest}: not present in ${this.path}`);
+      }
+    }
+    const index = { ...this.#index, manifests: [...this.#index.manifests] };
+    if (addReferrers(index, referrers)) {
       this.#index = index;
       this.#indexChanged = true;
     }

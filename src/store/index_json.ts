@@ -2,7 +2,13 @@
 // the `org.opencontainers.image.ref.name` annotations of its entries, are found and set.
 // Shared by the layout and the archive store, which keep index.json in different places.
 import { NotFoundError, UserError } from "../errors.ts";
-import { checkDescriptor, type Descriptor, REF_NAME_ANNOTATION } from "../media.ts";
+import {
+  checkDescriptor,
+  type Descriptor,
+  MAX_MANIFEST_SIZE,
+  REF_NAME_ANNOTATION,
+} from "../media.ts";
+import { canBeReferrer, referrerDescriptor, subjectDigest } from "./referrers.ts";
 
 export interface ImageIndex {
   schemaVersion: number;
@@ -72,5 +78,64 @@ export function setTag(index: ImageIndex, entry: Descriptor): boolean {
     ...index.manifests.filter((m) => m?.annotations?.[REF_NAME_ANNOTATION] !== tag),
     entry,
   ];
+  return true;
+}
+
+/**
+ * The referrers among an index's entries (named or not), by subject digest: every OCI
+ * manifest or index listed whose `subject` names another manifest, with `artifactType` and
+ * `annotations` as the referrers API lists them. `has` says whether the store holds a
+ * listed manifest (absent ones are skipped), `read` reads one (verified against its
+ * digest). Each digest is read once; content that is not JSON is not a referrer. Throws
+ * UserError for a malformed entry and whatever `read` throws as UserError.
+ */
+export async function scanReferrers(
+  index: ImageIndex,
+  where: string,
+  has: (desc: Descriptor) => Promise<boolean>,
+  read: (desc: Descriptor) => Promise<Uint8Array>,
+): Promise<Map<string, Descriptor[]>> {
+  const map = new Map<string, Descriptor[]>();
+  const seen = new Set<string>();
+  for (const entry of index.manifests) {
+    if (!canBeReferrer(String(entry?.mediaType)) || seen.has(String(entry?.digest))) continue;
+    const desc = checkDescriptor(entry, where);
+    seen.add(desc.digest);
+    if (desc.size > MAX_MANIFEST_SIZE || !(await has(desc))) continue;
+    let doc: Record<string, unknown>;
+    try {
+      doc = JSON.parse(new TextDecoder().decode(await read(desc)));
+    } catch (e) {
+      if (e instanceof UserError) throw e;
+      continue; // not JSON: not a referrer (copying it would report the error)
+    }
+    const subject = typeof doc === "object" && doc !== null ? subjectDigest(doc) : undefined;
+    if (subject === undefined) continue;
+    const list = map.get(subject) ?? [];
+    list.push(referrerDescriptor(desc, doc));
+    map.set(subject, list);
+  }
+  return map;
+}
+
+/**
+ * List `referrers` in the index without a `ref.name` (as an image layout keeps untagged
+ * manifests, so that `umoci gc` and other tools keep them and a later copy finds them),
+ * each with its `artifactType`. A digest already listed without a name is not listed
+ * again. Returns false (and changes nothing) when none is missing.
+ */
+export function addReferrers(index: ImageIndex, referrers: Descriptor[]): boolean {
+  const listed = new Set(
+    index.manifests.filter((m) => m?.annotations?.[REF_NAME_ANNOTATION] === undefined)
+      .map((m) => m?.digest),
+  );
+  const missing = [...new Map(referrers.map((r) => [r.digest, r])).values()]
+    .filter((r) => !listed.has(r.digest));
+  if (missing.length === 0) return false;
+  index.manifests.push(...missing.map((r) => {
+    const e: Descriptor = { mediaType: r.mediaType, digest: r.digest, size: r.size };
+    if (r.artifactType) e.artifactType = r.artifactType;
+    return e;
+  }));
   return true;
 }

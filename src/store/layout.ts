@@ -22,8 +22,15 @@ import {
 } from "../media.ts";
 import type { BlobReader, BlobSource, PushOptions, Store } from "./store.ts";
 import { tempFiles } from "../tempfiles.ts";
-import { findTagged, type ImageIndex, indexTags, setTag, tagEntry } from "./index_json.ts";
-import { canBeReferrer, referrerDescriptor, subjectDigest } from "./referrers.ts";
+import {
+  addReferrers,
+  findTagged,
+  type ImageIndex,
+  indexTags,
+  scanReferrers,
+  setTag,
+  tagEntry,
+} from "./index_json.ts";
 import { bufferSizeFor, ChunkReader, reclaim } from "../stream.ts";
 import { alignedBuffer, DIRECT_ALIGN, DIRECT_MIN_SIZE, DirectFile } from "./direct.ts";
 
@@ -686,27 +693,12 @@ export class LayoutStore implements Store {
   }
 
   async #scanReferrers(): Promise<Map<string, Descriptor[]>> {
-    const map = new Map<string, Descriptor[]>();
-    const seen = new Set<string>();
-    for (const entry of (await this.readIndex()).manifests) {
-      if (!canBeReferrer(String(entry?.mediaType)) || seen.has(String(entry?.digest))) continue;
-      const desc = checkDescriptor(entry, `${this.path}/index.json`);
-      seen.add(desc.digest);
-      if (desc.size > MAX_MANIFEST_SIZE || !(await this.exists(desc))) continue;
-      let doc: Record<string, unknown>;
-      try {
-        doc = JSON.parse(new TextDecoder().decode(await this.fetchManifest(desc)));
-      } catch (e) {
-        if (e instanceof UserError) throw e;
-        continue; // not JSON: not a referrer (copying it would report the error)
-      }
-      const subject = typeof doc === "object" && doc !== null ? subjectDigest(doc) : undefined;
-      if (subject === undefined) continue;
-      const list = map.get(subject) ?? [];
-      list.push(referrerDescriptor(desc, doc));
-      map.set(subject, list);
-    }
-    return map;
+    return await scanReferrers(
+      await this.readIndex(),
+      `${this.path}/index.json`,
+      (d) => this.exists(d),
+      (d) => this.fetchManifest(d),
+    );
   }
 
   /**
@@ -722,27 +714,10 @@ export class LayoutStore implements Store {
         throw new UserError(`cannot list referrer ${r.digest}: not present in ${this.path}`);
       }
     }
-    const entryOf = (r: Descriptor): Descriptor => {
-      const e: Descriptor = { mediaType: r.mediaType, digest: r.digest, size: r.size };
-      if (r.artifactType) e.artifactType = r.artifactType;
-      return e;
-    };
-    const missing = (index: ImageIndex) => {
-      const listed = new Set(
-        index.manifests.filter((m) => m?.annotations?.[REF_NAME_ANNOTATION] === undefined)
-          .map((m) => m?.digest),
-      );
-      return [...new Map(referrers.map((r) => [r.digest, r])).values()]
-        .filter((r) => !listed.has(r.digest));
-    };
-    if (missing(await this.readIndex()).length === 0) return;
+    // Checked first without the lock: a rerun leaves index.json alone.
+    if (!addReferrers(await this.readIndex(), referrers)) return;
     await this.sync();
-    await this.updateIndex((index) => {
-      const add = missing(index);
-      if (add.length === 0) return false;
-      index.manifests.push(...add.map(entryOf));
-      return true;
-    });
+    await this.updateIndex((index) => addReferrers(index, referrers));
   }
 
   async close(): Promise<void> {
