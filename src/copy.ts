@@ -234,6 +234,8 @@ interface PlannedManifest {
   bytes: Uint8Array;
   /** Child manifests (and a subject the source has), pushed before this one. */
   manifests: Descriptor[];
+  /** Its blobs (config, layers, other blob children) that are copied. */
+  blobs: Descriptor[];
 }
 
 interface PlannedBlob {
@@ -359,7 +361,10 @@ export async function copyGraph(
         // Each child once: an index may list the same manifest thousands of times.
         const children = [...new Map(listed.map((c) => [c.digest, c])).values()];
         await settleAll(children.map((c) => plan(c, path)));
-        return { desc, bytes, manifests: children };
+        const own = node.children.filter((c) =>
+          !isManifestType(c.mediaType) && blobs.has(c.digest)
+        );
+        return { desc, bytes, manifests: children, blobs: own };
       })();
       manifests.set(desc.digest, p);
     }
@@ -493,7 +498,18 @@ export async function copyGraph(
           emit({ type: "plan-manifest", desc: m.desc, action: "write", tag });
           return;
         }
-        await dst.pushManifest(m.desc, m.bytes, tag);
+        try {
+          await dst.pushManifest(m.desc, m.bytes, tag);
+        } catch (e) {
+          // A registry can lose a blob to a race it runs itself (two copies committing one
+          // config at once) and then refuse the manifest that needs it: check the blobs
+          // once, send what it lacks, and put the manifest again.
+          if (!/BLOB_UNKNOWN/.test(e instanceof Error ? e.message : "")) throw e;
+          await settleAll(m.blobs.map(async (b) => {
+            if (!(await dst.exists(b))) await copyBlob(blobs.get(b.digest)!);
+          }));
+          await dst.pushManifest(m.desc, m.bytes, tag);
+        }
         if (tag !== undefined) stats.rootTagged = true;
         stats.manifestsCopied++;
         emit({ type: "manifest-done", desc: m.desc });

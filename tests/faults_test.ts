@@ -1254,3 +1254,67 @@ Deno.test("redirect of blob GETs from an htpasswd registry: the credentials stay
     await reg.stop();
   }
 });
+
+Deno.test("faults: a manifest refused as MANIFEST_BLOB_UNKNOWN has its blobs checked and is put again", async () => {
+  // A registry can lose a race it runs itself (two copies committing one config at once) and
+  // refuse the manifest that needs the blob; the copy checks the blobs and tries once more.
+  const reg = await startRegistry();
+  const dir = await Deno.makeTempDir({ prefix: "umoci-blob-unknown-" });
+  const proxy = await startChaosProxy(reg.url, [{
+    method: "PUT",
+    path: /\/manifests\/v1$/,
+    fault: {
+      kind: "status",
+      status: 400,
+      headers: { "content-type": "application/json" },
+      body: '{"errors":[{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry"}]}',
+    },
+  }]);
+  try {
+    const image = await buildRandomImage(join(dir, "img"), "v1", { layerSizes: [40_000] });
+    const r = await umoci([
+      "copy",
+      "--plain-http",
+      `${dir}/img:v1`,
+      `oci://${proxy.host}/app:v1`,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout.trim(), image.manifest.digest);
+    const puts = proxy.log.filter((e) => e.method === "PUT" && /\/manifests\/v1$/.test(e.path));
+    assert.deepEqual(puts.map((e) => e.status), [400, 201]);
+    // Before the second PUT, the blobs were asked for again (HEAD), not sent twice.
+    const heads = proxy.log.filter((e) => e.method === "HEAD" && /\/blobs\//.test(e.path));
+    assert.equal(heads.length, 4, heads.map((e) => `${e.method} ${e.path}`).join("\n"));
+    // A refusal for another reason is final: one PUT, exit 1.
+    const refused = await startChaosProxy(reg.url, [{
+      method: "PUT",
+      path: /\/manifests\/v2$/,
+      fault: {
+        kind: "status",
+        status: 400,
+        headers: { "content-type": "application/json" },
+        body: '{"errors":[{"code":"MANIFEST_INVALID","message":"refused"}]}',
+      },
+    }]);
+    try {
+      const bad = await umoci([
+        "copy",
+        "--plain-http",
+        `${dir}/img:v1`,
+        `oci://${refused.host}/app:v2`,
+      ]);
+      assert.equal(bad.code, 1);
+      assert.match(bad.stderr, /400 MANIFEST_INVALID/);
+      assert.equal(
+        refused.log.filter((e) => e.method === "PUT" && /\/manifests\//.test(e.path)).length,
+        1,
+      );
+    } finally {
+      await refused.close();
+    }
+  } finally {
+    await proxy.close();
+    await reg.stop();
+    await Deno.remove(dir, { recursive: true });
+  }
+});
