@@ -245,7 +245,12 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
   },
 };
 
-export const COPY_USAGE = `Usage: umoci copy [flags] SRC DST
+/**
+ * `umoci copy --help`: built when asked for (wrapping the flag table costs start-up time
+ * every copy would otherwise pay).
+ */
+export function copyUsage(): string {
+  return `Usage: umoci copy [flags] SRC DST
        umoci copy [flags] --all-tags SRC DST
        umoci copy [flags] --images FILE DST
 
@@ -287,6 +292,7 @@ Examples:
   umoci copy --dry-run oci://registry.example/app:v1 oci://mirror.example/app:v1
   umoci copy --referrers --digest-tags oci://registry.example/app:v1 airgap:v1
 `;
+}
 
 export async function copyCommand(args: string[], logger: Logger): Promise<number> {
   // Asked for JSON: even a bad command line is reported as an event.
@@ -297,7 +303,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
   } catch (e) {
     // Asked for help: help it is, whatever else is on the line (as `umoci --help copy …`).
     if (!(e instanceof UsageError) || !wantsHelp(args)) throw e;
-    console.log(COPY_USAGE);
+    console.log(copyUsage());
     return 0;
   }
   const { values, positionals } = parsed;
@@ -309,7 +315,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
   }
   if (progressMode !== "json") logger.sink = undefined;
   if (values.help) {
-    console.log(COPY_USAGE);
+    console.log(copyUsage());
     return 0;
   }
   if (values.all === false) {

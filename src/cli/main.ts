@@ -2,7 +2,7 @@
 import { describeError, EXIT, UsageError, UserError } from "../errors.ts";
 import { removeTempFilesSync } from "../tempfiles.ts";
 import { versionString } from "../version.ts";
-import { COPY_USAGE, copyCommand } from "./copy.ts";
+import { copyCommand, copyUsage } from "./copy.ts";
 import { type Level, LEVELS, Logger } from "./log.ts";
 
 const USAGE = `Usage: umoci [--log=LEVEL] COMMAND [flags] ARGS
@@ -84,7 +84,7 @@ export async function run(args: string[]): Promise<number> {
       return EXIT.usage;
     }
     if (command === "--help" || command === "-h" || command === "help") {
-      if (commandArgs[0] === "copy" || commandArgs[0] === "cp") console.log(COPY_USAGE);
+      if (commandArgs[0] === "copy" || commandArgs[0] === "cp") console.log(copyUsage());
       else console.log(USAGE);
       return 0;
     }
