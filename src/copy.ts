@@ -504,7 +504,11 @@ export async function copyGraph(
           // A registry can lose a blob to a race it runs itself (two copies committing one
           // config at once) and then refuse the manifest that needs it: check the blobs
           // once, send what it lacks, and put the manifest again.
-          if (!/BLOB_UNKNOWN/.test(e instanceof Error ? e.message : "")) throw e;
+          // (An index has no blobs of its own: its refusal is about the manifests it lists,
+          // as for a sparse index, and is final here.)
+          if (m.blobs.length === 0 || !/BLOB_UNKNOWN/.test(e instanceof Error ? e.message : "")) {
+            throw e;
+          }
           await settleAll(m.blobs.map(async (b) => {
             if (!(await dst.exists(b))) await copyBlob(blobs.get(b.digest)!);
           }));
