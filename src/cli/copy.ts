@@ -763,7 +763,17 @@ async function copyImage(
     opts.attachedDone?.set(key, p.catch(() => {})); // the first image reports its failure
     await p;
   };
-  const platformPlan = await planForCli(opts.choice, opts.platform, target, notes, dryRun);
+  // On stderr the platform chosen goes with the step lines, after the registry's, and like
+  // them is left out of a rerun that has nothing to do; as JSON it is a `log` event.
+  const json = (logger instanceof ImageLogger ? logger.base : logger).sink !== undefined;
+  const platformNotes = { info: (line: string) => json ? notes.info(line) : steps.info(line) };
+  const platformPlan = await planForCli(
+    opts.choice,
+    opts.platform,
+    target,
+    platformNotes,
+    dryRun,
+  );
   if (platformPlan) root = platformPlan.root;
   if (!dryRun) {
     steps.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);

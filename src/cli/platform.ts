@@ -83,7 +83,7 @@ export function planForCli(
   choice: PlatformChoice | undefined,
   args: PlatformArgs | undefined,
   target: Store,
-  logger: Logger,
+  logger: Pick<Logger, "info">,
   dryRun = false,
 ): Promise<PlatformPlan | undefined> {
   if (!choice || !args) return Promise.resolve(undefined);
