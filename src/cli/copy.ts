@@ -6,6 +6,7 @@ import {
   type CopyStats,
   JobLanes,
   Limiter,
+  newCopyStats,
   type PlanAction,
 } from "../copy.ts";
 import type { Descriptor } from "../media.ts";
@@ -1256,18 +1257,8 @@ class JobStopped extends Error {
 }
 
 function emptyStats(): CopyStats {
-  return {
-    blobsCopied: 0,
-    blobsSkipped: 0,
-    blobsMounted: 0,
-    bytesCopied: 0,
-    bytesMoved: 0,
-    bytesPresent: 0,
-    bytesResumed: 0,
-    manifestsCopied: 0,
-    manifestsSkipped: 1,
-    nonDistributable: [],
-  };
+  // The root manifest is there already: nothing else was looked at.
+  return { ...newCopyStats(), manifestsSkipped: 1 };
 }
 
 /** True when args ask for help (`--help`, `-h`, `--help=true`) before `--`. */
