@@ -7,6 +7,7 @@ import { umoci } from "./fixtures/cli.ts";
 import * as fx from "./fixtures/images.ts";
 import { startAuthRegistry } from "./fixtures/auth_registry.ts";
 import { freePort, startRegistry } from "./fixtures/registry.ts";
+import { selfSignedCertificate } from "./fixtures/pki.ts";
 
 /**
  * The one error line of a run that must fail with `code`, without its `error: `: the last
@@ -119,38 +120,9 @@ Deno.test("cli habits: --all, --preserve-digests, -q, --quiet, --debug, --retry-
   assert.equal(two.stderr.split("\n").filter((l) => l.startsWith("! retry")).length, 2, two.stderr);
 });
 
-/** `openssl req -x509` for 127.0.0.1: a certificate nothing trusts. */
-async function selfSigned(dir: string): Promise<{ certificate: string; key: string }> {
-  const certificate = join(dir, "reg.crt");
-  const key = join(dir, "reg.key");
-  const out = await new Deno.Command("openssl", {
-    args: [
-      "req",
-      "-x509",
-      "-newkey",
-      "rsa:2048",
-      "-nodes",
-      "-keyout",
-      key,
-      "-out",
-      certificate,
-      "-days",
-      "2",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=IP:127.0.0.1",
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  assert.ok(out.success, new TextDecoder().decode(out.stderr));
-  return { certificate, key };
-}
-
 Deno.test("cli habits: --src-tls-verify and --dest-tls-verify switch verification per side", async () => {
   await fx.withTempDir(async (tmp) => {
-    const reg = await startRegistry({ tls: await selfSigned(tmp), accessLog: true });
+    const reg = await startRegistry({ tls: await selfSignedCertificate(tmp), accessLog: true });
     try {
       const built = await fx.buildRandomImage(join(tmp, "img"), "v1", { layerSizes: [2000] });
       const remote = `oci://${reg.host}/side/img:v1`;

@@ -7,42 +7,14 @@ import { join } from "node:path";
 import { umoci } from "./fixtures/cli.ts";
 import { assertSameContent, buildRandomImage, withTempDir } from "./fixtures/images.ts";
 import { startRegistry } from "./fixtures/registry.ts";
-
-/** `openssl req -x509` for 127.0.0.1 and localhost; returns the cert and key paths. */
-async function selfSigned(dir: string, name: string): Promise<{ cert: string; key: string }> {
-  const cert = join(dir, `${name}.crt`);
-  const key = join(dir, `${name}.key`);
-  const out = await new Deno.Command("openssl", {
-    args: [
-      "req",
-      "-x509",
-      "-newkey",
-      "rsa:2048",
-      "-nodes",
-      "-keyout",
-      key,
-      "-out",
-      cert,
-      "-days",
-      "2",
-      "-subj",
-      "/CN=localhost",
-      "-addext",
-      "subjectAltName=DNS:localhost,IP:127.0.0.1",
-    ],
-    stdout: "null",
-    stderr: "piped",
-  }).output();
-  assert.ok(out.success, new TextDecoder().decode(out.stderr));
-  return { cert, key };
-}
+import { selfSignedCertificate } from "./fixtures/pki.ts";
 
 Deno.test("self-signed registry certificate (openssl req -x509): --cacert pins it; others refused", async () => {
   await withTempDir(async (dir) => {
-    const real = await selfSigned(dir, "real");
-    const other = await selfSigned(dir, "other");
+    const real = await selfSignedCertificate(dir, "real");
+    const other = await selfSignedCertificate(dir, "other");
     const reg = await startRegistry({
-      tls: { certificate: real.cert, key: real.key },
+      tls: real,
       accessLog: true,
     });
     try {
@@ -52,11 +24,11 @@ Deno.test("self-signed registry certificate (openssl req -x509): --cacert pins i
         raw: true,
       });
       const target = `oci://${reg.host}/pinned/img:v1`;
-      const push = await umoci(["copy", "--cacert", real.cert, `${src}:v1`, target]);
+      const push = await umoci(["copy", "--cacert", real.certificate, `${src}:v1`, target]);
       assert.equal(push.code, 0, push.stderr);
       assert.equal(push.stdout.trim(), built.manifest.digest);
       const back = join(dir, "back");
-      const pull = await umoci(["copy", "--cacert", real.cert, target, `${back}:v1`]);
+      const pull = await umoci(["copy", "--cacert", real.certificate, target, `${back}:v1`]);
       assert.equal(pull.code, 0, pull.stderr);
       await assertSameContent(src, "v1", back, "v1");
 
@@ -71,7 +43,7 @@ Deno.test("self-signed registry certificate (openssl req -x509): --cacert pins i
         "copy",
         "--retries=0",
         "--cacert",
-        other.cert,
+        other.certificate,
         target,
         `${join(dir, "y")}:v1`,
       ]);
