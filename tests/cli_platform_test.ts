@@ -11,7 +11,7 @@
 // line, and `--sparse=auto` falls back to the rewritten index.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { type RunOptions, type RunResult, umoci } from "./fixtures/cli.ts";
+import { copied, type RunOptions, type RunResult, umoci } from "./fixtures/cli.ts";
 import {
   assertOciImageToolValid,
   blobFile,
@@ -43,7 +43,6 @@ import { type RunningRegistry, startRegistry } from "./fixtures/registry.ts";
 
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-const DIGEST_LINE = /^sha256:[0-9a-f]{64}\n$/;
 const PLATFORMS = ["linux/amd64", "linux/arm64/v8", "linux/arm/v7", "linux/ppc64le", "linux/s390x"];
 
 // ---------------------------------------------------------------------------------------
@@ -51,13 +50,6 @@ const PLATFORMS = ["linux/amd64", "linux/arm64/v8", "linux/arm/v7", "linux/ppc64
 
 function cli(args: string[], opts: RunOptions = {}): Promise<RunResult> {
   return umoci(args, { timeoutMs: 60_000, ...opts });
-}
-
-/** A copy that worked: exit 0 and exactly one digest line on stdout; returns the digest. */
-function copied(r: RunResult, what: string): string {
-  assert.equal(r.code, 0, `${what}: exit ${r.code}\n${r.stderr}`);
-  assert.match(r.stdout, DIGEST_LINE, `${what}: stdout is the digest and nothing else`);
-  return r.stdout.trim();
 }
 
 /** A failure: exit code, nothing on stdout, one `error:` line, last, no stack trace. */

@@ -18,7 +18,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { type LogEntry, startChaosProxy } from "./fixtures/chaos.ts";
-import { type RunOptions, type RunResult, umoci, umociCommand } from "./fixtures/cli.ts";
+import { copied, type RunOptions, type RunResult, umoci, umociCommand } from "./fixtures/cli.ts";
 import {
   assertLayoutConsistent,
   assertOciImageToolValid,
@@ -51,7 +51,6 @@ import { freePort, type RunningRegistry, startRegistry } from "./fixtures/regist
 const MiB = 1024 * 1024;
 const enc = new TextEncoder();
 const dec = new TextDecoder();
-const DIGEST_LINE = /^sha256:[0-9a-f]{64}\n$/;
 
 // ---------------------------------------------------------------------------------------
 // Helpers
@@ -59,13 +58,6 @@ const DIGEST_LINE = /^sha256:[0-9a-f]{64}\n$/;
 /** `umoci ARGS…` with a bounded run time. */
 function cli(args: string[], opts: RunOptions = {}): Promise<RunResult> {
   return umoci(args, { timeoutMs: 60_000, ...opts });
-}
-
-/** A copy that worked: exit 0 and exactly one digest line on stdout; returns the digest. */
-function copied(r: RunResult, what: string): string {
-  assert.equal(r.code, 0, `${what}: exit ${r.code}\n${r.stderr}`);
-  assert.match(r.stdout, DIGEST_LINE, `${what}: stdout is the digest and nothing else`);
-  return r.stdout.trim();
 }
 
 /** stderr split into lines (a trailing newline gives no empty last line). */

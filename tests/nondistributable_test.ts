@@ -12,7 +12,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { UserError } from "../src/errors.ts";
 import { checkDescriptor, isNonDistributable } from "../src/media.ts";
-import { type RunResult, umoci } from "./fixtures/cli.ts";
+import { copied, type RunResult, umoci } from "./fixtures/cli.ts";
 import {
   blobFile,
   digestOf,
@@ -34,7 +34,6 @@ import { type RunningRegistry, startRegistry } from "./fixtures/registry.ts";
 const DOCKER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip";
 const OCI_NONDISTRIBUTABLE = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip";
 const OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip";
-const DIGEST_LINE = /^sha256:[0-9a-f]{64}\n$/;
 
 /** Accept URLs on layers (distribution refuses manifests with urls unless allowed). */
 const URLS_ALLOWED = [
@@ -106,12 +105,6 @@ async function buildForeignImage(
     foreign: { digest: foreignDigest, size: foreignBytes.length },
     others: [config.digest, layerDigest],
   };
-}
-
-function copied(r: RunResult, what: string): string {
-  assert.equal(r.code, 0, `${what}: exit ${r.code}\n${r.stderr}`);
-  assert.match(r.stdout, DIGEST_LINE, `${what}: stdout is the digest`);
-  return r.stdout.trim();
 }
 
 /** The one stderr line naming what was left out (count, short digest, size). */
