@@ -4,52 +4,76 @@
 // validated strictly before use: the algorithm must be one we implement, the encoded part
 // must match that algorithm's exact form (lowercase hex of the right length).
 //
-// Two hash implementations, each where it fits:
+// Three hash implementations, each where it fits:
 // - Whole documents (manifests, indexes, checked in memory) go through WebCrypto's
 //   crypto.subtle.digest: built into Deno, nothing to load, so a copy that only verifies a
 //   manifest or two starts as fast as it can. It is async and one-shot.
 // - Blobs are hashed as they stream (Verifier), which WebCrypto cannot do: it has no
-//   incremental update/final API, only a digest of one complete buffer. So streams of large
-//   blobs use node:crypto's createHash, loaded lazily by loadFastHash() because importing it
-//   costs 20-30 ms of start-up. Blobs under SMALL_HASH_LIMIT (configs, small layers) are
-//   gathered in memory and hashed with WebCrypto once complete: a copy of small images never
-//   loads node:crypto at all.
+//   incremental update/final API, only a digest of one complete buffer. Streams of large
+//   blobs use OpenSSL's EVP digests through FFI where the system has libcrypto
+//   (libcrypto.ts: ~2 ms to load, and Verifier.updateAsync hashes on Deno's blocking-task
+//   threads, off the thread that reads the sockets), else node:crypto's createHash
+//   (~23 ms to import, hashes on the JavaScript thread). Either is loaded lazily by
+//   loadFastHash(). Blobs under SMALL_HASH_LIMIT (configs, small layers) are gathered in
+//   memory and hashed with WebCrypto once complete: a copy of small images loads neither.
 import { UserError } from "./errors.ts";
+import { loadLibcryptoHash } from "./libcrypto.ts";
 
-/** What Verifier needs of a hash: node:crypto's Hash. */
+/** What Verifier needs of a streaming hash: node:crypto's Hash, or OpenSSL's (libcrypto.ts). */
 interface Hasher {
   update(data: Uint8Array): unknown;
+  /** Hash off the JavaScript thread; `data` stays untouched until this resolves. */
+  updateAsync?(data: Uint8Array): Promise<void>;
   digest(encoding: "hex"): string;
 }
 
-type NodeCrypto = typeof import("node:crypto");
-let nodeCrypto: NodeCrypto | undefined;
+/** Makes streaming hashers, once loadFastHash() has chosen an implementation. */
+let streaming: ((algorithm: ParsedDigest["algorithm"]) => Hasher) | undefined;
+/** Which one it chose, for debug lines. */
+let streamingName: "OpenSSL" | "node:crypto" | undefined;
 
 /**
  * Blobs smaller than this many bytes are verified with WebCrypto, from memory (a Verifier
- * gathers their bytes); larger ones stream through node:crypto.
+ * gathers their bytes); larger ones stream through OpenSSL or node:crypto.
  */
 export const SMALL_HASH_LIMIT = 1024 * 1024;
 
 /**
- * Load node:crypto for streaming hashes of blobs of `size` bytes and more (Verifier). It
- * costs 20-30 ms of start-up, so it is loaded only when a large blob is about to be hashed;
- * blobs under SMALL_HASH_LIMIT and whole documents use WebCrypto. Idempotent and cheap after
- * the first call. Must have resolved before `new Verifier()` of a large blob.
+ * Load a streaming hash for blobs of `size` bytes and more (Verifier): OpenSSL's libcrypto
+ * through FFI where it can be used (~2 ms), else node:crypto (~23 ms of start-up). Neither
+ * is loaded for blobs under SMALL_HASH_LIMIT, which use WebCrypto. Idempotent and cheap
+ * after the first call. Must have resolved before `new Verifier()` of a large blob.
+ * UMOCI_LIBCRYPTO=0 in the environment chooses node:crypto.
  */
 export async function loadFastHash(size = Infinity): Promise<void> {
-  if (size < SMALL_HASH_LIMIT) return;
-  nodeCrypto ??= await import("node:crypto");
+  if (size < SMALL_HASH_LIMIT || streaming) return;
+  const evp = loadLibcryptoHash();
+  if (evp) {
+    streaming = evp;
+    streamingName = "OpenSSL";
+  } else {
+    const nodeCrypto = await import("node:crypto");
+    streaming = (algorithm) => nodeCrypto.createHash(algorithm);
+    streamingName = "node:crypto";
+  }
+}
+
+/**
+ * What a Verifier made now hashes with: "OpenSSL" or "node:crypto" once loadFastHash() has
+ * loaded one, else "WebCrypto" (small blobs only).
+ */
+export function blobHashName(): string {
+  return streamingName ?? "WebCrypto";
 }
 
 /** A new streaming hasher; throws an internal Error if loadFastHash() has not run. */
 function hasher(algorithm: ParsedDigest["algorithm"]): Hasher {
-  if (!nodeCrypto) {
+  if (!streaming) {
     throw new Error(
       `internal error: a streaming ${algorithm} hash needs "await loadFastHash()" first`,
     );
   }
-  return nodeCrypto.createHash(algorithm);
+  return streaming(algorithm);
 }
 
 /** Algorithms we can verify, with the length of their lowercase hex encoding. */
@@ -139,13 +163,13 @@ export class DigestMismatchError extends UserError {}
 
 /**
  * Incremental verification of one blob against its descriptor: feed every chunk to
- * update(), then await finish(). Overrunning the declared size fails at once, so a
- * hostile source cannot make us write more than the descriptor promised. A blob of
- * SMALL_HASH_LIMIT bytes and more is hashed with node:crypto as it streams: the constructor
- * throws an internal Error unless loadFastHash() has resolved (every path that streams a
- * large blob awaits it first). A smaller one is copied into memory (at most
- * SMALL_HASH_LIMIT bytes) and hashed with WebCrypto by finish(), unless node:crypto is loaded
- * anyway. Throws a UserError for a bad digest or size.
+ * update() (or updateAsync()), then await finish(). Overrunning the declared size fails at
+ * once, so a hostile source cannot make us write more than the descriptor promised. A blob
+ * of SMALL_HASH_LIMIT bytes and more is hashed as it streams, with the hash loadFastHash()
+ * chose: the constructor throws an internal Error unless it has resolved (every path that
+ * streams a large blob awaits it first). A smaller one is copied into memory (at most
+ * SMALL_HASH_LIMIT bytes) and hashed with WebCrypto by finish(), unless a streaming hash is
+ * loaded anyway. Throws a UserError for a bad digest or size.
  */
 export class Verifier {
   readonly expected: string;
@@ -155,6 +179,10 @@ export class Verifier {
   #gathered?: Uint8Array<ArrayBuffer>;
   #algorithm: ParsedDigest["algorithm"];
   #seen = 0;
+  /** The last off-thread update (updates run one after another, in call order). */
+  #pending: Promise<void> = Promise.resolve();
+  /** Off-thread updates not finished yet. */
+  #inflight = 0;
 
   constructor(digest: string, size: number) {
     const parsed = parseDigest(digest);
@@ -162,7 +190,7 @@ export class Verifier {
     this.expected = digest;
     this.size = size;
     this.#algorithm = parsed.algorithm;
-    if (size < SMALL_HASH_LIMIT && !nodeCrypto) this.#gathered = new Uint8Array(size);
+    if (size < SMALL_HASH_LIMIT && !streaming) this.#gathered = new Uint8Array(size);
     else this.#hash = hasher(parsed.algorithm);
   }
 
@@ -170,7 +198,11 @@ export class Verifier {
     return this.#seen;
   }
 
+  /** Count and hash `chunk` on this thread; throws a DigestMismatchError past `size`. */
   update(chunk: Uint8Array): void {
+    if (this.#inflight > 0) {
+      throw new Error("internal error: Verifier.update() while an updateAsync() is running");
+    }
     const at = this.#seen;
     this.#seen += chunk.byteLength;
     if (this.#seen > this.size) {
@@ -181,8 +213,31 @@ export class Verifier {
     else this.#hash!.update(chunk);
   }
 
+  /**
+   * Count `chunk` (throwing a DigestMismatchError at once past `size`) and hash it, off the
+   * JavaScript thread where the hash can (OpenSSL), else here. The caller must not modify
+   * `chunk` until the promise resolves; it rejects if the hash failed.
+   */
+  updateAsync(chunk: Uint8Array): Promise<void> {
+    const hash = this.#hash;
+    if (!hash?.updateAsync) {
+      this.update(chunk);
+      return Promise.resolve();
+    }
+    this.#seen += chunk.byteLength;
+    if (this.#seen > this.size) {
+      throw overrun(this.expected, this.size);
+    }
+    this.#inflight++;
+    this.#pending = this.#pending.then(() => hash.updateAsync!(chunk)).finally(() =>
+      this.#inflight--
+    );
+    return this.#pending;
+  }
+
   /** Rejects unless exactly `size` bytes with the right digest were seen. */
   async finish(): Promise<void> {
+    await this.#pending;
     if (this.#seen !== this.size) {
       throw shortfall(this.expected, this.#seen, this.size);
     }

@@ -400,3 +400,46 @@ Deno.test("cli: bad input gives a one-line error, non-zero exit, nothing created
     assert.deepEqual(await fx.snapshotTree(src), srcBefore, "source untouched");
   });
 });
+
+Deno.test("cli: a large layer is verified by OpenSSL or by node:crypto (UMOCI_LIBCRYPTO=0) alike", async () => {
+  const dir = await Deno.makeTempDir({ prefix: "umoci-hash-" });
+  try {
+    const src = join(dir, "src");
+    const img = await fx.buildRandomImage(src, "v1", {
+      layerSizes: [3 * 1024 * 1024 + 5],
+      raw: true,
+    });
+    const layer = img.layers[0];
+    for (const [libcrypto, hash] of [["1", "OpenSSL"], ["0", "node:crypto"]]) {
+      const env = { UMOCI_LIBCRYPTO: libcrypto };
+      const dst = join(dir, `good-${libcrypto}`);
+      const r = await umoci(["copy", "--debug", `${src}:v1`, `${dst}:v1`], { env });
+      assert.equal(r.code, 0, r.stderr);
+      assert.match(
+        r.stderr,
+        new RegExp(`saved to local store ${layer.digest} \\(verified with ${hash}\\)`),
+      );
+      assert.equal(r.stdout.trim(), img.manifest.digest);
+      const copiedLayer = await Deno.readFile(fx.blobFile(dst, layer.digest));
+      assert.equal(fx.digestOf(copiedLayer), layer.digest);
+    }
+    // One bit flipped in the middle of the source's layer: both hashes refuse it, and
+    // neither the blob nor the tag reaches the destination.
+    const path = fx.blobFile(src, layer.digest);
+    const bytes = await Deno.readFile(path);
+    bytes[1_500_000] ^= 0x10;
+    await Deno.writeFile(path, bytes);
+    for (const libcrypto of ["1", "0"]) {
+      const dst = join(dir, `bad-${libcrypto}`);
+      const r = await umoci(["copy", "-q", `${src}:v1`, `${dst}:v1`], {
+        env: { UMOCI_LIBCRYPTO: libcrypto },
+      });
+      assertOneLineError(r, `corrupt layer, UMOCI_LIBCRYPTO=${libcrypto}`);
+      assert.match(r.stderr, new RegExp(`digest mismatch: expected ${layer.digest}`));
+      assert.equal(await exists(fx.blobFile(dst, layer.digest)), false);
+      assert.equal(await exists(fx.blobFile(dst, img.manifest.digest)), false);
+    }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});

@@ -8,6 +8,7 @@ import {
   Verifier,
   verifyBytes,
 } from "../src/digest.ts";
+import { loadLibcryptoHash } from "../src/libcrypto.ts";
 import { parseNode } from "../src/media.ts";
 
 const enc = new TextEncoder();
@@ -101,6 +102,52 @@ Deno.test("without node:crypto: small blobs verify with WebCrypto, a large one s
   const r = JSON.parse(new TextDecoder().decode(out.stdout));
   assert.equal(r.badResult, "DigestMismatchError");
   assert.match(r.large, /internal error: .*loadFastHash\(\)/);
+});
+
+Deno.test("OpenSSL (libcrypto) hashes agree with node:crypto, on and off the JavaScript thread", async () => {
+  const make = loadLibcryptoHash();
+  // CI runs on Debian, where libssl3 is always installed: its absence would be a fault here.
+  assert.ok(make, "libcrypto.so.3 could not be loaded");
+  const data = new Uint8Array(3 * 1024 * 1024 + 17).map((_, i) => (i * 7919 + 3) % 253);
+  for (const alg of ["sha256", "sha512"] as const) {
+    const expected = createHash(alg).update(data).digest("hex");
+    for (const piece of [4093, 65_537, 1024 * 1024]) {
+      const h = make(alg);
+      for (let at = 0, k = 0; at < data.length; at += piece, k++) {
+        const view = data.subarray(at, at + piece);
+        if (k % 2) h.update(view);
+        else await h.updateAsync(view);
+      }
+      assert.equal(h.digest("hex"), expected, `${alg} in pieces of ${piece}`);
+    }
+    const empty = make(alg);
+    await empty.updateAsync(new Uint8Array());
+    assert.equal(empty.digest("hex"), createHash(alg).digest("hex"), `${alg} of nothing`);
+  }
+});
+
+Deno.test("Verifier.updateAsync keeps call order, fails at once on overrun, and catches a flipped bit", async () => {
+  await loadFastHash();
+  const data = new Uint8Array(5 * 1024 * 1024).map((_, i) => (i * 31 + 11) & 255);
+  const digest = "sha256:" + createHash("sha256").update(data).digest("hex");
+  // Ten updates queued without waiting: they must be hashed in the order they were given.
+  const v = new Verifier(digest, data.length);
+  const piece = data.length / 10;
+  const queued = [];
+  for (let at = 0; at < data.length; at += piece) {
+    queued.push(v.updateAsync(data.subarray(at, at + piece)));
+  }
+  assert.throws(() => v.update(new Uint8Array(1)), /internal error/);
+  await Promise.all(queued);
+  await v.finish();
+  const over = new Verifier(digest, data.length - 1);
+  assert.throws(() => over.updateAsync(data), /larger than its descriptor size/);
+  const flipped = data.slice();
+  flipped[data.length - 1] ^= 0x80;
+  const bad = new Verifier(digest, data.length);
+  await bad.updateAsync(flipped.subarray(0, piece));
+  await bad.updateAsync(flipped.subarray(piece));
+  await assert.rejects(() => bad.finish(), DigestMismatchError);
 });
 
 Deno.test("digestOf (WebCrypto) agrees with node:crypto for sha256 and sha512", async () => {

@@ -10,7 +10,7 @@ import {
   type PlanAction,
 } from "../copy.ts";
 import type { Descriptor } from "../media.ts";
-import { parseDigest } from "../digest.ts";
+import { blobHashName, parseDigest } from "../digest.ts";
 import { describeError, NotFoundError, UsageError, UserError } from "../errors.ts";
 import { dirname } from "../path.ts";
 import { isIndexType, isManifestType } from "../media.ts";
@@ -1397,9 +1397,9 @@ function report(
       break;
     case "blob-done":
       logger.debug(
-        target instanceof LayoutStore
+        (target instanceof LayoutStore
           ? `blob saved to local store ${e.desc.digest}`
-          : `blob uploaded ${e.desc.digest}`,
+          : `blob uploaded ${e.desc.digest}`) + ` (verified with ${blobHashName()})`,
       );
       break;
     case "blob-skip":

@@ -29,7 +29,6 @@ import {
   OCI_LAYOUT_VERSION,
   sniffMediaType,
 } from "../media.ts";
-import { bufferSizeFor, ChunkReader, reclaim } from "../stream.ts";
 import { tempFiles } from "../tempfiles.ts";
 import {
   addReferrers,
@@ -40,6 +39,7 @@ import {
   setTag,
   tagEntry,
 } from "./index_json.ts";
+import { pump, SourceError } from "./pump.ts";
 import type { BlobReader, BlobSource, PushOptions, Store } from "./store.ts";
 import {
   type ArchiveContent,
@@ -57,15 +57,7 @@ const MAX_INDEX_SIZE = 64 * 1024 * 1024;
 const GZIP_CACHE_MEMBER = 256 * 1024;
 /** …up to this much in all. */
 const GZIP_CACHE_TOTAL = 16 * 1024 * 1024;
-const WRITE_BUFFER = 1024 * 1024;
 const encoder = new TextEncoder();
-
-/** Raised while pumping when the source failed (rather than the disk or the verifier). */
-class SourceError extends Error {
-  constructor(override readonly cause: unknown) {
-    super(describeError(cause));
-  }
-}
 
 /** The tar path of a blob: `blobs/ALG/HEX` (the digest is validated first). */
 export function blobMemberName(digest: string): string {
@@ -646,7 +638,10 @@ export class ArchiveStore implements Store {
         verifier = new Verifier(desc.digest, desc.size);
       }
       try {
-        await pump(reader.stream, out, base + reader.offset, verifier, onProgress);
+        await pump(reader.stream, verifier, {
+          write: (view, position) => writeAllAt(out, view, base + position),
+          onProgress,
+        });
       } catch (e) {
         if (!(e instanceof SourceError)) throw e;
         if (verifier.seen - mark >= 1024 * 1024) failures = 0;
@@ -800,50 +795,5 @@ export class ArchiveStore implements Store {
       this.#lock?.close();
     } catch { /* closed */ }
     this.#lock = undefined;
-  }
-}
-
-/**
- * Copy a stream into `out` from `position` on, verifying as it goes; two buffers, one filling
- * while the other is written. A failure to read the source is thrown as a SourceError.
- */
-async function pump(
-  stream: ReadableStream<Uint8Array>,
-  out: Deno.FsFile,
-  position: number,
-  verifier: Verifier,
-  onProgress?: (bytes: number) => void,
-): Promise<void> {
-  await out.seek(position, Deno.SeekMode.Start);
-  const reader = new ChunkReader(stream);
-  let pending: Promise<void> = Promise.resolve();
-  try {
-    const size = bufferSizeFor(verifier.size - verifier.seen, WRITE_BUFFER);
-    const buffers = [new Uint8Array(size), new Uint8Array(size)];
-    for (let i = 0; !reader.done; i ^= 1) {
-      let view: Uint8Array<ArrayBuffer>;
-      try {
-        view = await reader.readFull(buffers[i]);
-      } catch (e) {
-        throw new SourceError(e);
-      }
-      buffers[i] = reclaim(view, size);
-      if (view.length === 0) break;
-      verifier.update(view);
-      await pending;
-      pending = (async () => {
-        let off = 0;
-        while (off < view.length) off += await out.write(view.subarray(off));
-      })();
-      pending.catch(() => {});
-      onProgress?.(verifier.seen);
-    }
-    await pending;
-  } catch (e) {
-    await reader.cancel();
-    await pending;
-    throw e;
-  } finally {
-    reader.release();
   }
 }

@@ -31,7 +31,7 @@ import {
   setTag,
   tagEntry,
 } from "./index_json.ts";
-import { bufferSizeFor, ChunkReader, reclaim } from "../stream.ts";
+import { pump, SourceError, WRITE_BUFFER } from "./pump.ts";
 import { alignedBuffer, DIRECT_ALIGN, DIRECT_MIN_SIZE, DirectFile } from "./direct.ts";
 
 const MAX_INDEX_SIZE = 64 * 1024 * 1024;
@@ -102,66 +102,8 @@ async function writeFileAtomic(dir: string, name: string, bytes: Uint8Array): Pr
 
 const encoder = new TextEncoder();
 
-const WRITE_BUFFER = 1024 * 1024;
-
-/** Raised by pump() when reading the source failed (as opposed to writing or verifying). */
-class SourceError extends Error {
-  constructor(override readonly cause: unknown) {
-    super(describeError(cause));
-  }
-}
-
 function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/**
- * Copy a stream into `file` at its current position, verifying as it goes. Two buffers: one
- * is written to disk while the other fills from the source. When it returns or throws, every
- * byte counted by the verifier has been written (or the write error is what is thrown).
- */
-async function pump(
-  stream: ReadableStream<Uint8Array>,
-  file: Deno.FsFile,
-  direct: DirectFile | undefined,
-  verifier: Verifier,
-  onProgress?: (bytes: number) => void,
-): Promise<void> {
-  let position = verifier.seen;
-  const reader = new ChunkReader(stream);
-  let pending: Promise<void> = Promise.resolve();
-  try {
-    const size = bufferSizeFor(verifier.size - verifier.seen, WRITE_BUFFER);
-    const buffers = direct
-      ? [alignedBuffer(size), alignedBuffer(size)]
-      : [new Uint8Array(size), new Uint8Array(size)];
-    // A resumed download starts with a short read that brings direct writes into alignment.
-    let want = direct ? (DIRECT_ALIGN - position % DIRECT_ALIGN) % DIRECT_ALIGN || size : size;
-    for (let i = 0; !reader.done; i ^= 1) {
-      let view: Uint8Array<ArrayBuffer>;
-      try {
-        view = await reader.readFull(want < size ? buffers[i].subarray(0, want) : buffers[i]);
-        want = size;
-      } catch (e) {
-        throw new SourceError(e);
-      }
-      buffers[i] = reclaim(view, size);
-      if (view.length === 0) break;
-      verifier.update(view);
-      await pending;
-      pending = direct ? writeAt(file, direct, view, position) : writeAll(file, view);
-      pending.catch(() => {}); // observed below
-      position += view.length;
-      onProgress?.(verifier.seen);
-    }
-    await pending;
-  } catch (e) {
-    await reader.cancel();
-    await pending; // a write error wins over the read error
-    throw e;
-  } finally {
-    reader.release();
-  }
 }
 
 /** Feed the first `length` bytes of `file` to the verifier (resuming a partial download). */
@@ -569,7 +511,17 @@ export class LayoutStore implements Store {
         moved = true;
         direct ??= desc.size >= DIRECT_MIN_SIZE ? await openDirect(partial, file) : undefined;
         try {
-          await pump(reader.stream, file, direct, verifier, onProgress);
+          await pump(reader.stream, verifier, {
+            write: (view, position) =>
+              direct ? writeAt(file, direct, view, position) : writeAll(file, view),
+            allocate: direct ? alignedBuffer : undefined,
+            // A resumed download starts with a short read that brings direct writes into
+            // alignment.
+            firstRead: direct
+              ? (position, size) => (DIRECT_ALIGN - position % DIRECT_ALIGN) % DIRECT_ALIGN || size
+              : undefined,
+            onProgress,
+          });
         } catch (e) {
           if (!(e instanceof SourceError)) {
             // Wrong bytes, or the disk failed (full, read-only): the partial file is no use

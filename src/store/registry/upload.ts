@@ -244,7 +244,11 @@ class SourceReader {
         }
         // After a rewind, bytes before `seen` were verified the first time they were read.
         const known = this.#verifier.seen - this.#position;
-        if (known < value.length) this.#verifier.update(known > 0 ? value.subarray(known) : value);
+        // Hashed off the JavaScript thread where OpenSSL is loaded: other blobs' sockets are
+        // served meanwhile.
+        if (known < value.length) {
+          await this.#verifier.updateAsync(known > 0 ? value.subarray(known) : value);
+        }
         this.#position += value.length;
         return value;
       } catch (e) {
