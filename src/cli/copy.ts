@@ -53,7 +53,7 @@ import {
   findCredentials,
   parseCredsFlag,
 } from "../store/registry/credentials.ts";
-import { escapeControl, formatBytes, type Level, Logger } from "./log.ts";
+import { escapeControl, formatBytes, type Level, Logger, printLine } from "./log.ts";
 import { ATTACHED_FLAGS, attachedFromFlags, copyAttachedForCli } from "./attached.ts";
 import type { AttachedItem } from "../referrers.ts";
 import { checkAttachedCapabilities } from "../referrers.ts";
@@ -304,7 +304,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
   } catch (e) {
     // Asked for help: help it is, whatever else is on the line (as `umoci --help copy …`).
     if (!(e instanceof UsageError) || !wantsHelp(args)) throw e;
-    console.log(copyUsage());
+    printLine(copyUsage());
     return 0;
   }
   const { values, positionals } = parsed;
@@ -316,7 +316,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
   }
   if (progressMode !== "json") logger.sink = undefined;
   if (values.help) {
-    console.log(copyUsage());
+    printLine(copyUsage());
     return 0;
   }
   if (values.all === false) {
@@ -561,7 +561,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       );
     if (dryRun) {
       if (firstError !== undefined) throw firstError;
-      if (jobPlan) console.log(escapeControl(jobPlan.line()));
+      if (jobPlan) printLine(escapeControl(jobPlan.line()));
       if (failed.length > 0) throw failedError();
       return 0;
     }
@@ -597,7 +597,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       if (!job) return digest;
       return `${digest} ${allTags ? image.src.tag : escapeControl(image.src.text)}`;
     });
-    if (lines.length > 0) console.log(lines.join("\n"));
+    if (lines.length > 0) printLine(lines.join("\n"));
     if (typeof values.digestfile === "string") {
       await Deno.writeTextFile(values.digestfile, lines.map((l) => l + "\n").join(""));
     }
@@ -847,7 +847,7 @@ async function copyImage(
       done && !attachedWrites,
       job?.title,
     );
-    for (const line of lines) console.log(escapeControl(line));
+    for (const line of lines) printLine(escapeControl(line));
     job?.plan.add(plan, done, dst);
     return { root, stats };
   }

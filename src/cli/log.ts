@@ -48,9 +48,21 @@ export interface Overlay {
 
 /** Write all of `text` to stderr, synchronously (a terminal may take it in pieces). */
 export function writeStderr(text: string): void {
+  writeAllSync(Deno.stderr, text);
+}
+
+/**
+ * Write `text` and a newline to stdout, synchronously: what console.log does for a string,
+ * without loading console's formatting machinery (~1.5 ms of a 50 ms re-pull).
+ */
+export function printLine(text: string): void {
+  writeAllSync(Deno.stdout, text + "\n");
+}
+
+function writeAllSync(out: { writeSync(p: Uint8Array): number }, text: string): void {
   const bytes = encoder.encode(text);
   let off = 0;
-  while (off < bytes.length) off += Deno.stderr.writeSync(bytes.subarray(off));
+  while (off < bytes.length) off += out.writeSync(bytes.subarray(off));
 }
 
 /**

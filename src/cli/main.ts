@@ -3,7 +3,7 @@ import { describeError, EXIT, UsageError, UserError } from "../errors.ts";
 import { removeTempFilesSync } from "../tempfiles.ts";
 import { versionString } from "../version.ts";
 import { copyCommand, copyUsage } from "./copy.ts";
-import { type Level, LEVELS, Logger } from "./log.ts";
+import { type Level, LEVELS, Logger, printLine, writeStderr } from "./log.ts";
 
 const USAGE = `Usage: umoci [--log=LEVEL] COMMAND [flags] ARGS
 
@@ -80,16 +80,16 @@ export async function run(args: string[]): Promise<number> {
     logger = new Logger(level);
     const [command, ...commandArgs] = rest;
     if (command === undefined) {
-      console.error(USAGE);
+      writeStderr(USAGE + "\n");
       return EXIT.usage;
     }
     if (command === "--help" || command === "-h" || command === "help") {
-      if (commandArgs[0] === "copy" || commandArgs[0] === "cp") console.log(copyUsage());
-      else console.log(USAGE);
+      if (commandArgs[0] === "copy" || commandArgs[0] === "cp") printLine(copyUsage());
+      else printLine(USAGE);
       return 0;
     }
     if (command === "--version" || command === "-v" || command === "version") {
-      console.log(versionString());
+      printLine(versionString());
       return 0;
     }
     switch (command) {
