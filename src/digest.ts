@@ -183,6 +183,8 @@ export class Verifier {
   #pending: Promise<void> = Promise.resolve();
   /** Off-thread updates not finished yet. */
   #inflight = 0;
+  /** finish() was called: no more updates. */
+  #finished = false;
 
   constructor(digest: string, size: number) {
     const parsed = parseDigest(digest);
@@ -200,6 +202,7 @@ export class Verifier {
 
   /** Count and hash `chunk` on this thread; throws a DigestMismatchError past `size`. */
   update(chunk: Uint8Array): void {
+    this.#checkOpen();
     if (this.#inflight > 0) {
       throw new Error("internal error: Verifier.update() while an updateAsync() is running");
     }
@@ -219,6 +222,7 @@ export class Verifier {
    * `chunk` until the promise resolves; it rejects if the hash failed.
    */
   updateAsync(chunk: Uint8Array): Promise<void> {
+    this.#checkOpen();
     const hash = this.#hash;
     if (!hash?.updateAsync) {
       this.update(chunk);
@@ -235,8 +239,14 @@ export class Verifier {
     return this.#pending;
   }
 
+  #checkOpen(): void {
+    if (this.#finished) throw new Error("internal error: Verifier used after finish()");
+  }
+
   /** Rejects unless exactly `size` bytes with the right digest were seen. */
   async finish(): Promise<void> {
+    this.#checkOpen();
+    this.#finished = true; // nothing can be queued behind the wait below
     await this.#pending;
     if (this.#seen !== this.size) {
       throw shortfall(this.expected, this.#seen, this.size);

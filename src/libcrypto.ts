@@ -75,7 +75,7 @@ function load(): Libcrypto | null {
 
 class EvpHash implements OffThreadHash {
   readonly #lib: Libcrypto;
-  #ctx: Deno.PointerValue;
+  #ctx: Deno.PointerObject | null;
 
   constructor(libcrypto: Libcrypto, ctx: Deno.PointerObject) {
     this.#lib = libcrypto;
@@ -83,26 +83,35 @@ class EvpHash implements OffThreadHash {
     contexts.register(this, ctx, this);
   }
 
+  /** The context, unless digest() has freed it (then using the hash is a bug). */
+  #live(): Deno.PointerObject {
+    if (this.#ctx === null) throw new Error("internal error: hash used after digest()");
+    return this.#ctx;
+  }
+
   async updateAsync(data: Uint8Array): Promise<void> {
+    const ctx = this.#live();
     if (data.length === 0) return;
-    if (await this.#lib.DigestUpdateAsync(this.#ctx, data, BigInt(data.length)) !== 1) {
+    if (await this.#lib.DigestUpdateAsync(ctx, data, BigInt(data.length)) !== 1) {
       throw new Error("OpenSSL EVP_DigestUpdate failed");
     }
   }
 
   update(data: Uint8Array): void {
+    const ctx = this.#live();
     if (data.length === 0) return;
-    if (this.#lib.EVP_DigestUpdate(this.#ctx, data, BigInt(data.length)) !== 1) {
+    if (this.#lib.EVP_DigestUpdate(ctx, data, BigInt(data.length)) !== 1) {
       throw new Error("OpenSSL EVP_DigestUpdate failed");
     }
   }
 
   digest(): string {
+    const ctx = this.#live();
     const out = new Uint8Array(64);
     const length = new Uint32Array(1);
-    const ok = this.#lib.EVP_DigestFinal_ex(this.#ctx, out, Deno.UnsafePointer.of(length));
+    const ok = this.#lib.EVP_DigestFinal_ex(ctx, out, Deno.UnsafePointer.of(length));
     contexts.unregister(this);
-    this.#lib.EVP_MD_CTX_free(this.#ctx);
+    this.#lib.EVP_MD_CTX_free(ctx);
     this.#ctx = null;
     if (ok !== 1) throw new Error("OpenSSL EVP_DigestFinal_ex failed");
     let hex = "";

@@ -148,6 +148,10 @@ Deno.test("Verifier.updateAsync keeps call order, fails at once on overrun, and 
   await bad.updateAsync(flipped.subarray(0, piece));
   await bad.updateAsync(flipped.subarray(piece));
   await assert.rejects(() => bad.finish(), DigestMismatchError);
+  // After finish() a verifier takes nothing more (its hash context is gone).
+  assert.throws(() => v.update(new Uint8Array(1)), /after finish/);
+  assert.throws(() => v.updateAsync(new Uint8Array(1)), /after finish/);
+  await assert.rejects(() => v.finish(), /after finish/);
 });
 
 Deno.test("digestOf (WebCrypto) agrees with node:crypto for sha256 and sha512", async () => {

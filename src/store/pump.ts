@@ -62,9 +62,18 @@ export async function pump(
       }
       buffers[i] = reclaim(view, size);
       if (view.length === 0) break;
-      await pending; // the other buffer is hashed and written
+      // Hashed (after the other buffer's hash) while the other buffer is still being
+      // written; an overrun throws here, before anything of this buffer is written.
       const hashed = verifier.updateAsync(view);
-      pending = bothDone(opts.write(view, position), hashed);
+      hashed.catch(() => {}); // observed below
+      try {
+        await pending; // the other buffer is hashed and written
+      } catch (e) {
+        await hashed.catch(() => {}); // nothing may still be reading a buffer
+        throw e;
+      }
+      const at = position;
+      pending = bothDone(Promise.resolve().then(() => opts.write(view, at)), hashed);
       pending.catch(() => {}); // observed below
       position += view.length;
       opts.onProgress?.(verifier.seen);

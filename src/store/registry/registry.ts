@@ -702,7 +702,7 @@ export class RegistryStore implements MountingStore {
     onProgress?: (bytes: number) => void,
   ): Promise<void> {
     parseDigest(desc.digest);
-    await loadFastHash(desc.size); // the upload streams a large blob through node:crypto
+    await loadFastHash(desc.size); // the upload streams a large blob through a streaming hash
     await uploadBlob(this.#api, desc, source, {
       chunkSize: this.#chunkSize,
       onProgress,

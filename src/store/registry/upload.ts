@@ -152,6 +152,16 @@ class SourceError extends Error {
 class RestartUpload extends Error {}
 
 /**
+ * Thrown into a read that was still running when the reader was rewound or closed (the
+ * body of a PATCH that was dropped): it must not touch the reader's state any more.
+ */
+class StaleRead extends Error {
+  constructor() {
+    super("internal: a read outlived its rewind");
+  }
+}
+
+/**
  * Reads a blob source into caller-provided buffers, feeding every byte to the verifier as
  * it is read (the verifier throws as soon as more bytes arrive than the descriptor's size).
  *
@@ -178,6 +188,11 @@ class SourceReader {
   #position = 0;
   #failures = 0;
   #mark = 0;
+  /**
+   * Counts rewinds and closes: a read started before one (its PATCH was dropped while fetch
+   * still pulled its body) finds it changed after each await and leaves everything alone.
+   */
+  #generation = 0;
 
   constructor(source: BlobSource, verifier: Verifier, policy: RetryPolicy) {
     this.#source = source;
@@ -187,8 +202,12 @@ class SourceReader {
     this.#buffer = new Uint8Array(this.#bufferSize);
   }
 
-  async #open(offset: number): Promise<void> {
+  async #open(offset: number, generation: number): Promise<void> {
     const opened: BlobReader = await this.#source(offset);
+    if (generation !== this.#generation) {
+      await opened.stream.cancel().catch(() => {});
+      throw new StaleRead();
+    }
     if (opened.offset !== offset && opened.offset !== 0) {
       await opened.stream.cancel().catch(() => {});
       throw new UserError(
@@ -205,7 +224,7 @@ class SourceReader {
    */
   prefetch(): void {
     if (this.#reader || this.#opening) return;
-    const opening = this.#open(this.#position);
+    const opening = this.#open(this.#position, this.#generation);
     this.#opening = opening;
     // Once open, it is the reader that counts (a later reopen must not wait on this again);
     // a failure stays for #next or close() to report.
@@ -217,19 +236,27 @@ class SourceReader {
 
   /** The next piece of new bytes from the source, or undefined at the end. */
   async #next(): Promise<Uint8Array | undefined> {
+    const generation = this.#generation;
+    const checkCurrent = () => {
+      if (generation !== this.#generation) throw new StaleRead();
+    };
     for (;;) {
       try {
         if (!this.#reader) {
           const opening = this.#opening;
           this.#opening = undefined;
-          await (opening ?? this.#open(this.#position));
+          await (opening ?? this.#open(this.#position, generation));
+          checkCurrent();
         }
         let value: Uint8Array;
         try {
           // Whatever has arrived once it is a few pieces' worth: a slow source's bytes go
           // out (and show as progress) as they come, not a READ_BUFFER at a time.
           value = await this.#reader!.readFull(this.#buffer, READ_AT_LEAST);
+          checkCurrent();
         } catch (e) {
+          if (e instanceof StaleRead) throw e;
+          checkCurrent(); // a read failing because its reader was closed: nothing to retry
           // A failed BYOB read keeps the buffer it was given: start with a fresh one.
           this.#buffer = new Uint8Array(this.#bufferSize);
           throw new SourceError(e);
@@ -248,6 +275,7 @@ class SourceReader {
         // served meanwhile.
         if (known < value.length) {
           await this.#verifier.updateAsync(known > 0 ? value.subarray(known) : value);
+          checkCurrent();
         }
         this.#position += value.length;
         return value;
@@ -313,6 +341,8 @@ class SourceReader {
    */
   async rewind(offset: number): Promise<void> {
     await this.close();
+    // A read of the dropped PATCH may still be hashing bytes in the old buffer's memory.
+    this.#buffer = new Uint8Array(this.#bufferSize);
     this.#leftover = EMPTY;
     this.#done = false;
     this.#skip = 0;
@@ -321,6 +351,7 @@ class SourceReader {
 
   /** Stop reading (cancels the source stream). */
   async close(): Promise<void> {
+    this.#generation++;
     const opening = this.#opening;
     this.#opening = undefined;
     if (opening) await opening.catch(() => {});
