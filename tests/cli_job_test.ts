@@ -370,3 +370,34 @@ Deno.test("cli job: repositories of one registry with credentials of their own k
     await reg.stop();
   }
 });
+
+Deno.test("cli job: a retry line of an image copied beside others names that image", async () => {
+  const a = await startRegistry();
+  const proxy = await startChaosProxy(a.url);
+  try {
+    await fx.withTempDir(async (tmp) => {
+      const src = join(tmp, "src");
+      const built = [];
+      for (const i of [0, 1]) {
+        built.push(await fx.buildRandomImage(src, `${i}`, { layerSizes: [3000 + i] }));
+        await copyOk(["--plain-http", `${src}:${i}`, `oci://${a.host}/r${i}:v1`]);
+      }
+      // r1's layer answers 503 once: the retry that follows is r1's, and says so.
+      proxy.rules.push({
+        method: "GET",
+        path: new RegExp(`^/v2/r1/blobs/${built[1].layers[0].digest}$`),
+        fault: { kind: "status", status: 503 },
+      });
+      const list = join(tmp, "images.txt");
+      await Deno.writeTextFile(list, `oci://${proxy.host}/r0:v1\noci://${proxy.host}/r1:v1\n`);
+      const job = await jobOk(["--plain-http", "--images", list, join(tmp, "out")]);
+      const retries = job.stderr.split("\n").filter((l) => l.includes("! retry"));
+      assert.equal(retries.length, 1, job.stderr);
+      assert.match(retries[0], new RegExp(`^\\[${proxy.host}/r1:v1\\] ! retry 1 of 5 `));
+      assert.match(retries[0], /503/);
+    });
+  } finally {
+    await proxy.close();
+    await a.stop();
+  }
+});

@@ -65,6 +65,7 @@ import {
   createProgress,
   type EventContext,
   type ImageId,
+  imageNow,
   loadImageContext,
   PROGRESS_MODES,
   type ProgressDisplay,
@@ -413,6 +414,8 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
         debug: (m) => logger.debug(m),
       }),
   });
+  /** Set for a job of several images at once: retry lines name their image. */
+  let prefixRetries = false;
   const registry: RegistryOptions = {
     plainHttp: values["plain-http"] === true,
     caCertFiles: values.cacert as string[] | undefined,
@@ -422,8 +425,12 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     trace: values["trace-requests"] ? (line) => logger.raw(line) : undefined,
     onRetry: (line) => {
       steps.release();
-      if (progress) progress.retry(line);
-      else logger.info(line);
+      // In a job of several images at once, a retry line says whose transfer it is, as their
+      // step lines do (json events name the image in a field of their own).
+      const image = prefixRetries && progressMode !== "json" ? imageNow() : undefined;
+      const shown = image ? `[${image.label ?? image.name}] ${line}` : line;
+      if (progress) progress.retry(shown);
+      else logger.info(shown);
     },
     retries: values.retries === undefined
       ? 5
@@ -463,6 +470,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
     // blob several images need is fetched once. Each step line names its image.
     const lanes = new JobLanes(jobs);
     const concurrent = images.length > 1;
+    prefixRetries = concurrent;
     const imageLane = new Limiter(concurrent && !dryRun ? jobs : 1);
     /** Aborted by the first failure without --keep-going: no image starts or tags after it. */
     const stop = new AbortController();
