@@ -59,11 +59,11 @@ export async function loadFastHash(size = Infinity): Promise<void> {
 }
 
 /**
- * What a Verifier made now hashes with: "OpenSSL" or "node:crypto" once loadFastHash() has
- * loaded one, else "WebCrypto" (small blobs only).
+ * What a Verifier of a blob of `size` bytes hashes with: "WebCrypto" under SMALL_HASH_LIMIT,
+ * else the streaming hash loadFastHash() loaded ("OpenSSL" or "node:crypto").
  */
-export function blobHashName(): string {
-  return streamingName ?? "WebCrypto";
+export function blobHashName(size: number): string {
+  return size < SMALL_HASH_LIMIT ? "WebCrypto" : streamingName ?? "none loaded";
 }
 
 /** A new streaming hasher; throws an internal Error if loadFastHash() has not run. */
@@ -168,8 +168,8 @@ export class DigestMismatchError extends UserError {}
  * of SMALL_HASH_LIMIT bytes and more is hashed as it streams, with the hash loadFastHash()
  * chose: the constructor throws an internal Error unless it has resolved (every path that
  * streams a large blob awaits it first). A smaller one is copied into memory (at most
- * SMALL_HASH_LIMIT bytes) and hashed with WebCrypto by finish(), unless a streaming hash is
- * loaded anyway. Throws a UserError for a bad digest or size.
+ * SMALL_HASH_LIMIT bytes) and hashed with WebCrypto by finish(). Throws a UserError for a
+ * bad digest or size.
  */
 export class Verifier {
   readonly expected: string;
@@ -192,7 +192,7 @@ export class Verifier {
     this.expected = digest;
     this.size = size;
     this.#algorithm = parsed.algorithm;
-    if (size < SMALL_HASH_LIMIT && !streaming) this.#gathered = new Uint8Array(size);
+    if (size < SMALL_HASH_LIMIT) this.#gathered = new Uint8Array(size);
     else this.#hash = hasher(parsed.algorithm);
   }
 

@@ -407,17 +407,26 @@ async function fullDisk(layerSizes: number[], tmpfsSize: string): Promise<void> 
       ` for f in blobs/sha256/*; do [ -f "$f" ] && echo "$f $(sha256sum < "$f")"; done; true) > ${
         quote(join(dir, file))
       }`;
-    const r = await umociInNamespace(
-      `mount -t tmpfs -o size=${tmpfsSize} tmpfs ${quote(mnt)} && cp -a ${quote(empty)} ${
-        quote(dst)
-      } && ${snap("before.txt")}`,
-      ["copy", `${src}:v1`, `${dst}:v1`],
-      snap("after.txt"),
-    );
+    const setup = `mount -t tmpfs -o size=${tmpfsSize} tmpfs ${quote(mnt)} && cp -a ${
+      quote(empty)
+    } ${quote(dst)} && ${snap("before.txt")}`;
+    const r = await umociInNamespace(setup, ["copy", `${src}:v1`, `${dst}:v1`], snap("after.txt"));
     assert.notEqual(r.code, 125, `the namespace could be set up: ${r.stderr}`);
     const message = oneErrorLine(r);
-    assert.match(message, /^no space left on device \(os error 28\)/);
+    // The disk's own error names no file: the line says which layout and blob.
+    assert.match(
+      message,
+      new RegExp(
+        `^layout ${dst.replaceAll(".", "\\.")}: writing sha256:[0-9a-f]{64}: ` +
+          "no space left on device \\(os error 28\\)",
+      ),
+    );
     assert.doesNotMatch(message, /device.*device/i, "said once");
+    // A full disk is not a bug of ours: --debug shows no stack trace for it.
+    const debug = await umociInNamespace(setup, ["copy", "--debug", `${src}:v1`, `${dst}:v1`]);
+    assert.notEqual(debug.code, 0);
+    assert.doesNotMatch(debug.stderr, /^debug:\s+at /m, debug.stderr);
+    assert.doesNotMatch(debug.stderr, /\.ts:\d+:\d+/, debug.stderr);
     const [before, after] = await Promise.all(
       ["before.txt", "after.txt"].map((f) => Deno.readTextFile(join(dir, f))),
     );
@@ -433,6 +442,55 @@ async function fullDisk(layerSizes: number[], tmpfsSize: string): Promise<void> 
     }
   });
 }
+
+Deno.test("bad input: a layout that cannot be created is named in the error, not its temporary directory", async () => {
+  await withTempDir(async (dir) => {
+    const src = join(dir, "src");
+    await buildRandomImage(src, "v1", { layerSizes: [1000], raw: true });
+    const mnt = join(dir, "mnt");
+    await Deno.mkdir(mnt);
+    const dst = join(mnt, "new");
+    const r = await umociInNamespace(
+      `mount -t tmpfs -o size=1m,ro tmpfs ${quote(mnt)}`,
+      ["copy", `${src}:v1`, `${dst}:v1`],
+    );
+    assert.notEqual(r.code, 125, `the namespace could be set up: ${r.stderr}`);
+    const message = oneErrorLine(r);
+    assert.match(message, new RegExp(`^cannot create the layout ${dst.replaceAll(".", "\\.")}: `));
+    assert.match(message, /read-only file system/i);
+    assert.doesNotMatch(message, /umoci-copy-init/);
+  });
+});
+
+Deno.test("bad input: an archive written onto a full disk fails in one line naming it; --debug shows no stack", async () => {
+  await withTempDir(async (dir) => {
+    const src = join(dir, "src");
+    await buildRandomImage(src, "v1", { layerSizes: [12 * MiB], raw: true });
+    const mnt = join(dir, "mnt");
+    await Deno.mkdir(mnt);
+    const tar = join(mnt, "bundle.tar");
+    const setup = `mount -t tmpfs -o size=8m tmpfs ${quote(mnt)}`;
+    for (const extra of [[], ["--debug"]]) {
+      const r = await umociInNamespace(
+        setup,
+        ["copy", ...extra, `${src}:v1`, `oci-archive:${tar}:v1`],
+        `test ! -e ${quote(tar)} && echo no-archive-left`,
+      );
+      assert.notEqual(r.code, 125, `the namespace could be set up: ${r.stderr}`);
+      assert.notEqual(r.code, 0, r.stderr);
+      const last = stderrLines(r.stderr).at(-1) ?? "";
+      assert.match(
+        last,
+        new RegExp(
+          `^error: ${tar.replaceAll(".", "\\.")}: writing sha256:[0-9a-f]{64}: no space left`,
+        ),
+      );
+      assert.doesNotMatch(r.stderr, /^debug:\s+at /m, r.stderr);
+      assert.doesNotMatch(r.stderr, /\.ts:\d+:\d+/, r.stderr);
+      assert.match(r.stdout, /no-archive-left/, "no half-written archive at PATH");
+    }
+  });
+});
 
 Deno.test("bad input: a full disk (8 MiB tmpfs, 16 MiB image) fails in one line; no partial left filling it, index.json untouched", async () => {
   await fullDisk([8 * MiB, 8 * MiB], "8m");

@@ -419,6 +419,11 @@ Deno.test("cli: a large layer is verified by OpenSSL or by node:crypto (UMOCI_LI
         r.stderr,
         new RegExp(`saved to local store ${layer.digest} \\(verified with ${hash}\\)`),
       );
+      // A config (under 1 MiB) is gathered and verified with WebCrypto whatever else is loaded.
+      assert.match(
+        r.stderr,
+        new RegExp(`saved to local store ${img.config.digest} \\(verified with WebCrypto\\)`),
+      );
       assert.equal(r.stdout.trim(), img.manifest.digest);
       const copiedLayer = await Deno.readFile(fx.blobFile(dst, layer.digest));
       assert.equal(fx.digestOf(copiedLayer), layer.digest);

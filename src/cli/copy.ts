@@ -1407,7 +1407,9 @@ function report(
       logger.debug(
         (target instanceof LayoutStore
           ? `blob saved to local store ${e.desc.digest}`
-          : `blob uploaded ${e.desc.digest}`) + ` (verified with ${blobHashName()})`,
+          : target instanceof ArchiveStore
+          ? `blob written to archive ${e.desc.digest}`
+          : `blob uploaded ${e.desc.digest}`) + ` (verified with ${blobHashName(e.desc.size)})`,
       );
       break;
     case "blob-skip":

@@ -52,6 +52,13 @@ function extractLogLevel(args: string[]): { level: Level; rest: string[] } {
   return { level: level as Level, rest };
 }
 
+/** An error the system reported (a full disk, a refused permission): not a bug of ours. */
+function isOsError(e: Error): boolean {
+  // Errors Deno has no class for (ENOSPC among them) are plain Errors ending in the errno.
+  return Object.values(Deno.errors).some((kind) => e instanceof kind) ||
+    e.name === "QuotaExceededError" || /\(os error \d+\)$/.test(e.message);
+}
+
 /** Run the CLI; returns the exit code. Never throws. */
 export async function run(args: string[]): Promise<number> {
   let logger = new Logger("info");
@@ -100,7 +107,9 @@ export async function run(args: string[]): Promise<number> {
         throw new UsageError(`unknown command ${JSON.stringify(command)} (see umoci --help)`);
     }
   } catch (e) {
-    if (logger.enabled("debug") && e instanceof Error && !(e instanceof UserError)) {
+    if (
+      logger.enabled("debug") && e instanceof Error && !(e instanceof UserError) && !isOsError(e)
+    ) {
       // One debug line per stack line: the logger escapes newlines inside a message.
       for (const line of (e.stack ?? String(e)).split("\n")) logger.debug(line);
     }

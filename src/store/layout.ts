@@ -231,6 +231,23 @@ export class LayoutStore implements Store {
 
   /** Build a layout in a temp directory beside `path`, then rename it into place. */
   async #initialize(): Promise<void> {
+    try {
+      await this.#create();
+    } catch (e) {
+      // A missing Deno permission is explained as it is everywhere else (errors.ts).
+      if (e instanceof UserError || e instanceof Deno.errors.NotCapable) throw e;
+      // The layout is built in a temporary directory beside it: an error naming that
+      // directory would name a path the user never gave.
+      const parent = resolvePath(resolvePath(this.path), "..");
+      const why = e instanceof Deno.errors.PermissionDenied
+        ? `permission denied writing in ${parent}`
+        : describeError(e).replaceAll(/\S*\.umoci-copy-init-[0-9-]+\S*/g, parent);
+      throw new UserError(`cannot create the layout ${this.path}: ${why}`);
+    }
+  }
+
+  /** Build an empty layout beside `path` and rename it into place (see #initialize). */
+  async #create(): Promise<void> {
     const abs = resolvePath(this.path);
     const parent = resolvePath(abs, "..");
     await Deno.mkdir(parent, { recursive: true });
@@ -527,7 +544,9 @@ export class LayoutStore implements Store {
             // Wrong bytes, or the disk failed (full, read-only): the partial file is no use
             // to a rerun and would keep the disk full. Only a broken source keeps it.
             await removeIfSameFile(partial, file);
-            throw e;
+            if (e instanceof UserError) throw e;
+            // The disk's error names no file: say which layout and blob it was writing.
+            throw new UserError(`layout ${this.path}: writing ${desc.digest}: ${describeError(e)}`);
           }
           offset = verifier.seen;
           // Count failures in a row without real progress; real progress earns new tries.
