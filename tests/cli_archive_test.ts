@@ -126,7 +126,14 @@ Deno.test("cli archive: skopeo reads our archive (inspect, copy) with every dige
     const image = await fx.buildRandomImage(src, "v1", { layerSizes: [300_000, 20_000] });
     const multi = await fx.buildMultiPlatformIndex(src, "multi", ["linux/amd64", "linux/arm64"]);
     const archive = join(tmp, "out.tar");
-    assert.equal(await copyOk([`${src}:v1`, `oci-archive:${archive}:v1`]), image.manifest.digest);
+    const first = await umoci(["copy", `${src}:v1`, `oci-archive:${archive}:v1`]);
+    assert.equal(first.code, 0, first.stderr);
+    assert.equal(first.stdout.trim(), image.manifest.digest);
+    // The tag is said to be added, and the archive written at the end (not before).
+    const said = first.stderr.split("\n");
+    const adding = said.indexOf(`Adding reference 'v1' to ${archive} (written when the copy ends)`);
+    assert.ok(adding >= 0, first.stderr);
+    assert.ok(said.indexOf(`Writing ${archive}`) > adding, first.stderr);
     assert.equal(
       await copyOk([`${src}:multi`, `oci-archive:${archive}:multi`]),
       multi.index.digest,

@@ -883,8 +883,11 @@ async function copyImage(
   } else {
     steps.release();
     if (written) {
-      if (target instanceof LayoutStore || target instanceof ArchiveStore) {
+      if (target instanceof LayoutStore) {
         logger.info(`Saving reference '${tag}' to index in ${target.path}`);
+      } else if (target instanceof ArchiveStore) {
+        // An archive is written once, when the copy (or the whole job) ends: not yet.
+        logger.info(`Adding reference '${tag}' to ${target.path} (written when the copy ends)`);
       } else logger.info(`Tagging ${root.digest} as '${tag}'`);
       // Usually done already: the root was pushed with its tag.
       if (!stats.rootTagged) {
