@@ -639,15 +639,12 @@ export class ArchiveStore implements Store {
       }
       try {
         await pump(reader.stream, verifier, {
+          into: this.path,
           write: (view, position) => writeAllAt(out, view, base + position),
           onProgress,
         });
       } catch (e) {
-        if (!(e instanceof SourceError)) {
-          if (e instanceof UserError) throw e;
-          // The disk's error names no file: say which archive and blob it was writing.
-          throw new UserError(`${this.path}: writing ${desc.digest}: ${describeError(e)}`);
-        }
+        if (!(e instanceof SourceError)) throw e;
         if (verifier.seen - mark >= 1024 * 1024) failures = 0;
         mark = verifier.seen;
         if (++failures > retries) {

@@ -529,6 +529,7 @@ export class LayoutStore implements Store {
         direct ??= desc.size >= DIRECT_MIN_SIZE ? await openDirect(partial, file) : undefined;
         try {
           await pump(reader.stream, verifier, {
+            into: `layout ${this.path}`,
             write: (view, position) =>
               direct ? writeAt(file, direct, view, position) : writeAll(file, view),
             allocate: direct ? alignedBuffer : undefined,
@@ -544,9 +545,7 @@ export class LayoutStore implements Store {
             // Wrong bytes, or the disk failed (full, read-only): the partial file is no use
             // to a rerun and would keep the disk full. Only a broken source keeps it.
             await removeIfSameFile(partial, file);
-            if (e instanceof UserError) throw e;
-            // The disk's error names no file: say which layout and blob it was writing.
-            throw new UserError(`layout ${this.path}: writing ${desc.digest}: ${describeError(e)}`);
+            throw e;
           }
           offset = verifier.seen;
           // Count failures in a row without real progress; real progress earns new tries.

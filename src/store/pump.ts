@@ -1,7 +1,7 @@
 // One verified copy of a blob stream into a local file, shared by the layout and archive
 // stores: the stream is read into one buffer while the other is hashed and written.
 import { Verifier } from "../digest.ts";
-import { describeError } from "../errors.ts";
+import { describeError, UserError } from "../errors.ts";
 import { bufferSizeFor, ChunkReader, reclaim } from "../stream.ts";
 
 /** The largest buffer pump() reads into, in bytes (two are used). */
@@ -16,6 +16,11 @@ export class SourceError extends Error {
 
 /** How pump() writes, and what it allocates. */
 export interface PumpOptions {
+  /**
+   * What is being written, for the error of a failed write (the disk's own error names no
+   * file): `layout DIR` or an archive's path.
+   */
+  into: string;
   /** Write all of `view` at byte `position` of the file; `view` is untouched until then. */
   write(view: Uint8Array<ArrayBuffer>, position: number): Promise<void>;
   /** A buffer of `size` bytes (default: a plain Uint8Array; direct I/O wants it aligned). */
@@ -36,7 +41,8 @@ export interface PumpOptions {
  * or throws, no write or hash is still using a buffer, and every byte counted by the
  * verifier has been written (or the write's error is what is thrown). A failure to read
  * the source is thrown as a SourceError; an overrun of the descriptor's size as the
- * verifier's DigestMismatchError, before the excess is written. The caller still awaits
+ * verifier's DigestMismatchError, before the excess is written; a failed write (a full
+ * disk) as a UserError naming `opts.into` and the blob. The caller still awaits
  * `verifier.finish()`.
  */
 export async function pump(
@@ -73,7 +79,12 @@ export async function pump(
         throw e;
       }
       const at = position;
-      pending = bothDone(Promise.resolve().then(() => opts.write(view, at)), hashed);
+      const written = Promise.resolve().then(() => opts.write(view, at)).catch((e) => {
+        throw e instanceof UserError
+          ? e
+          : new UserError(`${opts.into}: writing ${verifier.expected}: ${describeError(e)}`);
+      });
+      pending = bothDone(written, hashed);
       pending.catch(() => {}); // observed below
       position += view.length;
       opts.onProgress?.(verifier.seen);
