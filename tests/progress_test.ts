@@ -8,7 +8,7 @@ import assert from "node:assert/strict";
 import type { CopyEvent } from "../src/copy.ts";
 import { Logger } from "../src/cli/log.ts";
 import { Bars, formatEta, JsonEvents, Lines, renderBars, Tally } from "../src/cli/progress.ts";
-import { displayWidth, fitWidth, rowsOf } from "../src/cli/term.ts";
+import { displayWidth, eraseRowsAbove, fitWidth, rowsOf } from "../src/cli/term.ts";
 import { digestOf } from "../src/digest.ts";
 import { parseRegistryReference } from "../src/reference.ts";
 import { RegistryStore } from "../src/store/registry/registry.ts";
@@ -182,17 +182,17 @@ Deno.test("progress: Bars erases exactly the rows it drew, re-flowed after a nar
     // Narrowed to 40 columns: a terminal that re-flows shows each line on ceil(w/40) rows.
     size = { columns: 40, rows: 40 };
     const rows = widths.reduce((n, w) => n + Math.ceil(w / 40), 0);
-    assert.equal(bars.erase(), `\x1b[${rows}A\r\x1b[J`);
+    assert.equal(bars.erase(), eraseRowsAbove(rows));
     const again = bars.draw();
     assert.ok(again.split("\n").slice(0, -1).every((l) => displayWidth(l) <= 39), again);
     // Widened: nothing re-flows, one row per line.
     size = { columns: 120, rows: 40 };
-    assert.equal(bars.erase(), "\x1b[3A\r\x1b[J");
+    assert.equal(bars.erase(), eraseRowsAbove(3));
     assert.equal(bars.erase(), "", "nothing drawn, nothing to erase");
     bars.draw();
     bars.event({ type: "blob-done", desc: desc(1, 20 * MiB), n: 1, total: 2, moved: 20 * MiB });
     bars.event({ type: "blob-done", desc: desc(2, 10 * MiB), n: 2, total: 2, moved: 10 * MiB });
-    assert.equal(writes.at(-1), "\x1b[3A\r\x1b[J", "the last transfer's end erases everything");
+    assert.equal(writes.at(-1), eraseRowsAbove(3), "the last transfer's end erases everything");
   } finally {
     bars.stop();
   }

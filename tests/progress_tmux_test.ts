@@ -11,7 +11,7 @@
 // exit 130, nothing drawn after it. After a resize: the new width is kept at once.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { type ChaosProxy, startChaosProxy } from "./fixtures/chaos.ts";
+import { type ChaosProxy, type Rule as ChaosRule, startChaosProxy } from "./fixtures/chaos.ts";
 import { umoci, umociCommand } from "./fixtures/cli.ts";
 import { buildRandomImage, withTempDir } from "./fixtures/images.ts";
 import { type RunningRegistry, startRegistry } from "./fixtures/registry.ts";
@@ -56,7 +56,9 @@ class Tmux {
       String(columns),
       "-y",
       String(rows),
-      `${exports}${command}; echo "EXIT=$?"; sleep 60`,
+      `${exports}script -q -f -e -c ${
+        quote(command)
+      } /tmp/raw-${this.socket}.ts; echo "EXIT=$?"; sleep 60`,
     );
   }
 
@@ -84,9 +86,12 @@ interface Setup {
 /**
  * A registry holding `src/app:v1` (two layers, 4 and 2 MiB, and a config), and the chaos
  * proxy in front of it slowing every blob download to a few MiB/s, so that a copy from
- * the proxy to the registry takes a few seconds.
+ * the proxy to the registry takes a few seconds. `rules` go before the trickle.
  */
-async function withSetup(fn: (s: Setup) => Promise<void>): Promise<void> {
+async function withSetup(
+  fn: (s: Setup) => Promise<void>,
+  rules: ChaosRule[] = [],
+): Promise<void> {
   const reg = await startRegistry();
   try {
     await withTempDir(async (dir) => {
@@ -99,7 +104,7 @@ async function withSetup(fn: (s: Setup) => Promise<void>): Promise<void> {
         `oci://${reg.host}/src/app:v1`,
       ]);
       assert.equal(pushed.code, 0, pushed.stderr);
-      const proxy = await startChaosProxy(reg.url, [{
+      const proxy = await startChaosProxy(reg.url, [...rules, {
         method: "GET",
         path: /\/blobs\/sha256:/,
         times: Infinity,
@@ -230,6 +235,41 @@ for (const columns of [40, 80, 200]) {
     });
   });
 }
+
+Deno.test("tmux: bars drawn at the top of a fresh pane before any line leave nothing in the scrollback", async () => {
+  // The copy is slowed where the display would otherwise come late: the source manifest (so
+  // the first blob starts well after the process did) and, through a second proxy in front
+  // of the destination, its blob checks (so the planned total is drawn, from a timer, before
+  // any line is let out). The pane is fresh, so that display sits on its top row, where
+  // erasing it must not push it into tmux's history (scroll-on-clear).
+  await withSetup(async (s) => {
+    const slowChecks = await startChaosProxy(s.reg.url, [
+      { method: "HEAD", path: /\/blobs\//, times: 3, fault: { kind: "delay", ms: 500 } },
+    ]);
+    const tmux = new Tmux();
+    try {
+      const command = [
+        ...umociCommand(),
+        "copy",
+        "--plain-http",
+        `oci://${s.proxy.host}/src/app:v1`,
+        `oci://${slowChecks.host}/dst/top${++repoCount}:v1`,
+      ].map(quote).join(" ");
+      await tmux.start(command, 40);
+      const { screen, sawDisplay } = await watch(tmux, () => 40, exited, 30_000, "at the top");
+      assert.ok(sawDisplay, `the total line was drawn while the copy ran:\n${screen.join("\n")}`);
+      checkFinished(screen, 40);
+      assert.match(
+        screen.find((l) => l !== "") ?? "",
+        /^Registry address:/,
+        `the first line on the pane and in its history is a log line:\n${screen.join("\n")}`,
+      );
+    } finally {
+      await tmux.kill();
+      await slowChecks.close();
+    }
+  }, [{ method: "GET", path: /\/manifests\//, times: 1, fault: { kind: "delay", ms: 400 } }]);
+});
 
 Deno.test("tmux: a job's bars name their images and its total covers the whole job", async () => {
   await withSetup(async (s) => {

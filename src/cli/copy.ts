@@ -1381,6 +1381,11 @@ function shortDigest(digest: string): string {
   return digest.slice(0, i + 1 + 12);
 }
 
+/**
+ * Say what an event of the copy means on the log (held step lines are let out when the first
+ * transfer starts), then hand it to the progress display, so that a bar is drawn only below
+ * the lines that led to it.
+ */
 function report(
   e: CopyEvent,
   steps: HeldLines,
@@ -1388,7 +1393,6 @@ function report(
   target: Store,
   ctx?: EventContext,
 ) {
-  progress?.event(e, ctx);
   const logger = steps.logger;
   switch (e.type) {
     case "blob-start":
@@ -1434,4 +1438,6 @@ function report(
       logger.debug(`manifest ${e.desc.digest} already present`);
       break;
   }
+  // The lines first, then the display: a bar never shows above the lines that led to it.
+  progress?.event(e, ctx);
 }

@@ -26,7 +26,7 @@ import {
   shortDigest,
   writeStderr,
 } from "./log.ts";
-import { cursorUp, displayWidth, ERASE_DOWN, fitWidth, rowsOf, terminalColumns } from "./term.ts";
+import { displayWidth, eraseRowsAbove, fitWidth, rowsOf, terminalColumns } from "./term.ts";
 
 /** How the copy reports progress (--progress). */
 export type ProgressMode = "auto" | "bars" | "lines" | "json";
@@ -489,7 +489,7 @@ export class Bars extends HumanDisplay implements Overlay {
       ? this.#drawn.reduce((n, w) => n + rowsOf(w, columns), 0)
       : this.#drawn.length;
     this.#drawn = [];
-    return cursorUp(rows) + ERASE_DOWN;
+    return eraseRowsAbove(rows);
   }
 
   draw(): string {

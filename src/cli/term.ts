@@ -4,12 +4,19 @@
 // dependency tree the single-file bundle would carry; the bars are text this program
 // composes itself, so a small table of wide characters is enough.)
 
-/** Cursor to column 1, erase from there to the end of the screen. */
-export const ERASE_DOWN = "\r\x1b[J";
-
-/** Move the cursor up `n` rows (nothing for 0). */
-export function cursorUp(n: number): string {
-  return n > 0 ? `\x1b[${n}A` : "";
+/**
+ * Erase the `rows` rows above the cursor and everything below them, leaving the cursor at
+ * column 1 of the first erased row ("" for 0 rows). `rows` counts from the row the cursor is
+ * on (a display that ends with a newline has its first line `rows` rows up).
+ *
+ * The first row is cleared on its own (EL 2) and the rest from the row below it (ED 0): an
+ * "erase below" asked for at the top-left corner of the screen is taken by tmux as clearing
+ * the screen, and its `scroll-on-clear` (on by default) then moves the whole screen, display
+ * included, into the pane's history, where a stale bar would stay in the scrollback.
+ */
+export function eraseRowsAbove(rows: number): string {
+  if (rows <= 0) return "";
+  return `\x1b[${rows}A\r\x1b[2K\x1b[1B\x1b[J\x1b[1A`;
 }
 
 /**
