@@ -401,3 +401,52 @@ Deno.test("cli job: a retry line of an image copied beside others names that ima
     await a.stop();
   }
 });
+
+Deno.test("cli job: an image listed by digest goes under the prefix untagged; a rerun is one line", async () => {
+  const reg = await startRegistry();
+  try {
+    await fx.withTempDir(async (dir) => {
+      const src = join(dir, "src");
+      await fx.buildRandomImage(src, "v1", { layerSizes: [3000] });
+      const digest = await copyOk(["--plain-http", `${src}:v1`, `oci://${reg.host}/org/app:v1`]);
+      const list = join(dir, "images.txt");
+      await Deno.writeTextFile(list, `oci://${reg.host}/org/app@${digest}\n`);
+      const args = ["--plain-http", "--images", list, `oci://${reg.host}/mirror`];
+      const first = await jobOk(args);
+      assert.deepEqual(first.lines, [`${digest} oci://${reg.host}/org/app@${digest}`]);
+      // There by digest, and under no tag: above all not `sha256-HEX`, the referrers tag
+      // schema's name for the list of this image's referrers.
+      const res = await fetch(`${reg.url}/v2/mirror/org/app/manifests/${digest}`, {
+        method: "HEAD",
+        headers: { accept: "application/vnd.oci.image.manifest.v1+json" },
+      });
+      assert.equal(res.status, 200);
+      const tags = await fetch(`${reg.url}/v2/mirror/org/app/tags/list`);
+      assert.deepEqual((await tags.json()).tags ?? [], []);
+      const again = await jobOk(args);
+      assert.deepEqual(again.lines, first.lines);
+      assert.match(again.stderr, /Images: 0 copied, 1 already present, 0 failed/);
+    });
+  } finally {
+    await reg.stop();
+  }
+});
+
+Deno.test("cli job: two images that would take one name are refused, exit 2, nothing written", async () => {
+  await fx.withTempDir(async (dir) => {
+    const [a, b] = [join(dir, "a"), join(dir, "b")];
+    await fx.buildRandomImage(a, "amd", { layerSizes: [100] });
+    await fx.buildRandomImage(b, "amd", { layerSizes: [100] });
+    const list = join(dir, "images.txt");
+    await Deno.writeTextFile(list, `ocidir://${a}:amd\nocidir://${b}:amd\n`);
+    for (const dst of [join(dir, "bundle"), `oci-archive:${join(dir, "bundle.tar")}`]) {
+      const r = await umoci(["copy", "--images", list, dst]);
+      assert.equal(r.code, 2, r.stderr);
+      assert.equal(r.stderr.trim().split("\n").length, 1, r.stderr);
+      assert.match(r.stderr, /would both be written to .*"amd"/);
+    }
+    for (const left of ["bundle", "bundle.tar"]) {
+      assert.equal(await Deno.stat(join(dir, left)).catch(() => undefined), undefined, left);
+    }
+  });
+});

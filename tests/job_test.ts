@@ -20,7 +20,7 @@ Deno.test("job: an images file: comments, blank lines, scheme-less lines are Doc
     await Deno.writeTextFile(
       file,
       "# bundle\n\nalpine:3.20\nquay.io/org/app:v1   # trailing comment\n" +
-        "oci://localhost:5000/x/y:z\noci-archive:/b.tar:t\n",
+        "oci://localhost:5000/x/y:z\noci-archive:/b.tar:t\noci:/some/dir:t2\n",
     );
     const refs = await readImageList(file);
     assert.deepEqual(refs.map(formatReference), [
@@ -28,6 +28,7 @@ Deno.test("job: an images file: comments, blank lines, scheme-less lines are Doc
       "quay.io/org/app:v1",
       "localhost:5000/x/y:z",
       "oci-archive:/b.tar:t",
+      "/some/dir:t2", // skopeo's spelling of a layout, as on the command line
     ]);
     await Deno.writeTextFile(file, "ok:1\nBad Ref\n");
     await assert.rejects(
@@ -57,6 +58,36 @@ Deno.test("job: into a prefix PREFIX/REPO-PATH:TAG; into a layout or archive the
   assert.throws(() => planImages(images, "b.tar:x"), UsageError);
   assert.throws(() => parseRegistryPrefix("oci://h/p:tag"), UsageError);
   assert.equal(parseRegistryPrefix("some/dir"), undefined);
+});
+
+Deno.test("job: an image listed by digest alone goes under the prefix by digest, untagged", () => {
+  const digest = `sha256:${"ab".repeat(32)}`;
+  const [{ dst }] = planImages([parseReference(`oci://h:1/org/app@${digest}`)], "oci://m:5000/p");
+  // Never under `sha256-HEX`: that tag name is the referrers tag schema's.
+  assert.equal(dst.tag, undefined);
+  assert.equal(dst.digest, digest);
+  assert.equal(formatReference(dst), `m:5000/p/org/app@${digest}`);
+});
+
+Deno.test("job: two different images written under one name are refused before anything is copied", () => {
+  const refuse = (list: string[], dst: string) =>
+    assert.throws(
+      () => planImages(list.map(parseReference), dst),
+      (e) =>
+        e instanceof UsageError && e.message.includes(list[0]) && e.message.includes(list[1]) &&
+        /would both be written to/.test(e.message),
+    );
+  // Layouts' tags are their names in a bundle: two `amd` images collide.
+  refuse(["ocidir:///tmp/base:amd", "ocidir:///tmp/other:amd"], "bundle");
+  refuse(["ocidir:///tmp/base:amd", "oci-archive:/tmp/o.tar:amd"], "oci-archive:b.tar");
+  // The same repository and tag from two registries, into one prefix.
+  refuse(["oci://a:1/t/m:v1", "oci://b:2/t/m:v1"], "oci://mirror:5000");
+  // The same image listed twice, in two spellings, is one image; so is one digest twice.
+  const same = ["docker://alpine:3.20", "docker://docker.io/library/alpine:3.20"];
+  assert.equal(planImages(same.map(parseReference), "oci://mirror:5000").length, 2);
+  const d = `sha256:${"cd".repeat(32)}`;
+  const byDigest = [`oci://a:1/t/m@${d}`, `oci://b:2/t/m@${d}`].map(parseReference);
+  assert.equal(planImages(byDigest, "oci://mirror:5000").length, 2);
 });
 
 Deno.test("job: a bundle's full references map back under the prefix; plain tags to DST's repository", () => {

@@ -556,6 +556,52 @@ Deno.test("CLI --referrers: a fallback tag holding something other than an index
   }
 });
 
+Deno.test("CLI --referrers: a fallback tag naming an image is never overwritten: one error line, exit 1", async () => {
+  // distribution answers a GET of an image manifest asked for as an index alone with 404,
+  // and ignores If-None-Match: read that way, the user's image under `sha256-HEX` was lost.
+  const reg = await startRegistry();
+  try {
+    await withTempDir(async (dir) => {
+      const src = join(dir, "src");
+      const image = (await buildRandomImage(src, "v1", { layerSizes: [100] })).manifest;
+      const other = (await buildRandomImage(src, "other", { layerSizes: [100] })).manifest;
+      const sbom = (await buildArtifact(src, undefined, {
+        subject: image,
+        artifactType: SPDX,
+        payload: enc.encode('{"spdxVersion":"SPDX-2.3"}'),
+        payloadMediaType: SPDX,
+      })).manifest;
+      await appendIndexEntry(src, sbom);
+      const tag = referrersTagName(image.digest);
+      await copyOk(
+        ["--plain-http", `${src}:other`, `oci://${reg.host}/keep/app:${tag}`],
+        other.digest,
+      );
+      const r = await umoci([
+        "copy",
+        "--plain-http",
+        "-r",
+        `${src}:v1`,
+        `oci://${reg.host}/keep/app:v1`,
+      ]);
+      assert.equal(r.code, 1, r.stderr);
+      const errors = r.stderr.split("\n").filter((l) => l.startsWith("error:"));
+      assert.equal(errors.length, 1, r.stderr);
+      assert.match(errors[0], new RegExp(`referrers tag ${tag} .* not overwritten`));
+      assert.ok(errors[0].includes(sbom.digest), errors[0]);
+      const kept = await registryManifest(reg.url, "keep/app", tag);
+      assert.equal(kept.status, 200);
+      const hex = Array.from(
+        new Uint8Array(await crypto.subtle.digest("SHA-256", kept.bytes)),
+        (b) => b.toString(16).padStart(2, "0"),
+      ).join("");
+      assert.equal(`sha256:${hex}`, other.digest, "the tag still names the user's image");
+    });
+  } finally {
+    await reg.stop();
+  }
+});
+
 Deno.test("CLI --referrers through the referrers API (proxy fixture): OCI-Subject means no fallback tag; filter and Link pages followed", async () => {
   const reg = await startRegistry();
   const proxy = startReferrersProxy({ backend: reg.url, api: true, pageSize: 1 });

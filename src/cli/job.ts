@@ -35,7 +35,8 @@ export interface JobImage {
  * Read an images file: one reference a line, `#` starting a comment (whole line or after
  * whitespace), blank lines ignored. `-` reads stdin. A line without a scheme is a Docker
  * reference (`alpine:3.20` is `docker://alpine:3.20`, i.e. docker.io/library/alpine:3.20);
- * `oci://…`, `docker://…` and `oci-archive:…` are parsed as on the command line. A bad line is
+ * `oci://…`, `docker://…`, `ocidir://…`, `oci:DIR…` and `oci-archive:…` are parsed as on the
+ * command line. A bad line is
  * a UsageError naming it. Throws UsageError for an empty
  * list and UsageError (exit 2) when the file cannot be read.
  */
@@ -61,7 +62,7 @@ export async function readImageList(path: string): Promise<Reference[]> {
     const line = raw.replace(/(^|\s)#.*$/, "").trim();
     if (line === "") continue;
     // A list names registry images: a line without a scheme is a Docker reference.
-    const text = /^[a-z][a-z0-9+.-]*:\/\//i.test(line) || line.startsWith("oci-archive:")
+    const text = /^[a-z][a-z0-9+.-]*:\/\//i.test(line) || /^(oci-archive|oci):/.test(line)
       ? line
       : `docker://${line}`;
     try {
@@ -138,31 +139,79 @@ export function digestTagPrefix(ref: Reference): string {
   return ref.tag.slice(0, ref.tag.lastIndexOf(":") + 1);
 }
 
-/** The registry reference `PREFIX/PATH:TAG` under `prefix`. */
-export function underPrefix(prefix: RegistryPrefix, path: string, tag: string): Reference {
+/**
+ * The registry reference `PREFIX/PATH:TAG` under `prefix`, or `PREFIX/PATH@DIGEST` when
+ * `name` is a digest (`sha256:…`).
+ */
+export function underPrefix(prefix: RegistryPrefix, path: string, name: string): Reference {
   const repo = prefix.prefix ? `${prefix.prefix}/${path}` : path;
-  return parseRegistryReference(`${prefix.scheme}://${prefix.registry}/${repo}:${tag}`);
+  const sep = name.includes(":") ? "@" : ":";
+  return parseRegistryReference(`${prefix.scheme}://${prefix.registry}/${repo}${sep}${name}`);
+}
+
+/** Where a job image writes, as one string: what two images of a job must not share. */
+function destinationKey(ref: Reference): string {
+  const name = ref.tag !== undefined ? `:${ref.tag}` : `@${ref.digest}`;
+  return ref.kind === "registry"
+    ? `${ref.registry}/${ref.repository}${name}`
+    : `${ref.kind} ${ref.path}${name}`;
+}
+
+/**
+ * Refuse a job in which two different sources would be written under the same tag: the one
+ * copied last would silently replace the other. The same source listed twice is fine, and
+ * so is a destination named by digest (the same digest is the same content). Throws
+ * UsageError naming both sources and the destination.
+ */
+function checkDistinctDestinations(images: JobImage[]): JobImage[] {
+  const seen = new Map<string, Reference>();
+  for (const { src, dst } of images) {
+    if (dst.tag === undefined) continue;
+    const key = destinationKey(dst);
+    const other = seen.get(key);
+    if (other === undefined) seen.set(key, src);
+    else if (sourceKey(other) !== sourceKey(src)) {
+      const where = dst.kind === "registry"
+        ? `${dst.registry}/${dst.repository}:${dst.tag}`
+        : `${dst.path} as ${JSON.stringify(dst.tag)}`;
+      throw new UsageError(
+        `--images: ${other.text} and ${src.text} would both be written to ${where}, the ` +
+          "second replacing the first; copy one of them to another destination",
+      );
+    }
+  }
+  return images;
+}
+
+/** A source reference as one string (two spellings of one image give the same). */
+function sourceKey(ref: Reference): string {
+  const at = ref.digest ? `@${ref.digest}` : "";
+  return ref.kind === "registry"
+    ? `${ref.registry}/${ref.repository}:${ref.tag ?? ""}${at}`
+    : `${ref.kind} ${ref.path}:${ref.tag ?? ""}${at}`;
 }
 
 /**
  * Where each image of an images list goes: under a registry prefix as
- * `PREFIX/REPOSITORY-PATH:TAG`, into a layout or archive under its full reference.
- * `dstText` is DST as given. Throws UsageError for a DST that names a tag or digest.
+ * `PREFIX/REPOSITORY-PATH:TAG` (`@DIGEST`, untagged, for an image listed by digest alone),
+ * into a layout or archive under its full reference. `dstText` is DST as given. Throws
+ * UsageError for a DST that names a tag or digest, and for two different images that would
+ * be written under the same name.
  */
 export function planImages(images: Reference[], dstText: string): JobImage[] {
   const prefix = parseRegistryPrefix(dstText);
   if (prefix) {
-    return images.map((src) => {
+    const planned = images.map((src) => {
       if (src.kind !== "registry") {
         throw new UsageError(
           `--images: ${src.text} is not a registry image; into a registry prefix only registry images go`,
         );
       }
-      return {
-        src,
-        dst: underPrefix(prefix, src.repository, src.tag ?? src.digest!.replace(":", "-")),
-      };
+      // An image named by digest alone is pushed by digest, untagged: `sha256-HEX` is the
+      // referrers tag schema's name, and an image under it would read as its referrers list.
+      return { src, dst: underPrefix(prefix, src.repository, src.tag ?? src.digest!) };
     });
+    return checkDistinctDestinations(planned);
   }
   const dst = parseReference(dstText);
   if (dst.kind === "registry") throw new Error("internal error: registry DST is a prefix");
@@ -171,13 +220,14 @@ export function planImages(images: Reference[], dstText: string): JobImage[] {
       `--images: DST ${JSON.stringify(dstText)} must name no tag (each image keeps its own name)`,
     );
   }
-  return images.map((src) => {
+  const planned = images.map((src) => {
     const name = fullName(src);
     if (!isValidRefName(name)) {
       throw new UsageError(`--images: ${JSON.stringify(name)} is not a valid ref.name`);
     }
     return { src, dst: { ...dst, tag: name, digest: undefined } };
   });
+  return checkDistinctDestinations(planned);
 }
 
 /**

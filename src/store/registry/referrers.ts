@@ -13,7 +13,13 @@
 // - listing tags: `GET /v2/NAME/tags/list?n=…` with `Link` pagination ("Listing Tags").
 import { digestOf } from "../../digest.ts";
 import { NotFoundError, UserError } from "../../errors.ts";
-import { checkDescriptor, type Descriptor, MAX_MANIFEST_SIZE, OCI_INDEX } from "../../media.ts";
+import {
+  checkDescriptor,
+  type Descriptor,
+  MANIFEST_TYPES,
+  MAX_MANIFEST_SIZE,
+  OCI_INDEX,
+} from "../../media.ts";
 import { canBeReferrer, referrersTagName } from "../referrers.ts";
 import type { HttpResponse } from "./response.ts";
 import type { UploadApi } from "./upload.ts";
@@ -92,7 +98,13 @@ async function readReferrersTag(
   tag: string,
 ): Promise<TaggedIndex | "absent" | "not-index"> {
   const url = api.url(`manifests/${tag}`);
-  const res = await api.send({ method: "GET", url, headers: { accept: OCI_INDEX } }, scopes);
+  // Every manifest type is accepted, so that whatever the tag holds is seen: asked for an
+  // index alone, distribution answers 404 for a tagged image manifest, which would read as
+  // "absent" and have the tag overwritten (its If-None-Match is ignored there).
+  const res = await api.send(
+    { method: "GET", url, headers: { accept: MANIFEST_TYPES.join(", ") } },
+    scopes,
+  );
   if (res.status === 404) {
     await res.discard();
     return "absent";
@@ -181,7 +193,10 @@ export async function mergeReferrersTag(
     const read = await readReferrersTag(api, [`repository:${api.repository}:pull,push`], tag);
     if (read === "not-index") {
       throw new UserError(
-        `referrers tag ${tag} in ${api.name}/${api.repository} is not an OCI image index; not updated`,
+        `referrers tag ${tag} in ${api.name}/${api.repository} names something other than an ` +
+          `OCI image index; it was not overwritten, so the referrers copied (${
+            entries.map((e) => e.digest).join(", ")
+          }) are stored but not listed for ${subject.digest}`,
       );
     }
     const current: TaggedIndex = read === "absent"
