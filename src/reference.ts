@@ -176,6 +176,21 @@ function looksLikeRegistryHost(first: string): boolean {
 }
 
 /**
+ * skopeo's transports other than `oci:`, `oci-archive:` and `docker://`. Written as SRC or
+ * DST, `docker-archive:x.tar` would otherwise be read as the layout `docker-archive` with
+ * tag `x.tar`, and a copy "succeed" into a new directory of that name.
+ */
+const OTHER_TRANSPORTS = [
+  "docker-archive",
+  "docker-daemon",
+  "containers-storage",
+  "dir",
+  "sif",
+  "tarball",
+  "ostree",
+];
+
+/**
  * Check a layout reference against what is on disk, so that a reference meant for a registry
  * or a path with `:` in it is not misread as `DIR:TAG` (umoci's split at the first `:`).
  * Returns the reference to use: as given, or, when DIR does not exist but the text names an
@@ -187,7 +202,8 @@ function looksLikeRegistryHost(first: string): boolean {
  *   `registry.example.com/x`, `127.0.0.1:5000/x`) that is not a directory here: that is a
  *   registry reference without `oci://`;
  * - the tag contains `/`: it is the rest of a directory path with a `:` in it (`build:1/x:v1`
- *   is layout `build`, tag `1/x:v1`).
+ *   is layout `build`, tag `1/x:v1`);
+ * - it starts with a skopeo transport this tool does not do (`docker-archive:`, `dir:`, …).
  *
  * References written with a layout scheme (`oci:`, `ocidir://`) are taken as they are.
  */
@@ -210,6 +226,14 @@ export function checkLayoutReference(
   }
   const bad = (why: string) =>
     new UsageError(`invalid image reference ${JSON.stringify(text)}: ${why}`);
+  const transport = /^([a-z-]+):/.exec(text)?.[1];
+  if (transport !== undefined && OTHER_TRANSPORTS.includes(transport)) {
+    throw bad(
+      `${transport}: is a skopeo transport umoci copy does not read or write (it copies OCI ` +
+        `layouts, oci-archive: and registries); for a new layout directory named ` +
+        `${JSON.stringify(ref.path)} write ocidir://${text}`,
+    );
+  }
   const firstSlash = text.indexOf("/");
   const first = firstSlash === -1 ? "" : text.slice(0, firstSlash);
   if (looksLikeRegistryHost(first) && probe(first) === "missing") {

@@ -272,3 +272,21 @@ Deno.test("layout check: what exists on disk is a layout, however it reads", () 
     assert.deepEqual([r.path, r.tag], [path, tag], `${text} with ${dirs.join(", ")}`);
   }
 });
+
+Deno.test("layout check: skopeo transports this tool does not do are refused, not made directories", () => {
+  for (const text of ["docker-archive:da.tar", "dir:out", "containers-storage:foo:v1"]) {
+    const path = text.slice(0, text.indexOf(":"));
+    assert.throws(
+      () => checked(text),
+      (e: Error) =>
+        e instanceof UsageError &&
+        e.message.startsWith(
+          `invalid image reference ${JSON.stringify(text)}: ${path}: is a skopeo transport`,
+        ) &&
+        e.message.endsWith(`write ocidir://${text}`),
+    );
+  }
+  // A layout directory of that name that exists is the user's layout.
+  assert.equal(checked("dir:out", "dir").path, "dir");
+  assert.equal(parseReference("ocidir://dir:out").kind, "layout");
+});
