@@ -237,7 +237,20 @@ export async function copyAttached(
     const record: Descriptor[] = [];
     for (const listed of found) {
       if (!isManifestType(listed.mediaType)) continue;
-      const bytes = await read(listed);
+      let bytes: Uint8Array;
+      try {
+        bytes = await read(listed);
+      } catch (e) {
+        if (!(e instanceof NotFoundError)) throw e;
+        // A referrers list outliving a deleted signature is common: the image and its
+        // other referrers are still copied.
+        note(
+          `! skipping ${listed.digest}: listed as a referrer of ${subject.desc.digest} in the ` +
+            "source, but no such manifest is there",
+        );
+        stats.skipped++;
+        continue;
+      }
       const doc = parseNode(bytes, listed.mediaType, listed.digest).json;
       if (subjectDigest(doc) !== subject.desc.digest) {
         note(

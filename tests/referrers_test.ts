@@ -999,6 +999,43 @@ Deno.test("CLI --referrers: a manifest listed as a referrer that does not name t
   }
 });
 
+Deno.test("CLI --referrers: a referrer listed but deleted from the source is skipped and said so; the rest is copied", async () => {
+  const reg = await startRegistry();
+  try {
+    await withTempDir(async (dir) => {
+      const sc = await buildSupplyChain(dir);
+      await copyOk(
+        ["--plain-http", "-r", `${sc.src}:v1`, `oci://${reg.host}/gone/app:v1`],
+        sc.image.digest,
+      );
+      // The SBOM's signature is deleted; the SBOM's fallback tag still lists it.
+      const del = await fetch(`${reg.url}/v2/gone/app/manifests/${sc.sbomSig.digest}`, {
+        method: "DELETE",
+      });
+      await del.body?.cancel();
+      assert.equal(del.status, 202);
+      for (const dst of ["layout", "registry"]) {
+        const target = dst === "layout" ? join(dir, "out") : `oci://${reg.host}/copy/app`;
+        const err = await copyOk(
+          ["--plain-http", "-r", `oci://${reg.host}/gone/app:v1`, `${target}:v1`],
+          sc.image.digest,
+        );
+        assert.ok(!/^error:/m.test(err), err);
+        assert.match(
+          err,
+          new RegExp(
+            `! skipping ${sc.sbomSig.digest}: listed as a referrer of ${sc.sbom.digest} in the source, but no such manifest is there`,
+          ),
+        );
+        assert.match(err, /1 referrers copied, 0 already present; 1 skipped/);
+      }
+      assert.deepEqual(await unnamed(join(dir, "out")), [sc.sbom.digest]);
+    });
+  } finally {
+    await reg.stop();
+  }
+});
+
 Deno.test("CLI --referrers: referrers of referrers nest at most 16 levels; the 17th is refused before it is copied", async () => {
   await withTempDir(async (dir) => {
     const src = join(dir, "src");
