@@ -55,6 +55,11 @@ Deno.test("job: into a prefix PREFIX/REPO-PATH:TAG; into a layout or archive the
     ["docker.io/library/alpine:3.20", "quay.io/org/app:v1"],
   );
   assert.equal(fullName(parseReference("oci://h:1/r:t")), "h:1/r:t");
+  // A layout by digest has no name to be stored under: a fault of the list, exit 2.
+  assert.throws(
+    () => planImages([parseReference(`ocidir:///l@sha256:${"e".repeat(64)}`)], "bundle"),
+    (e) => e instanceof UsageError && /needs a tag here/.test(e.message),
+  );
   assert.throws(() => planImages(images, "b.tar:x"), UsageError);
   assert.throws(() => parseRegistryPrefix("oci://h/p:tag"), UsageError);
   assert.equal(parseRegistryPrefix("some/dir"), undefined);

@@ -99,7 +99,11 @@ export function parseRegistryPrefix(text: string): RegistryPrefix | undefined {
 export function fullName(src: Reference): string {
   if (src.kind !== "registry") {
     if (src.tag === undefined) {
-      throw new UserError(`${src.text}: an image from a layout or archive needs a tag here`);
+      // Like every other fault of the list, a bad command line (exit 2).
+      throw new UsageError(
+        `--images: ${src.text}: an image from a layout or archive needs a tag here (its name ` +
+          "in the destination)",
+      );
     }
     return src.tag;
   }
