@@ -56,9 +56,7 @@ class Tmux {
       String(columns),
       "-y",
       String(rows),
-      `${exports}script -q -f -e -c ${
-        quote(command)
-      } /tmp/raw-${this.socket}.ts; echo "EXIT=$?"; sleep 60`,
+      `${exports}${command}; echo "EXIT=$?"; sleep 60`,
     );
   }
 
