@@ -91,7 +91,28 @@ export function parseReference(text: string): Reference {
     // skopeo's oci:DIR[:TAG] (containers/image splits it at the first ':' too).
     return { ...parseLayoutReference(text.slice(4), text), explicit: true };
   }
-  return parseLayoutReference(text);
+  try {
+    return parseLayoutReference(text);
+  } catch (e) {
+    // `docker-archive:/tmp/x.tar` is no DIR:TAG at all (its "tag" is a path): say why.
+    const rest = text.slice(text.indexOf(":") + 1);
+    throw (rest.includes("/") ? otherTransportError(text) : undefined) ?? e;
+  }
+}
+
+/**
+ * The UsageError for `text` written with one of skopeo's transports this tool does not do
+ * (OTHER_TRANSPORTS), or undefined for any other text.
+ */
+function otherTransportError(text: string): UsageError | undefined {
+  const transport = /^([a-z-]+):/.exec(text)?.[1];
+  if (transport === undefined || !OTHER_TRANSPORTS.includes(transport)) return undefined;
+  return new UsageError(
+    `invalid image reference ${JSON.stringify(text)}: ${transport}: is a skopeo transport ` +
+      "umoci copy does not read or write (it copies OCI layouts, oci-archive: and " +
+      `registries); for a new layout directory named ${JSON.stringify(transport)} write ` +
+      `oci:${text}`,
+  );
 }
 
 /**
@@ -226,14 +247,8 @@ export function checkLayoutReference(
   }
   const bad = (why: string) =>
     new UsageError(`invalid image reference ${JSON.stringify(text)}: ${why}`);
-  const transport = /^([a-z-]+):/.exec(text)?.[1];
-  if (transport !== undefined && OTHER_TRANSPORTS.includes(transport)) {
-    throw bad(
-      `${transport}: is a skopeo transport umoci copy does not read or write (it copies OCI ` +
-        `layouts, oci-archive: and registries); for a new layout directory named ` +
-        `${JSON.stringify(ref.path)} write ocidir://${text}`,
-    );
-  }
+  const other = otherTransportError(text);
+  if (other) throw other;
   const firstSlash = text.indexOf("/");
   const first = firstSlash === -1 ? "" : text.slice(0, firstSlash);
   if (looksLikeRegistryHost(first) && probe(first) === "missing") {

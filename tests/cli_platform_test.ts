@@ -554,6 +554,49 @@ Deno.test("CLI --platform: nothing matches → one line listing the platforms, e
   });
 });
 
+Deno.test("CLI --platform in a job: an index listed by digest gives its platform's manifest, pushed by that digest", async () => {
+  await withTempDir(async (tmp) => {
+    await withRegistry(async (reg) => {
+      const src = await fivePlatforms(join(tmp, "src"));
+      const amd = src.byPlatform.get("linux/amd64")!;
+      const pushed = await cli([
+        "copy",
+        "--plain-http",
+        `${src.dir}:v1`,
+        `oci://${reg.host}/multi/app:v1`,
+      ]);
+      assert.equal(pushed.code, 0, pushed.stderr);
+      const list = join(tmp, "images.txt");
+      const line = `oci://${reg.host}/multi/app@${src.index.digest}`;
+      await Deno.writeTextFile(list, line + "\n");
+      const args = [
+        "copy",
+        "--plain-http",
+        "--platform",
+        "linux/amd64",
+        "--images",
+        list,
+        `oci://${reg.host}/mirror`,
+      ];
+      const r = await cli(args);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout.trim(), `${amd.digest} ${line}`);
+      // The destination names no digest of its own: what it says it wrote, it holds.
+      assert.ok(!r.stderr.includes(`mirror/multi/app@${src.index.digest}`), r.stderr);
+      for (const [digest, status] of [[amd.digest, 200], [src.index.digest, 404]] as const) {
+        const res = await fetch(`${reg.url}/v2/mirror/multi/app/manifests/${digest}`, {
+          method: "HEAD",
+          headers: { accept: `${OCI_MANIFEST}, ${OCI_INDEX}` },
+        });
+        assert.equal(res.status, status, digest);
+      }
+      const again = await cli(args);
+      assert.equal(again.code, 0, again.stderr);
+      assert.match(again.stderr, /Images: 0 copied, 1 already present, 0 failed/);
+    });
+  });
+});
+
 Deno.test("CLI --platform: a single-manifest source must be of the platform asked for", async () => {
   await withTempDir(async (tmp) => {
     const dir = join(tmp, "src");

@@ -68,10 +68,11 @@ Deno.test("job: into a prefix PREFIX/REPO-PATH:TAG; into a layout or archive the
 Deno.test("job: an image listed by digest alone goes under the prefix by digest, untagged", () => {
   const digest = `sha256:${"ab".repeat(32)}`;
   const [{ dst }] = planImages([parseReference(`oci://h:1/org/app@${digest}`)], "oci://m:5000/p");
-  // Never under `sha256-HEX`: that tag name is the referrers tag schema's.
+  // Never under `sha256-HEX`: that tag name is the referrers tag schema's. Pushed by the
+  // digest copied (a platform's, with --platform), so the destination names none itself.
   assert.equal(dst.tag, undefined);
-  assert.equal(dst.digest, digest);
-  assert.equal(formatReference(dst), `m:5000/p/org/app@${digest}`);
+  assert.equal(dst.digest, undefined);
+  assert.equal(formatReference(dst), "m:5000/p/org/app");
 });
 
 Deno.test("job: two different images written under one name are refused before anything is copied", () => {
@@ -87,12 +88,35 @@ Deno.test("job: two different images written under one name are refused before a
   refuse(["ocidir:///tmp/base:amd", "oci-archive:/tmp/o.tar:amd"], "oci-archive:b.tar");
   // The same repository and tag from two registries, into one prefix.
   refuse(["oci://a:1/t/m:v1", "oci://b:2/t/m:v1"], "oci://mirror:5000");
-  // The same image listed twice, in two spellings, is one image; so is one digest twice.
-  const same = ["docker://alpine:3.20", "docker://docker.io/library/alpine:3.20"];
-  assert.equal(planImages(same.map(parseReference), "oci://mirror:5000").length, 2);
+  // The same image listed twice, in any spelling, is one image, copied once.
+  const spellings: [string[], string[]][] = [
+    [["docker://alpine:3.20", "docker://docker.io/library/alpine:3.20"], [
+      "oci://mirror:5000",
+      "bundle",
+    ]],
+    [["docker://alpine:3.20", "oci://index.docker.io/library/alpine:3.20"], ["oci://m:5000"]],
+    [["oci://Reg.example.com/a/b:1", "oci://reg.example.com/a/b:1"], ["oci://m:5000"]],
+    [[`ocidir://${Deno.cwd()}/a:amd`, "oci:a:amd", "ocidir://./a:amd"], ["bundle"]],
+  ];
+  for (const [same, dsts] of spellings) {
+    for (const dst of dsts) {
+      assert.equal(planImages(same.map(parseReference), dst).length, 1, `${same} into ${dst}`);
+    }
+  }
+  // One digest from two registries: pushed by that digest, untagged, twice is harmless.
   const d = `sha256:${"cd".repeat(32)}`;
   const byDigest = [`oci://a:1/t/m@${d}`, `oci://b:2/t/m@${d}`].map(parseReference);
   assert.equal(planImages(byDigest, "oci://mirror:5000").length, 2);
+  // A bundle restored with --all-tags: two full names that map to one repository and tag.
+  assert.throws(
+    () =>
+      planTags(
+        parseReference("oci-archive:/b.tar"),
+        ["docker.io/library/alpine:3.20", "quay.io/library/alpine:3.20"],
+        "oci://mirror:5000/base",
+      ),
+    (e) => e instanceof UsageError && /^--all-tags: .* would both be written to/.test(e.message),
+  );
 });
 
 Deno.test("job: a bundle's full references map back under the prefix; plain tags to DST's repository", () => {

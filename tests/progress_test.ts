@@ -163,6 +163,14 @@ Deno.test("progress: a resumed blob's rate counts only the bytes moved since it 
   assert.equal(tally.done(), 100 * MiB);
 });
 
+Deno.test("term: erasing N rows: up N, clear that row alone, clear below from the next row, back up", () => {
+  // "Erase below" is never sent from the first erased row: on a pane's top-left corner tmux
+  // takes it as clearing the screen and keeps the screen in its history (scroll-on-clear).
+  assert.equal(eraseRowsAbove(0), "");
+  assert.equal(eraseRowsAbove(1), "\x1b[1A\r\x1b[2K\x1b[1B\x1b[J\x1b[1A");
+  assert.equal(eraseRowsAbove(3), "\x1b[3A\r\x1b[2K\x1b[1B\x1b[J\x1b[1A");
+});
+
 Deno.test("progress: Bars erases exactly the rows it drew, re-flowed after a narrowing resize", () => {
   const c = clock();
   let size = { columns: 200, rows: 40 };

@@ -43,7 +43,7 @@ Deno.test("layout references: bad input is a one-line UsageError naming the prob
     ["dir:", /empty tag/],
     ["dir:bad tag", /not a valid org.opencontainers.image.ref.name/],
     ["dir:-x", /not a valid/],
-    ["dir:a//b", /not a valid/],
+    ["out:a//b", /not a valid/], // ("dir:a//b" names skopeo's dir: transport)
     [`dir@sha256:${H.slice(1)}`, /64 lowercase hex/],
     [`dir@sha256:${H.toUpperCase()}`, /does not match|lowercase hex/],
     ["dir@sha256:../../etc/passwd", /does not match/],
@@ -274,17 +274,24 @@ Deno.test("layout check: what exists on disk is a layout, however it reads", () 
 });
 
 Deno.test("layout check: skopeo transports this tool does not do are refused, not made directories", () => {
+  const refused = (text: string) => (e: Error) =>
+    e instanceof UsageError &&
+    e.message.startsWith(
+      `invalid image reference ${JSON.stringify(text)}: ${
+        text.slice(0, text.indexOf(":"))
+      }: is a skopeo transport`,
+    ) &&
+    e.message.endsWith(`write oci:${text}`);
   for (const text of ["docker-archive:da.tar", "dir:out", "containers-storage:foo:v1"]) {
-    const path = text.slice(0, text.indexOf(":"));
-    assert.throws(
-      () => checked(text),
-      (e: Error) =>
-        e instanceof UsageError &&
-        e.message.startsWith(
-          `invalid image reference ${JSON.stringify(text)}: ${path}: is a skopeo transport`,
-        ) &&
-        e.message.endsWith(`write ocidir://${text}`),
-    );
+    assert.throws(() => checked(text), refused(text));
+    // The rewrite it offers names the directory of that name, with the same tag.
+    const rewrite = parseReference(`oci:${text}`);
+    assert.equal(rewrite.kind, "layout");
+    assert.equal((rewrite as LayoutReference).path, text.slice(0, text.indexOf(":")));
+  }
+  // With a path for a "tag", the text is no DIR:TAG at all: the transport is still named.
+  for (const text of ["dir:/abs/out", "docker-archive:/tmp/x.tar"]) {
+    assert.throws(() => parseReference(text), refused(text));
   }
   // A layout directory of that name that exists is the user's layout.
   assert.equal(checked("dir:out", "dir").path, "dir");

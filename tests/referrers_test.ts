@@ -602,6 +602,53 @@ Deno.test("CLI --referrers: a fallback tag naming an image is never overwritten:
   }
 });
 
+Deno.test("CLI --referrers: a multi-platform index tagged sha256-HEX of its own digest is no referrers list", async () => {
+  // How an image listed by digest in --images was pushed before: the subject under its own
+  // referrers tag. Merged into as a list, the index lost its meaning and the tag its image.
+  const reg = await startRegistry();
+  try {
+    await withTempDir(async (dir) => {
+      const src = join(dir, "src");
+      const multi = await buildMultiPlatformIndex(src, "v1", ["linux/amd64", "linux/arm64"]);
+      const sbom = (await buildArtifact(src, undefined, {
+        subject: multi.index,
+        artifactType: SPDX,
+        payload: enc.encode('{"spdxVersion":"SPDX-2.3"}'),
+        payloadMediaType: SPDX,
+      })).manifest;
+      await appendIndexEntry(src, sbom);
+      const tag = referrersTagName(multi.index.digest);
+      await copyOk(
+        ["--plain-http", `${src}:v1`, `oci://${reg.host}/self/app:${tag}`],
+        multi.index.digest,
+      );
+      const before = await registryManifest(reg.url, "self/app", tag);
+      // Read as a source: no referrers (its platform manifests are none).
+      const out = join(dir, "out");
+      const err = await copyOk(
+        ["--plain-http", "-r", `oci://${reg.host}/self/app:${tag}`, `${out}:v1`],
+        multi.index.digest,
+      );
+      assert.match(err, /0 referrers copied, 0 already present/);
+      assert.ok(!/! skipping/.test(err), err);
+      // Written to as a destination: refused, and the tag left as it was.
+      const r = await umoci([
+        "copy",
+        "--plain-http",
+        "-r",
+        `${src}:v1`,
+        `oci://${reg.host}/self/app:v1`,
+      ]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, new RegExp(`error: referrers tag ${tag} .* not overwritten`));
+      const after = await registryManifest(reg.url, "self/app", tag);
+      assert.deepEqual(after.bytes, before.bytes);
+    });
+  } finally {
+    await reg.stop();
+  }
+});
+
 Deno.test("CLI --referrers through the referrers API (proxy fixture): OCI-Subject means no fallback tag; filter and Link pages followed", async () => {
   const reg = await startRegistry();
   const proxy = startReferrersProxy({ backend: reg.url, api: true, pageSize: 1 });

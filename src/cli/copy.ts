@@ -744,11 +744,15 @@ async function copyImage(
   },
 ): Promise<{ root: Descriptor; stats: CopyStats }> {
   const { logger, steps, progress, dryRun } = opts;
-  if (dst.kind === "registry" && dst.digest && dst.digest !== root.digest) {
-    throw new UsageError(
-      `destination digest ${dst.digest} does not match the source's ${root.digest}`,
-    );
-  }
+  /** A destination named by digest must be given exactly what is copied. */
+  const checkDestinationDigest = () => {
+    if (dst.kind === "registry" && dst.digest && dst.digest !== root.digest) {
+      throw new UsageError(
+        `destination digest ${dst.digest} does not match the source's ${root.digest}`,
+      );
+    }
+  };
+  checkDestinationDigest();
   logger.debug(
     `${describe(src)} resolved to ${root.mediaType} ${root.digest} (${root.size} bytes)`,
   );
@@ -783,7 +787,11 @@ async function copyImage(
     platformNotes,
     dryRun,
   );
-  if (platformPlan) root = platformPlan.root;
+  if (platformPlan) {
+    root = platformPlan.root;
+    // --platform picked a manifest out of the index: that is what the digest must name.
+    checkDestinationDigest();
+  }
   if (!dryRun) {
     steps.info(`Copying ${formatReference(src)} to ${formatReference(dst)}`);
     progress?.begin(formatReference(src), formatReference(dst), root, opts.image);

@@ -7,8 +7,10 @@
 // (`docker.io/library/alpine:3.20`); into a registry prefix it goes to
 // `PREFIX/REPOSITORY-PATH:TAG` (`mirror.example/base/library/alpine:3.20`), the source's host
 // dropped. A bundle restored with --all-tags maps each full-reference ref.name the same way.
+import { resolve } from "../path.ts";
 import { describeError, UsageError, UserError } from "../errors.ts";
 import {
+  formatReference,
   isValidRefName,
   isValidTag,
   parseReference,
@@ -162,37 +164,50 @@ function destinationKey(ref: Reference): string {
 }
 
 /**
- * Refuse a job in which two different sources would be written under the same tag: the one
- * copied last would silently replace the other. The same source listed twice is fine, and
- * so is a destination named by digest (the same digest is the same content). Throws
- * UsageError naming both sources and the destination.
+ * The images of a job, each copy once: an image listed twice (in any spelling) is copied
+ * once. A job in which two different sources would be written under the same tag is
+ * refused: the one copied last would silently replace the other (a destination without a
+ * tag is named by the digest copied: no two contents can share it). `flag` names the job
+ * in the message (`--images`, `--all-tags`). Throws UsageError naming both sources and the
+ * destination.
  */
-function checkDistinctDestinations(images: JobImage[]): JobImage[] {
+function distinctCopies(images: JobImage[], flag: string): JobImage[] {
   const seen = new Map<string, Reference>();
-  for (const { src, dst } of images) {
-    if (dst.tag === undefined) continue;
+  const copies: JobImage[] = [];
+  for (const image of images) {
+    const { src, dst } = image;
     const key = destinationKey(dst);
     const other = seen.get(key);
-    if (other === undefined) seen.set(key, src);
-    else if (sourceKey(other) !== sourceKey(src)) {
+    if (other === undefined) {
+      seen.set(key, src);
+      copies.push(image);
+    } else if (sourceKey(other) === sourceKey(src)) continue;
+    else if (dst.tag !== undefined) {
       const where = dst.kind === "registry"
         ? `${dst.registry}/${dst.repository}:${dst.tag}`
         : `${dst.path} as ${JSON.stringify(dst.tag)}`;
       throw new UsageError(
-        `--images: ${other.text} and ${src.text} would both be written to ${where}, the ` +
+        `${flag}: ${other.text} and ${src.text} would both be written to ${where}, the ` +
           "second replacing the first; copy one of them to another destination",
       );
-    }
+    } else copies.push(image);
   }
-  return images;
+  return copies;
 }
 
-/** A source reference as one string (two spellings of one image give the same). */
+/**
+ * A source reference as one string, the same for two spellings of one image: layout and
+ * archive paths made absolute, the registry's name in lower case with Docker Hub's aliases
+ * as `docker.io`.
+ */
 function sourceKey(ref: Reference): string {
   const at = ref.digest ? `@${ref.digest}` : "";
-  return ref.kind === "registry"
-    ? `${ref.registry}/${ref.repository}:${ref.tag ?? ""}${at}`
-    : `${ref.kind} ${ref.path}:${ref.tag ?? ""}${at}`;
+  if (ref.kind !== "registry") return `${ref.kind} ${resolve(ref.path)}:${ref.tag ?? ""}${at}`;
+  let registry = ref.registry.toLowerCase();
+  if (registry === "index.docker.io" || registry === "registry-1.docker.io") {
+    registry = "docker.io";
+  }
+  return `${registry}/${ref.repository}:${ref.tag ?? ""}${at}`;
 }
 
 /**
@@ -211,11 +226,14 @@ export function planImages(images: Reference[], dstText: string): JobImage[] {
           `--images: ${src.text} is not a registry image; into a registry prefix only registry images go`,
         );
       }
-      // An image named by digest alone is pushed by digest, untagged: `sha256-HEX` is the
-      // referrers tag schema's name, and an image under it would read as its referrers list.
-      return { src, dst: underPrefix(prefix, src.repository, src.tag ?? src.digest!) };
+      // An image named by digest alone is pushed untagged, by the digest copied (that of
+      // the platform manifest when --platform picks one): `sha256-HEX` is the referrers tag
+      // schema's name, and an image under it would read as its referrers list.
+      if (src.tag !== undefined) return { src, dst: underPrefix(prefix, src.repository, src.tag) };
+      const dst = underPrefix(prefix, src.repository, src.digest!);
+      return { src, dst: { ...dst, digest: undefined, text: formatReference(dst) } };
     });
-    return checkDistinctDestinations(planned);
+    return distinctCopies(planned, "--images");
   }
   const dst = parseReference(dstText);
   if (dst.kind === "registry") throw new Error("internal error: registry DST is a prefix");
@@ -231,7 +249,7 @@ export function planImages(images: Reference[], dstText: string): JobImage[] {
     }
     return { src, dst: { ...dst, tag: name, digest: undefined } };
   });
-  return checkDistinctDestinations(planned);
+  return distinctCopies(planned, "--images");
 }
 
 /**
@@ -257,18 +275,21 @@ export function planTags(src: Reference, tags: string[], dstText: string): JobIm
     }
     return repo;
   };
-  return tags.map((tag) => {
-    const from: Reference = { ...src, tag, digest: undefined };
-    if (!prefix) return { src: from, dst: { ...repoRef(), tag, digest: undefined } };
-    if (isValidTag(tag)) return { src: from, dst: { ...repoRef(), tag, digest: undefined } };
-    const full = splitFullName(tag);
-    if (!full) {
-      throw new UserError(
-        `${src.text}: ${
-          JSON.stringify(tag)
-        } is neither a registry tag nor a full image reference; nothing was copied`,
-      );
-    }
-    return { src: from, dst: underPrefix(prefix, full.path, full.tag) };
-  });
+  return distinctCopies(
+    tags.map((tag) => {
+      const from: Reference = { ...src, tag, digest: undefined };
+      if (!prefix) return { src: from, dst: { ...repoRef(), tag, digest: undefined } };
+      if (isValidTag(tag)) return { src: from, dst: { ...repoRef(), tag, digest: undefined } };
+      const full = splitFullName(tag);
+      if (!full) {
+        throw new UserError(
+          `${src.text}: ${
+            JSON.stringify(tag)
+          } is neither a registry tag nor a full image reference; nothing was copied`,
+        );
+      }
+      return { src: from, dst: underPrefix(prefix, full.path, full.tag) };
+    }),
+    "--all-tags",
+  );
 }

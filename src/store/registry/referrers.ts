@@ -88,15 +88,18 @@ function referrerEntries(doc: unknown, where: string): Descriptor[] {
 }
 
 /**
- * GET the referrers fallback tag `tag` as an OCI index with its ETag: "absent" on 404,
- * "not-index" when it holds anything but an OCI index (or no JSON). Throws UserError on any
- * other status or a body over MAX_MANIFEST_SIZE.
+ * GET the referrers fallback tag of `subject` as an OCI index with its ETag: "absent" on
+ * 404, "not-index" when it holds anything but a referrers list: no JSON, not an OCI index,
+ * or the subject itself (an image index tagged `sha256-HEX` of its own digest, as
+ * `--images` once pushed images listed by digest). Throws UserError on any other status or
+ * a body over MAX_MANIFEST_SIZE.
  */
 async function readReferrersTag(
   api: UploadApi,
   scopes: string[],
-  tag: string,
+  subject: Descriptor,
 ): Promise<TaggedIndex | "absent" | "not-index"> {
+  const tag = referrersTagName(subject.digest);
   const url = api.url(`manifests/${tag}`);
   // Every manifest type is accepted, so that whatever the tag holds is seen: asked for an
   // index alone, distribution answers 404 for a tagged image manifest, which would read as
@@ -115,7 +118,7 @@ async function readReferrersTag(
   const doc = parseJson(bytes) as { mediaType?: unknown; manifests?: unknown } | undefined;
   if (
     typeof doc !== "object" || doc === null || doc.mediaType !== OCI_INDEX ||
-    !Array.isArray(doc.manifests)
+    !Array.isArray(doc.manifests) || (await digestOf(bytes)) === subject.digest
   ) {
     return "not-index";
   }
@@ -166,7 +169,7 @@ export async function listReferrers(
     if (!state.noApi) return { referrers: [...found.values()].filter(wanted), via: "api" };
   }
   const tag = referrersTagName(subject.digest);
-  const read = await readReferrersTag(api, scopes, tag);
+  const read = await readReferrersTag(api, scopes, subject);
   if (read === "absent" || read === "not-index") return { referrers: [], via: "tag" };
   const unique = new Map<string, Descriptor>();
   for (const d of referrerEntries(read.index, `${where} (tag ${tag})`)) {
@@ -190,7 +193,7 @@ export async function mergeReferrersTag(
 ): Promise<void> {
   const tag = referrersTagName(subject.digest);
   for (let attempt = 0; attempt <= MAX_TAG_CONFLICTS; attempt++) {
-    const read = await readReferrersTag(api, [`repository:${api.repository}:pull,push`], tag);
+    const read = await readReferrersTag(api, [`repository:${api.repository}:pull,push`], subject);
     if (read === "not-index") {
       throw new UserError(
         `referrers tag ${tag} in ${api.name}/${api.repository} names something other than an ` +
