@@ -556,97 +556,100 @@ Deno.test("CLI --referrers: a fallback tag holding something other than an index
   }
 });
 
-Deno.test("CLI --referrers: a fallback tag naming an image is never overwritten: one error line, exit 1", async () => {
-  // distribution answers a GET of an image manifest asked for as an index alone with 404,
-  // and ignores If-None-Match: read that way, the user's image under `sha256-HEX` was lost.
+/** Run `fn` with a fresh registry and a temporary directory, both gone afterwards. */
+async function withRegistryAndDir(
+  fn: (reg: RunningRegistry, dir: string) => Promise<void>,
+): Promise<void> {
   const reg = await startRegistry();
   try {
-    await withTempDir(async (dir) => {
-      const src = join(dir, "src");
-      const image = (await buildRandomImage(src, "v1", { layerSizes: [100] })).manifest;
-      const other = (await buildRandomImage(src, "other", { layerSizes: [100] })).manifest;
-      const sbom = (await buildArtifact(src, undefined, {
-        subject: image,
-        artifactType: SPDX,
-        payload: enc.encode('{"spdxVersion":"SPDX-2.3"}'),
-        payloadMediaType: SPDX,
-      })).manifest;
-      await appendIndexEntry(src, sbom);
-      const tag = referrersTagName(image.digest);
-      await copyOk(
-        ["--plain-http", `${src}:other`, `oci://${reg.host}/keep/app:${tag}`],
-        other.digest,
-      );
-      const r = await umoci([
-        "copy",
-        "--plain-http",
-        "-r",
-        `${src}:v1`,
-        `oci://${reg.host}/keep/app:v1`,
-      ]);
-      assert.equal(r.code, 1, r.stderr);
-      const errors = r.stderr.split("\n").filter((l) => l.startsWith("error:"));
-      assert.equal(errors.length, 1, r.stderr);
-      assert.match(errors[0], new RegExp(`referrers tag ${tag} .* not overwritten`));
-      assert.ok(errors[0].includes(sbom.digest), errors[0]);
-      const kept = await registryManifest(reg.url, "keep/app", tag);
-      assert.equal(kept.status, 200);
-      const hex = Array.from(
-        new Uint8Array(await crypto.subtle.digest("SHA-256", kept.bytes)),
-        (b) => b.toString(16).padStart(2, "0"),
-      ).join("");
-      assert.equal(`sha256:${hex}`, other.digest, "the tag still names the user's image");
-    });
+    await withTempDir((dir) => fn(reg, dir));
   } finally {
     await reg.stop();
   }
+}
+
+/** An SPDX SBOM of `subject`, listed (without a name) in the layout `src`. */
+async function addSbom(src: string, subject: Descriptor): Promise<Descriptor> {
+  const sbom = (await buildArtifact(src, undefined, {
+    subject,
+    artifactType: SPDX,
+    payload: enc.encode('{"spdxVersion":"SPDX-2.3"}'),
+    payloadMediaType: SPDX,
+  })).manifest;
+  await appendIndexEntry(src, sbom);
+  return sbom;
+}
+
+/**
+ * `copy -r SRC:v1 oci://REG/REPO:v1` must stop with one error line naming the referrers tag
+ * of `subject` and `sbom`, exit 1, and leave that tag's manifest byte for byte as it was.
+ */
+async function refusesToOverwrite(
+  reg: RunningRegistry,
+  src: string,
+  repo: string,
+  subject: Descriptor,
+  sbom: Descriptor,
+): Promise<void> {
+  const tag = referrersTagName(subject.digest);
+  const before = await registryManifest(reg.url, repo, tag);
+  assert.equal(before.status, 200);
+  const r = await umoci([
+    "copy",
+    "--plain-http",
+    "-r",
+    `${src}:v1`,
+    `oci://${reg.host}/${repo}:v1`,
+  ]);
+  assert.equal(r.code, 1, r.stderr);
+  const errors = r.stderr.split("\n").filter((l) => l.startsWith("error:"));
+  assert.equal(errors.length, 1, r.stderr);
+  assert.match(errors[0], new RegExp(`referrers tag ${tag} .* not overwritten`));
+  assert.ok(errors[0].includes(sbom.digest), errors[0]);
+  const after = await registryManifest(reg.url, repo, tag);
+  assert.deepEqual(after.bytes, before.bytes, "the tag still names what it named");
+}
+
+Deno.test("CLI --referrers: a fallback tag naming an image is never overwritten: one error line, exit 1", async () => {
+  // distribution answers a GET of an image manifest asked for as an index alone with 404,
+  // and ignores If-None-Match: read that way, the user's image under `sha256-HEX` was lost.
+  await withRegistryAndDir(async (reg, dir) => {
+    const src = join(dir, "src");
+    const image = (await buildRandomImage(src, "v1", { layerSizes: [100] })).manifest;
+    const other = (await buildRandomImage(src, "other", { layerSizes: [100] })).manifest;
+    const sbom = await addSbom(src, image);
+    const tag = referrersTagName(image.digest);
+    await copyOk(
+      ["--plain-http", `${src}:other`, `oci://${reg.host}/keep/app:${tag}`],
+      other.digest,
+    );
+    await refusesToOverwrite(reg, src, "keep/app", image, sbom);
+  });
 });
 
 Deno.test("CLI --referrers: a multi-platform index tagged sha256-HEX of its own digest is no referrers list", async () => {
   // How an image listed by digest in --images was pushed before: the subject under its own
   // referrers tag. Merged into as a list, the index lost its meaning and the tag its image.
-  const reg = await startRegistry();
-  try {
-    await withTempDir(async (dir) => {
-      const src = join(dir, "src");
-      const multi = await buildMultiPlatformIndex(src, "v1", ["linux/amd64", "linux/arm64"]);
-      const sbom = (await buildArtifact(src, undefined, {
-        subject: multi.index,
-        artifactType: SPDX,
-        payload: enc.encode('{"spdxVersion":"SPDX-2.3"}'),
-        payloadMediaType: SPDX,
-      })).manifest;
-      await appendIndexEntry(src, sbom);
-      const tag = referrersTagName(multi.index.digest);
-      await copyOk(
-        ["--plain-http", `${src}:v1`, `oci://${reg.host}/self/app:${tag}`],
-        multi.index.digest,
-      );
-      const before = await registryManifest(reg.url, "self/app", tag);
-      // Read as a source: no referrers (its platform manifests are none).
-      const out = join(dir, "out");
-      const err = await copyOk(
-        ["--plain-http", "-r", `oci://${reg.host}/self/app:${tag}`, `${out}:v1`],
-        multi.index.digest,
-      );
-      assert.match(err, /0 referrers copied, 0 already present/);
-      assert.ok(!/! skipping/.test(err), err);
-      // Written to as a destination: refused, and the tag left as it was.
-      const r = await umoci([
-        "copy",
-        "--plain-http",
-        "-r",
-        `${src}:v1`,
-        `oci://${reg.host}/self/app:v1`,
-      ]);
-      assert.equal(r.code, 1, r.stderr);
-      assert.match(r.stderr, new RegExp(`error: referrers tag ${tag} .* not overwritten`));
-      const after = await registryManifest(reg.url, "self/app", tag);
-      assert.deepEqual(after.bytes, before.bytes);
-    });
-  } finally {
-    await reg.stop();
-  }
+  await withRegistryAndDir(async (reg, dir) => {
+    const src = join(dir, "src");
+    const multi = await buildMultiPlatformIndex(src, "v1", ["linux/amd64", "linux/arm64"]);
+    const sbom = await addSbom(src, multi.index);
+    const tag = referrersTagName(multi.index.digest);
+    await copyOk(
+      ["--plain-http", `${src}:v1`, `oci://${reg.host}/self/app:${tag}`],
+      multi.index.digest,
+    );
+    // Read as a source: no referrers (its platform manifests are none).
+    const out = join(dir, "out");
+    const err = await copyOk(
+      ["--plain-http", "-r", `oci://${reg.host}/self/app:${tag}`, `${out}:v1`],
+      multi.index.digest,
+    );
+    assert.match(err, /0 referrers copied, 0 already present/);
+    assert.ok(!/! skipping/.test(err), err);
+    // Written to as a destination: refused, and the tag left as it was.
+    await refusesToOverwrite(reg, src, "self/app", multi.index, sbom);
+  });
 });
 
 Deno.test("CLI --referrers through the referrers API (proxy fixture): OCI-Subject means no fallback tag; filter and Link pages followed", async () => {
@@ -1047,40 +1050,35 @@ Deno.test("CLI --referrers: a manifest listed as a referrer that does not name t
 });
 
 Deno.test("CLI --referrers: a referrer listed but deleted from the source is skipped and said so; the rest is copied", async () => {
-  const reg = await startRegistry();
-  try {
-    await withTempDir(async (dir) => {
-      const sc = await buildSupplyChain(dir);
-      await copyOk(
-        ["--plain-http", "-r", `${sc.src}:v1`, `oci://${reg.host}/gone/app:v1`],
+  await withRegistryAndDir(async (reg, dir) => {
+    const sc = await buildSupplyChain(dir);
+    await copyOk(
+      ["--plain-http", "-r", `${sc.src}:v1`, `oci://${reg.host}/gone/app:v1`],
+      sc.image.digest,
+    );
+    // The SBOM's signature is deleted; the SBOM's fallback tag still lists it.
+    const del = await fetch(`${reg.url}/v2/gone/app/manifests/${sc.sbomSig.digest}`, {
+      method: "DELETE",
+    });
+    await del.body?.cancel();
+    assert.equal(del.status, 202);
+    for (const dst of ["layout", "registry"]) {
+      const target = dst === "layout" ? join(dir, "out") : `oci://${reg.host}/copy/app`;
+      const err = await copyOk(
+        ["--plain-http", "-r", `oci://${reg.host}/gone/app:v1`, `${target}:v1`],
         sc.image.digest,
       );
-      // The SBOM's signature is deleted; the SBOM's fallback tag still lists it.
-      const del = await fetch(`${reg.url}/v2/gone/app/manifests/${sc.sbomSig.digest}`, {
-        method: "DELETE",
-      });
-      await del.body?.cancel();
-      assert.equal(del.status, 202);
-      for (const dst of ["layout", "registry"]) {
-        const target = dst === "layout" ? join(dir, "out") : `oci://${reg.host}/copy/app`;
-        const err = await copyOk(
-          ["--plain-http", "-r", `oci://${reg.host}/gone/app:v1`, `${target}:v1`],
-          sc.image.digest,
-        );
-        assert.ok(!/^error:/m.test(err), err);
-        assert.match(
-          err,
-          new RegExp(
-            `! skipping ${sc.sbomSig.digest}: listed as a referrer of ${sc.sbom.digest} in the source, but no such manifest is there`,
-          ),
-        );
-        assert.match(err, /1 referrers copied, 0 already present; 1 skipped/);
-      }
-      assert.deepEqual(await unnamed(join(dir, "out")), [sc.sbom.digest]);
-    });
-  } finally {
-    await reg.stop();
-  }
+      assert.ok(!/^error:/m.test(err), err);
+      assert.match(
+        err,
+        new RegExp(
+          `! skipping ${sc.sbomSig.digest}: listed as a referrer of ${sc.sbom.digest} in the source, but no such manifest is there`,
+        ),
+      );
+      assert.match(err, /1 referrers copied, 0 already present; 1 skipped/);
+    }
+    assert.deepEqual(await unnamed(join(dir, "out")), [sc.sbom.digest]);
+  });
 });
 
 Deno.test("CLI --referrers: referrers of referrers nest at most 16 levels; the 17th is refused before it is copied", async () => {
