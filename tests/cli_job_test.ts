@@ -414,6 +414,7 @@ Deno.test("cli job: an image listed by digest goes under the prefix untagged; a 
       const args = ["--plain-http", "--images", list, `oci://${reg.host}/mirror`];
       const first = await jobOk(args);
       assert.deepEqual(first.lines, [`${digest} oci://${reg.host}/org/app@${digest}`]);
+      assert.match(first.stderr, new RegExp(`namespace: mirror/org/app, untagged\n`));
       // There by digest, and under no tag: above all not `sha256-HEX`, the referrers tag
       // schema's name for the list of this image's referrers.
       const res = await fetch(`${reg.url}/v2/mirror/org/app/manifests/${digest}`, {

@@ -1354,7 +1354,12 @@ async function askPassword(username: string, logger: Logger): Promise<string> {
 }
 
 function registryLine(store: RegistryStore, ref: RegistryReference): string {
-  const what = ref.digest ? `digest: ${ref.digest}` : `tag: ${ref.tag}`;
+  // A job's image listed by digest goes untagged, under the digest it is given.
+  const what = ref.digest
+    ? `digest: ${ref.digest}`
+    : ref.tag !== undefined
+    ? `tag: ${ref.tag}`
+    : "untagged";
   return `Registry address: ${store.baseUrl}, namespace: ${store.repository}, ${what}`;
 }
 
