@@ -107,11 +107,15 @@ export function parseReference(text: string): Reference {
 function otherTransportError(text: string): UsageError | undefined {
   const transport = /^([a-z-]+):/.exec(text)?.[1];
   if (transport === undefined || !OTHER_TRANSPORTS.includes(transport)) return undefined;
+  // `oci:TEXT` names a layout directory of that name, but only when the rest is a tag.
+  const rest = text.slice(transport.length + 1);
+  const layout = rest.includes("/")
+    ? ""
+    : `; for a new layout directory named ${JSON.stringify(transport)} write oci:${text}`;
   return new UsageError(
     `invalid image reference ${JSON.stringify(text)}: ${transport}: is a skopeo transport ` +
       "umoci copy does not read or write (it copies OCI layouts, oci-archive: and " +
-      `registries); for a new layout directory named ${JSON.stringify(transport)} write ` +
-      `oci:${text}`,
+      `registries)${layout}`,
   );
 }
 
