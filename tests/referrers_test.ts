@@ -333,7 +333,7 @@ Deno.test("CLI --digest-tags: a cosign .sig tag goes registry → registry with 
         ],
         sc.image.digest,
       );
-      assert.match(err, /1 digest tags copied/);
+      assert.match(err, /1 digest tag copied/);
       const sig = await registryManifest(reg.url, "dt/only", sc.cosignTag);
       assert.equal(sig.status, 200);
       assert.equal(digestOf(sig.bytes), sc.cosign.digest);
@@ -908,7 +908,7 @@ Deno.test("CLI --referrers: a referrer already in the registry but missing from 
         `${sc.src}:v1`,
         `oci://${reg.host}/cut/app:v1`,
       ], sc.image.digest);
-      assert.match(err, /1 referrers copied, 1 already present/);
+      assert.match(err, /1 referrer copied, 1 already present/);
       const top = await registryManifest(reg.url, "cut/app", tag);
       assert.deepEqual(top.json.manifests.map((m: Descriptor) => [m.digest, m.artifactType]), [[
         sc.sbom.digest,
@@ -1075,7 +1075,7 @@ Deno.test("CLI --referrers: a referrer listed but deleted from the source is ski
           `! skipping ${sc.sbomSig.digest}: listed as a referrer of ${sc.sbom.digest} in the source, but no such manifest is there`,
         ),
       );
-      assert.match(err, /1 referrers copied, 0 already present; 1 skipped/);
+      assert.match(err, /1 referrer copied, 0 already present; 1 skipped/);
     }
     assert.deepEqual(await unnamed(join(dir, "out")), [sc.sbom.digest]);
   });
@@ -1498,13 +1498,13 @@ Deno.test("CLI --dry-run -r --digest-tags: the plan lists the referrers and dige
       const blobs = rows.filter((l) => !l.includes("manifest")).map((l) => l.split(/\s+/).at(-3));
       assert.equal(new Set(blobs).size, blobs.length, r.stdout);
       assert.match(r.stdout, /4 manifests to write; 8 blobs \(\d+ bytes\) to try to mount/);
-      assert.match(r.stderr, /2 referrers would be copied, 0 already present; 1 digest tags would/);
+      assert.match(r.stderr, /2 referrers would be copied, 0 already present; 1 digest tag would/);
       // … and the copy itself moves what the plan said.
       const real = await copyOk(
         [...flags, `oci://${reg.host}/dr/app:single`, `oci://${reg.host}/dr2:v1`],
         sc.image.digest,
       );
-      assert.match(real, /2 referrers copied, 0 already present; 1 digest tags copied/);
+      assert.match(real, /2 referrers copied, 0 already present; 1 digest tag copied/);
       assert.match(real, /, 3 manifests\)/);
     });
   } finally {

@@ -95,17 +95,19 @@ export async function copyAttachedForCli(
   const dry = copy.dryRun === true;
   const parts: string[] = [];
   const done = dry ? "would be copied" : "copied";
+  const plural = (n: number, one: string) => `${n} ${one}${n === 1 ? "" : "s"}`;
   if (wanted.referrers) {
-    parts.push(`${s.referrersCopied} referrers ${done}, ${s.referrersPresent} already present`);
+    parts.push(
+      `${plural(s.referrersCopied, "referrer")} ${done}, ${s.referrersPresent} already present`,
+    );
   }
   if (wanted.digestTags) {
-    parts.push(`${s.tagsCopied} digest tags ${done}, ${s.tagsPresent} already present`);
+    parts.push(`${plural(s.tagsCopied, "digest tag")} ${done}, ${s.tagsPresent} already present`);
   }
   if (s.skipped > 0) parts.push(`${s.skipped} skipped`);
   if (s.referrersCopied + s.tagsCopied + s.manifestsCopied + s.blobsCopied === 0) {
     // Nothing to do: the lines of what was found present would only repeat one line.
     steps.drop();
-    const plural = (n: number, one: string) => `${n} ${one}${n === 1 ? "" : "s"}`;
     const found: string[] = [];
     if (s.referrersPresent > 0) found.push(plural(s.referrersPresent, "referrer"));
     if (s.tagsPresent > 0) found.push(plural(s.tagsPresent, "digest tag"));
