@@ -91,6 +91,35 @@ function startForwardProxy() {
   return { url: `http://127.0.0.1:${server.addr.port}`, seen, close: () => server.shutdown() };
 }
 
+Deno.test("CLI: a proxy variable that is no URL is a usage error naming it, its password redacted", async () => {
+  await withTempDir(async (dir) => {
+    const src = join(dir, "src");
+    await buildRandomImage(src, "v1", { layerSizes: [100] });
+    for (
+      const [name, value, shown] of [
+        [
+          "HTTPS_PROXY",
+          "http://puser:SECRETPW@127.0.0.1:notaport",
+          "http://puser:redacted@127.0.0.1:notaport",
+        ],
+        ["HTTP_PROXY", "http://puser:SECRETPW@[::1", "http://puser:redacted@[::1"],
+        ["ALL_PROXY", "ftp://proxy.example:21", "ftp://proxy.example:21"],
+      ]
+    ) {
+      const r = await umoci(
+        ["copy", "--trace-requests", `${src}:v1`, "oci://registry.example:5000/a/b:v1"],
+        { env: { [name]: value }, timeoutMs: 30_000 },
+      );
+      assert.equal(r.code, 2, r.stderr);
+      assert.equal(
+        r.stderr.trim(),
+        `error: ${name}=${shown}: not a proxy URL (http://[USER:PASSWORD@]HOST:PORT)`,
+      );
+      assert.ok(!r.stderr.includes("SECRETPW"));
+    }
+  });
+});
+
 Deno.test("CLI through HTTP_PROXY: push and pull arrive via the proxy, byte for byte; loopback direct", async () => {
   const reg = await startRegistry();
   const proxy = startForwardProxy();

@@ -267,6 +267,11 @@ Deno.test("redactUrl shows only the distribution API's own query values, and no 
     redactUrl("http://h/v2/x/blobs/uploads/1?_state=abc"),
     "http://h/v2/x/blobs/uploads/1?_state=<redacted>",
   );
+  // `;` separates parameters for some servers: a secret after an allowed one is still hidden.
+  assert.equal(
+    redactUrl("http://h/b?digest=ok;sig=SEMISECRET&n=1"),
+    "http://h/b?digest=ok;sig=<redacted>&n=1",
+  );
   // A pre-signed storage URL: every signature and credential is blanked, digest stays.
   assert.equal(
     redactUrl(

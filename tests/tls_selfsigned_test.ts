@@ -7,7 +7,7 @@ import { join } from "node:path";
 import { umoci } from "./fixtures/cli.ts";
 import { assertSameContent, buildRandomImage, withTempDir } from "./fixtures/images.ts";
 import { startRegistry } from "./fixtures/registry.ts";
-import { selfSignedCertificate } from "./fixtures/pki.ts";
+import { expiredSelfSignedCertificate, selfSignedCertificate } from "./fixtures/pki.ts";
 
 Deno.test("self-signed registry certificate (openssl req -x509): --cacert pins it; others refused", async () => {
   await withTempDir(async (dir) => {
@@ -54,5 +54,21 @@ Deno.test("self-signed registry certificate (openssl req -x509): --cacert pins i
     } finally {
       await reg.stop();
     }
+  });
+});
+
+Deno.test("self-signed certificate given with --cacert that has expired: refused before any request", async () => {
+  await withTempDir(async (dir) => {
+    const expired = await expiredSelfSignedCertificate(dir);
+    const src = join(dir, "src");
+    await buildRandomImage(src, "v1", { layerSizes: [100] });
+    // Nothing listens there: the certificate is judged before a connection is tried.
+    const r = await umoci(["copy", "--cacert", expired, `${src}:v1`, "oci://127.0.0.1:9/a/b:v1"]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(
+      r.stderr.trim().split("\n").at(-1),
+      "error: the self-signed certificate given for 127.0.0.1 (CN=localhost) is valid from " +
+        "2020-01-01T00:00:00.000Z to 2020-02-01T00:00:00.000Z, not now",
+    );
   });
 });

@@ -22,6 +22,7 @@ import {
   type RegistryReference,
 } from "../reference.ts";
 import { RegistryHosts, type RegistryOptions, RegistryStore } from "../store/registry/registry.ts";
+import { checkProxyEnvironment } from "../store/registry/proxy.ts";
 import {
   choosePlatformsForCli,
   copyPlanForCli,
@@ -377,6 +378,9 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       if (typeof file === "string") await checkAuthFile(file, `--${flag}`);
     }
     if (typeof values.digestfile === "string") await checkDigestFile(values.digestfile);
+    // A proxy variable that is no URL would otherwise surface in the first request's error,
+    // password included.
+    checkProxyEnvironment();
   } catch (e) {
     throw e instanceof UserError ? new UsageError(e.message) : e;
   }

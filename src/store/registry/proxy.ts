@@ -12,6 +12,7 @@
 // loopback traffic), so the first call to proxyEnvironment() takes them out of this process's
 // environment; every proxy is then chosen here and given to fetch explicitly (client.ts).
 // Credential helpers still get the variables (credentials.ts passes proxyEnvironment()).
+import { UsageError } from "../../errors.ts";
 import { inRange, ipBytes, isLoopback } from "./address.ts";
 
 const PROXY_VARIABLES = [
@@ -46,6 +47,38 @@ export function proxyEnvironment(): Record<string, string> {
   }
   snapshot = taken;
   return taken;
+}
+
+/** The proxy variables that name a proxy (NO_PROXY names none). */
+const PROXY_URL_VARIABLES = PROXY_VARIABLES.filter((n) => !/no_proxy/i.test(n));
+
+/** `text` with the password of a `scheme://user:password@` prefix replaced by "redacted". */
+function redactProxyText(text: string): string {
+  return text.replace(/^([^/]*\/\/[^:@/]*:)[^@]*@/, "$1redacted@");
+}
+
+/**
+ * Check the proxy variables before anything is sent: each must be a URL (`http://` is
+ * assumed when there is no scheme) with scheme http, https, socks5 or socks5h, as Deno's
+ * HTTP client takes them. Throws UsageError naming the variable, its value shown with any
+ * password redacted.
+ */
+export function checkProxyEnvironment(): void {
+  const env = proxyEnvironment();
+  for (const name of PROXY_URL_VARIABLES) {
+    const value = env[name];
+    if (!value) continue;
+    const text = /^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : `http://${value}`;
+    let url: URL | undefined;
+    try {
+      url = new URL(text);
+    } catch { /* reported below */ }
+    if (!url || !["http:", "https:", "socks5:", "socks5h:"].includes(url.protocol)) {
+      throw new UsageError(
+        `${name}=${redactProxyText(value)}: not a proxy URL (http://[USER:PASSWORD@]HOST:PORT)`,
+      );
+    }
+  }
 }
 
 /** Whether one NO_PROXY entry exempts `host` (lower case, no brackets) on `port`. */

@@ -53,9 +53,15 @@ function certificateBlocks(pem: string): string[] {
 
 /**
  * Fingerprints of the self-signed certificates among `pems` that name `hostname` (a DNS
- * name, or an IP address in any form URL.hostname gives).
+ * name, or an IP address in any form URL.hostname gives). A pin replaces chain verification,
+ * not the validity period: a self-signed certificate naming the host that has expired, or
+ * is not valid yet, at `now` is a UserError (as it is for curl and skopeo).
  */
-async function selfSignedFor(pems: string[], hostname: string): Promise<string[]> {
+async function selfSignedFor(
+  pems: string[],
+  hostname: string,
+  now = new Date(),
+): Promise<string[]> {
   const { X509Certificate } = await import("node:crypto");
   const host = hostname.replace(/^\[(.*)\]$/, "$1");
   const ip = /^[\d.]+$/.test(host) || host.includes(":");
@@ -70,7 +76,17 @@ async function selfSignedFor(pems: string[], hostname: string): Promise<string[]
       }
       if (cert.issuer !== cert.subject) continue;
       const names = ip ? cert.checkIP(host) : cert.checkHost(host);
-      if (names !== undefined) out.push(cert.fingerprint256);
+      if (names === undefined) continue;
+      const [from, to] = [new Date(cert.validFrom), new Date(cert.validTo)];
+      if (now < from || now > to) {
+        throw new UserError(
+          `the self-signed certificate given for ${hostname} (${
+            cert.subject.replace(/\n/g, ", ")
+          }) ` +
+            `is valid from ${from.toISOString()} to ${to.toISOString()}, not now`,
+        );
+      }
+      out.push(cert.fingerprint256);
     }
   }
   return out;

@@ -39,7 +39,9 @@ export function redactUrl(url: URL | string): string {
   if (password) u.password = "redacted";
   let text = u.toString();
   if (search.length > 1) {
-    const parts = search.slice(1).split("&").map((kv) => {
+    // `;` separates parameters too for some servers: `digest=ok;sig=SECRET` is two.
+    const parts = search.slice(1).split(/([&;])/).map((kv, i) => {
+      if (i % 2 === 1) return kv; // a separator
       const eq = kv.indexOf("=");
       const rawName = eq === -1 ? kv : kv.slice(0, eq);
       let name = rawName;
@@ -49,7 +51,7 @@ export function redactUrl(url: URL | string): string {
       if (SHOWN_PARAMS.has(name.toLowerCase())) return kv;
       return eq === -1 ? REDACTED : `${rawName}=${REDACTED}`;
     });
-    text += "?" + parts.join("&");
+    text += "?" + parts.join("");
   }
   return text;
 }
