@@ -39,7 +39,7 @@ Deno.test("cli flags: --help wins over an unknown or misplaced flag (help only, 
   assert.match(usageError(r, "--bogus -- --help"), /^unknown flag --bogus/);
 });
 
-Deno.test("cli flags: --keep-going without a job, --all with --platform: exit 2, nothing written", async () => {
+Deno.test("cli flags: --keep-going without a job, --all with --platform, --images - with --password-stdin: exit 2, nothing written", async () => {
   await fx.withTempDir(async (tmp) => {
     const src = join(tmp, "src");
     await fx.buildMultiPlatformIndex(src, "v1", ["linux/amd64", "linux/arm64"]);
@@ -54,6 +54,17 @@ Deno.test("cli flags: --keep-going without a job, --all with --platform: exit 2,
         "--all --platform",
       ),
       "--all copies an index with all its images; drop it to copy only the --platform chosen",
+    );
+    assert.equal(
+      usageError(
+        await umoci(
+          ["copy", "--username", "u", "--password-stdin", "--images", "-", `oci://${"h:1"}/p`],
+          { stdin: "pw\n" },
+        ),
+        "two readers of stdin",
+      ),
+      "--images - and --password-stdin both read stdin; give the list as a file, or the " +
+        "password with --creds USER (asked on the terminal)",
     );
     assert.equal(await Deno.lstat(dst).then(() => true, () => false), false, "nothing created");
     // Each on its own is fine.

@@ -120,6 +120,33 @@ Deno.test("CLI: a proxy variable that is no URL is a usage error naming it, its 
   });
 });
 
+Deno.test("CLI: --tls-verify=false with a proxy set for the registry is refused, not sent around the proxy", async () => {
+  await withTempDir(async (dir) => {
+    const src = join(dir, "src");
+    await buildRandomImage(src, "v1", { layerSizes: [100] });
+    const dst = "oci://registry.example:5000/a/b:v1";
+    const env = { HTTPS_PROXY: "http://127.0.0.1:9" };
+    const r = await umoci(["copy", "--tls-verify=false", `${src}:v1`, dst], {
+      env,
+      timeoutMs: 30_000,
+    });
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(
+      r.stderr.trim().split("\n").at(-1),
+      "error: registry.example:5000: with --tls-verify=false the connection cannot go through " +
+        "the proxy that HTTPS_PROXY/ALL_PROXY names for it; set NO_PROXY=registry.example to " +
+        "connect directly, or trust the registry's CA with --cacert to keep the proxy",
+    );
+    // Exempted, it connects directly (and here finds no such host).
+    const direct = await umoci(["copy", "--retries", "0", "--tls-verify=false", `${src}:v1`, dst], {
+      env: { ...env, NO_PROXY: "registry.example" },
+      timeoutMs: 30_000,
+    });
+    assert.equal(direct.code, 1, direct.stderr);
+    assert.doesNotMatch(direct.stderr, /cannot go through the proxy/);
+  });
+});
+
 Deno.test("CLI through HTTP_PROXY: push and pull arrive via the proxy, byte for byte; loopback direct", async () => {
   const reg = await startRegistry();
   const proxy = startForwardProxy();

@@ -15,6 +15,7 @@ import { parseChallenges } from "../src/store/registry/auth.ts";
 import { type RegistryOptions, RegistryStore } from "../src/store/registry/registry.ts";
 import { describeNetworkError, Transport } from "../src/store/registry/transport.ts";
 import { redactUrl } from "../src/store/registry/trace.ts";
+import { isTransientFailure } from "../src/store/registry/retry.ts";
 import { LayoutStore } from "../src/store/layout.ts";
 import type { Store } from "../src/store/store.ts";
 import { startChaosProxy } from "./fixtures/chaos.ts";
@@ -1367,4 +1368,17 @@ Deno.test("describeNetworkError: fetch's wrapping is dropped, the cause kept, hi
     "invalid peer certificate: UnknownIssuer (TLS verification failed: add the CA with " +
       "--cacert or a certs.d directory, or turn verification off for this registry)",
   );
+});
+
+Deno.test("isTransientFailure: a client certificate refused or not matching its key is no passing fault", () => {
+  for (
+    const msg of [
+      "client error (Connect): keys may not be consistent: KeyMismatch",
+      "client error (Connect): received fatal alert: BadCertificate",
+      "client error (Connect): received fatal alert: CertificateRequired",
+    ]
+  ) assert.equal(isTransientFailure(msg), false, msg);
+  for (const msg of ["tcp connect error: Connection refused (os error 111)", "connection closed"]) {
+    assert.equal(isTransientFailure(msg), true, msg);
+  }
 });

@@ -345,6 +345,12 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
         : `copy takes exactly SRC and DST, got ${positionals.length} arguments`,
     );
   }
+  if (imagesFile === "-" && values["password-stdin"]) {
+    throw new UsageError(
+      "--images - and --password-stdin both read stdin; give the list as a file, or the " +
+        "password with --creds USER (asked on the terminal)",
+    );
+  }
   if (imagesFile !== undefined && allTags) {
     throw new UsageError("--images and --all-tags go separately (an images file names tags)");
   }

@@ -10,7 +10,8 @@
 //   the server's own. The connection is made without chain verification, and before a byte
 //   of the request is written the server's certificate must be exactly the pinned one.
 // Requests to plain-http URLs (a redirect may lead there) always go through fetch. Proxies
-// apply to the fetch path only.
+// apply to the fetch path only (a registry on the node:https path with a proxy set for it is
+// refused in transport.ts, never connected to around the proxy).
 import type { TlsMaterial } from "./tls.ts";
 import { proxyFor } from "./proxy.ts";
 

@@ -84,6 +84,6 @@ export function sleep(ms: number): Promise<void> {
  * with a plain-http server and names that do not resolve do not.
  */
 export function isTransientFailure(message: string): boolean {
-  return !/certificate|UnknownIssuer|CaUsedAsEndEntity|NotValidForName|\btls\b|\bssl\b|corrupt message|InvalidContentType|dns error|lookup address|ENOTFOUND|EAI_AGAIN|invalid url|unsupported|pinned/i
+  return !/certificate|UnknownIssuer|CaUsedAsEndEntity|NotValidForName|\btls\b|\bssl\b|corrupt message|InvalidContentType|dns error|lookup address|ENOTFOUND|EAI_AGAIN|invalid url|unsupported|pinned|KeyMismatch|keys may not be consistent|BadCertificate|CertificateRequired/i
     .test(message);
 }

@@ -12,6 +12,7 @@
 //
 // Everything above this file (auth, uploads, the Store methods) sends requests through
 // Transport.request() and gets an HttpResponse back. Nothing here knows the distribution API.
+import { proxyFor } from "./proxy.ts";
 import { UserError } from "../../errors.ts";
 import { FetchClient, type HttpClient, NodeClient, type RequestBody } from "./client.ts";
 import { followRedirect, type Hop, isRedirect } from "./redirect.ts";
@@ -150,6 +151,19 @@ export class Transport {
   static async create(name: string, host: string, opts: TransportOptions = {}): Promise<Transport> {
     const baseUrl = new URL(`${opts.plainHttp ? "http" : "https"}://${host}`);
     const tls = opts.plainHttp ? { caCerts: [], pinned: [] } : await loadTlsMaterial(host, opts);
+    const node = (opts.tlsVerify === false && !opts.plainHttp) || tls.pinned.length > 0;
+    if (node && proxyFor(baseUrl) !== undefined) {
+      // node:https here has no proxy support: connecting directly would bypass the proxy
+      // the environment asks for, and fail where only the proxy gets out.
+      const why = opts.tlsVerify === false
+        ? "--tls-verify=false"
+        : "a self-signed certificate pinned with --cacert";
+      throw new UserError(
+        `${name}: with ${why} the connection cannot go through the proxy that ` +
+          `HTTPS_PROXY/ALL_PROXY names for it; set NO_PROXY=${baseUrl.hostname} to connect ` +
+          "directly, or trust the registry's CA with --cacert to keep the proxy",
+      );
+    }
     let client: HttpClient;
     try {
       if (opts.tlsVerify === false && !opts.plainHttp) client = await NodeClient.create(tls, false);
