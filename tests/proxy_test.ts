@@ -147,6 +147,22 @@ Deno.test("CLI: --tls-verify=false with a proxy set for the registry is refused,
   });
 });
 
+Deno.test("CLI: a request that fails through a proxy names the proxy, its password redacted", async () => {
+  await withTempDir(async (dir) => {
+    const src = join(dir, "src");
+    await buildRandomImage(src, "v1", { layerSizes: [100] });
+    const r = await umoci(
+      ["copy", "--plain-http", "--retries", "0", `${src}:v1`, "oci://registry.example:5000/a:v1"],
+      { env: { HTTP_PROXY: "http://puser:SECRETPW@127.0.0.1:9" }, timeoutMs: 30_000 },
+    );
+    assert.equal(r.code, 1, r.stderr);
+    const last = r.stderr.trim().split("\n").at(-1)!;
+    assert.match(last, /^error: registry\.example:5000: HEAD http:\/\/registry\.example:5000\//);
+    assert.ok(last.endsWith(" (through the proxy http://puser:redacted@127.0.0.1:9/)"), last);
+    assert.ok(!r.stderr.includes("SECRETPW"));
+  });
+});
+
 Deno.test("CLI through HTTP_PROXY: push and pull arrive via the proxy, byte for byte; loopback direct", async () => {
   const reg = await startRegistry();
   const proxy = startForwardProxy();

@@ -72,3 +72,46 @@ Deno.test("self-signed certificate given with --cacert that has expired: refused
     );
   });
 });
+
+Deno.test("--cert-dir: the files in DIR itself (skopeo's layout) or in DIR/HOST:PORT; a missing DIR is named", async () => {
+  await withTempDir(async (dir) => {
+    const cert = await selfSignedCertificate(dir, "reg");
+    const reg = await startRegistry({ tls: cert });
+    try {
+      const src = join(dir, "src");
+      const built = await buildRandomImage(src, "v1", { layerSizes: [1000] });
+      const flat = join(dir, "flat");
+      const tree = join(dir, "tree");
+      await Deno.mkdir(flat);
+      await Deno.mkdir(join(tree, reg.host), { recursive: true });
+      await Deno.copyFile(cert.certificate, join(flat, "ca.crt"));
+      await Deno.copyFile(cert.certificate, join(tree, reg.host, "ca.crt"));
+      for (const [certDir, tag] of [[flat, "flat"], [tree, "tree"]]) {
+        const r = await umoci([
+          "copy",
+          "--dest-cert-dir",
+          certDir,
+          `${src}:v1`,
+          `oci://${reg.host}/cd/img:${tag}`,
+        ]);
+        assert.equal(r.code, 0, `${certDir}: ${r.stderr}`);
+        assert.equal(r.stdout.trim(), built.manifest.digest);
+      }
+      const missing = join(dir, "nonexistent");
+      const r = await umoci([
+        "copy",
+        "--dest-cert-dir",
+        missing,
+        `${src}:v1`,
+        `oci://${reg.host}/cd/img:x`,
+      ]);
+      assert.equal(r.code, 1, r.stderr);
+      assert.equal(
+        r.stderr.trim().split("\n").at(-1),
+        `error: certificate directory ${missing}: no such directory`,
+      );
+    } finally {
+      await reg.stop();
+    }
+  });
+});

@@ -100,7 +100,8 @@ export const COPY_FLAGS: Record<string, FlagSpec> = {
   "cert-dir": {
     type: "string",
     value: "DIR",
-    help: "certificates laid out like /etc/docker/certs.d: DIR/HOST[:PORT]/*.crt",
+    help: "certificates in DIR/HOST[:PORT]/ (as /etc/docker/certs.d), or in DIR itself " +
+      "(as skopeo's --src-cert-dir): *.crt, client NAME.cert + NAME.key",
   },
   "src-cert-dir": { type: "string", value: "DIR", help: "the same for SRC only" },
   "dest-cert-dir": { type: "string", value: "DIR", help: "the same for DST only" },

@@ -93,6 +93,26 @@ async function selfSignedFor(
 }
 
 /**
+ * The directory holding the certificates for `host` under --cert-dir `root`: `root/HOST`
+ * (`/etc/docker/certs.d`'s layout) when there is one, else `root` itself (skopeo's
+ * `--src-cert-dir`: the files directly in it). Throws UserError when `root` is no directory.
+ */
+async function certificateDirectory(root: string, host: string): Promise<string> {
+  const info = await Deno.stat(root).catch((e) => e as Error);
+  if (info instanceof Error || !info.isDirectory) {
+    const why = info instanceof Deno.errors.NotFound
+      ? "no such directory"
+      : info instanceof Error
+      ? info.message
+      : "not a directory";
+    throw new UserError(`certificate directory ${root}: ${why}`);
+  }
+  const perHost = join(root, host);
+  const sub = await Deno.stat(perHost).catch(() => undefined);
+  return sub?.isDirectory ? perHost : root;
+}
+
+/**
  * Collect the TLS material for `host` (`HOST` or `HOST:PORT` as written in the reference).
  * Throws a UserError for an unreadable file, a CA file without a PEM certificate, or a
  * client certificate without its key.
@@ -110,16 +130,14 @@ export async function loadTlsMaterial(host: string, src: TlsSources): Promise<Tl
     out.caCerts.push(pem);
   }
   if (src.certDir) {
-    const dir = join(src.certDir, host);
+    const dir = await certificateDirectory(src.certDir, host);
     const names: string[] = [];
     try {
       for await (const e of Deno.readDir(dir)) {
         if (e.isFile || e.isSymlink) names.push(e.name);
       }
     } catch (e) {
-      if (!(e instanceof Deno.errors.NotFound)) {
-        throw new UserError(`cannot read certificate directory ${dir}: ${(e as Error).message}`);
-      }
+      throw new UserError(`cannot read certificate directory ${dir}: ${(e as Error).message}`);
     }
     names.sort();
     for (const name of names.filter((n) => n.endsWith(".crt"))) {

@@ -259,8 +259,11 @@ export class Transport {
       const cause = dog.fired ?? e;
       const msg = describeNetworkError(cause);
       trace?.(errorTraceLine(method, url, started, msg));
+      // Through a proxy, the failure may be the proxy's: say which one.
+      const proxy = this.#client.proxyOf(url);
+      const via = proxy === undefined ? "" : ` (through the proxy ${redactUrl(proxy)})`;
       return new NetworkError(
-        `${this.name}: ${method} ${redactUrl(url)}: ${msg}`,
+        `${this.name}: ${method} ${redactUrl(url)}: ${msg}${via}`,
         // A permission Deno was not given stays missing: no retry.
         cause instanceof TimeoutError ||
           (!(cause instanceof Deno.errors.NotCapable) && isTransientFailure(msg)),
