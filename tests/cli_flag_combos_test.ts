@@ -66,6 +66,23 @@ Deno.test("cli flags: --keep-going without a job, --all with --platform, --image
       "--images - and --password-stdin both read stdin; give the list as a file, or the " +
         "password with --creds USER (asked on the terminal)",
     );
+    // Files and values given on the command line that cannot serve: a bad command line.
+    const notPem = join(tmp, "not.pem");
+    await Deno.writeTextFile(notPem, "hello\n");
+    const bad: [string[], string][] = [
+      [["--cacert", join(tmp, "none.crt")], `--cacert ${join(tmp, "none.crt")}: no such file`],
+      [["--cacert", notPem], `--cacert ${notPem}: holds no PEM certificate`],
+      [["--creds", ":pw"], "--creds: empty user name"],
+    ];
+    for (const [args, message] of bad) {
+      assert.equal(
+        usageError(
+          await umoci(["copy", ...args, `${src}:v1`, "oci://h.example:1/a/b:v1"]),
+          message,
+        ),
+        message,
+      );
+    }
     assert.equal(await Deno.lstat(dst).then(() => true, () => false), false, "nothing created");
     // Each on its own is fine.
     const all = await umoci(["copy", "-q", "--all", `${src}:v1`, `${dst}:v1`]);

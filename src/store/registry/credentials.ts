@@ -20,7 +20,7 @@
 // No secret is ever put in a message: errors name the file, key or helper, never the
 // value, and a helper's output is never echoed.
 import { join } from "../../path.ts";
-import { UserError } from "../../errors.ts";
+import { UsageError, UserError } from "../../errors.ts";
 import { proxyEnvironment } from "./proxy.ts";
 
 export type Credential =
@@ -369,13 +369,13 @@ export async function findCredentials(
   return undefined;
 }
 
-/** Parse `USER[:PASS]` as given to --creds. */
+/** Parse `USER[:PASS]` as given to --creds; an empty user name is a UsageError (exit 2). */
 export function parseCredsFlag(
   text: string,
   flag: string,
 ): { username: string; password?: string } {
   const i = text.indexOf(":");
   const username = i === -1 ? text : text.slice(0, i);
-  if (username === "") throw new UserError(`--${flag}: empty user name`);
+  if (username === "") throw new UsageError(`--${flag}: empty user name`);
   return { username, password: i === -1 ? undefined : text.slice(i + 1) };
 }
