@@ -1368,6 +1368,26 @@ Deno.test("describeNetworkError: fetch's wrapping is dropped, the cause kept, hi
     "invalid peer certificate: UnknownIssuer (TLS verification failed: add the CA with " +
       "--cacert or a certs.d directory, or turn verification off for this registry)",
   );
+  // Each TLS failure gets the hint that fits it.
+  const hint = (cause: string) =>
+    describeNetworkError(
+      new TypeError(
+        `error sending request for url (https://h/v2/): client error (Connect): ${cause}`,
+      ),
+    );
+  assert.match(hint("received fatal alert: BadCertificate"), /refused the client certificate/);
+  assert.match(hint("keys may not be consistent: KeyMismatch"), /refused the client certificate/);
+  assert.match(
+    hint(
+      "invalid peer certificate: certificate expired: verification time 1, but certificate is not valid after 0",
+    ),
+    /outside its validity period/,
+  );
+  assert.match(
+    hint("invalid peer certificate: Other(OtherError(CaUsedAsEndEntity))"),
+    /does not name this host/,
+  );
+  assert.match(hint("invalid peer certificate: NotValidForName"), /does not name this host/);
 });
 
 Deno.test("isTransientFailure: a client certificate refused or not matching its key is no passing fault", () => {

@@ -107,7 +107,17 @@ export function describeNetworkError(e: unknown): string {
   if (/InvalidContentType|corrupt message|wrong version number|packet length too long/i.test(msg)) {
     msg += " (the server does not speak TLS here: for a plain-http registry use --plain-http)";
   }
-  if (/certificate|UnknownIssuer|CaUsedAsEndEntity|NotValidForName|tls handshake/i.test(msg)) {
+  if (/BadCertificate|CertificateRequired|KeyMismatch|keys may not be consistent/i.test(msg)) {
+    // The server's complaint about us, not ours about it.
+    msg += " (the registry refused the client certificate, or wants one: give NAME.cert " +
+      "and NAME.key in a certs.d directory, --cert-dir)";
+  } else if (/expired|not valid (yet|after|before)/i.test(msg)) {
+    msg += " (the registry's certificate is outside its validity period: check its dates " +
+      "and this machine's clock)";
+  } else if (/NotValidForName|not valid for name|CaUsedAsEndEntity/i.test(msg)) {
+    msg += " (the registry's certificate does not name this host, or is a CA certificate " +
+      "used as its own: check the name in the reference against the certificate's names)";
+  } else if (/certificate|UnknownIssuer|tls handshake/i.test(msg)) {
     msg += " (TLS verification failed: add the CA with --cacert or a certs.d directory, " +
       "or turn verification off for this registry)";
   }
