@@ -9,7 +9,7 @@ import { join } from "node:path";
 import { spawnUmoci, umoci } from "./fixtures/cli.ts";
 import { startChaosProxy } from "./fixtures/chaos.ts";
 import * as fx from "./fixtures/images.ts";
-import { startRegistry } from "./fixtures/registry.ts";
+import { startRegistry, withRegistryAndDir } from "./fixtures/registry.ts";
 import { startAuthRegistry } from "./fixtures/auth_registry.ts";
 
 const DIGEST_LINE = /^sha256:[a-f0-9]{64}$/;
@@ -372,10 +372,9 @@ Deno.test("cli job: repositories of one registry with credentials of their own k
 });
 
 Deno.test("cli job: a retry line of an image copied beside others names that image", async () => {
-  const a = await startRegistry();
-  const proxy = await startChaosProxy(a.url);
-  try {
-    await fx.withTempDir(async (tmp) => {
+  await withRegistryAndDir(async (a, tmp) => {
+    const proxy = await startChaosProxy(a.url);
+    try {
       const src = join(tmp, "src");
       const built = [];
       for (const i of [0, 1]) {
@@ -395,42 +394,36 @@ Deno.test("cli job: a retry line of an image copied beside others names that ima
       assert.equal(retries.length, 1, job.stderr);
       assert.match(retries[0], new RegExp(`^\\[${proxy.host}/r1:v1\\] ! retry 1 of 5 `));
       assert.match(retries[0], /503/);
-    });
-  } finally {
-    await proxy.close();
-    await a.stop();
-  }
+    } finally {
+      await proxy.close();
+    }
+  });
 });
 
 Deno.test("cli job: an image listed by digest goes under the prefix untagged; a rerun is one line", async () => {
-  const reg = await startRegistry();
-  try {
-    await fx.withTempDir(async (dir) => {
-      const src = join(dir, "src");
-      await fx.buildRandomImage(src, "v1", { layerSizes: [3000] });
-      const digest = await copyOk(["--plain-http", `${src}:v1`, `oci://${reg.host}/org/app:v1`]);
-      const list = join(dir, "images.txt");
-      await Deno.writeTextFile(list, `oci://${reg.host}/org/app@${digest}\n`);
-      const args = ["--plain-http", "--images", list, `oci://${reg.host}/mirror`];
-      const first = await jobOk(args);
-      assert.deepEqual(first.lines, [`${digest} oci://${reg.host}/org/app@${digest}`]);
-      assert.match(first.stderr, new RegExp(`namespace: mirror/org/app, untagged\n`));
-      // There by digest, and under no tag: above all not `sha256-HEX`, the referrers tag
-      // schema's name for the list of this image's referrers.
-      const res = await fetch(`${reg.url}/v2/mirror/org/app/manifests/${digest}`, {
-        method: "HEAD",
-        headers: { accept: "application/vnd.oci.image.manifest.v1+json" },
-      });
-      assert.equal(res.status, 200);
-      const tags = await fetch(`${reg.url}/v2/mirror/org/app/tags/list`);
-      assert.deepEqual((await tags.json()).tags ?? [], []);
-      const again = await jobOk(args);
-      assert.deepEqual(again.lines, first.lines);
-      assert.match(again.stderr, /Images: 0 copied, 1 already present, 0 failed/);
+  await withRegistryAndDir(async (reg, dir) => {
+    const src = join(dir, "src");
+    await fx.buildRandomImage(src, "v1", { layerSizes: [3000] });
+    const digest = await copyOk(["--plain-http", `${src}:v1`, `oci://${reg.host}/org/app:v1`]);
+    const list = join(dir, "images.txt");
+    await Deno.writeTextFile(list, `oci://${reg.host}/org/app@${digest}\n`);
+    const args = ["--plain-http", "--images", list, `oci://${reg.host}/mirror`];
+    const first = await jobOk(args);
+    assert.deepEqual(first.lines, [`${digest} oci://${reg.host}/org/app@${digest}`]);
+    assert.match(first.stderr, new RegExp(`namespace: mirror/org/app, untagged\n`));
+    // There by digest, and under no tag: above all not `sha256-HEX`, the referrers tag
+    // schema's name for the list of this image's referrers.
+    const res = await fetch(`${reg.url}/v2/mirror/org/app/manifests/${digest}`, {
+      method: "HEAD",
+      headers: { accept: "application/vnd.oci.image.manifest.v1+json" },
     });
-  } finally {
-    await reg.stop();
-  }
+    assert.equal(res.status, 200);
+    const tags = await fetch(`${reg.url}/v2/mirror/org/app/tags/list`);
+    assert.deepEqual((await tags.json()).tags ?? [], []);
+    const again = await jobOk(args);
+    assert.deepEqual(again.lines, first.lines);
+    assert.match(again.stderr, /Images: 0 copied, 1 already present, 0 failed/);
+  });
 });
 
 Deno.test("cli job: two images that would take one name are refused, exit 2, nothing written", async () => {

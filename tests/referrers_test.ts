@@ -31,7 +31,7 @@ import {
   writeBlob,
   writeJson,
 } from "./fixtures/images.ts";
-import { type RunningRegistry, startRegistry } from "./fixtures/registry.ts";
+import { type RunningRegistry, startRegistry, withRegistryAndDir } from "./fixtures/registry.ts";
 import { startReferrersProxy } from "./fixtures/referrers_proxy.ts";
 import { digestTagKind, referrersTagName } from "../src/store/referrers.ts";
 import { checkAttachedCapabilities, copyAttached } from "../src/referrers.ts";
@@ -555,18 +555,6 @@ Deno.test("CLI --referrers: a fallback tag holding something other than an index
     await reg.stop();
   }
 });
-
-/** Run `fn` with a fresh registry and a temporary directory, both gone afterwards. */
-async function withRegistryAndDir(
-  fn: (reg: RunningRegistry, dir: string) => Promise<void>,
-): Promise<void> {
-  const reg = await startRegistry();
-  try {
-    await withTempDir((dir) => fn(reg, dir));
-  } finally {
-    await reg.stop();
-  }
-}
 
 /** An SPDX SBOM of `subject`, listed (without a name) in the layout `src`. */
 async function addSbom(src: string, subject: Descriptor): Promise<Descriptor> {
