@@ -95,20 +95,26 @@ export function parseReference(text: string): Reference {
     return parseLayoutReference(text);
   } catch (e) {
     // `docker-archive:/tmp/x.tar` is no DIR:TAG at all (its "tag" is a path): say why.
-    const rest = text.slice(text.indexOf(":") + 1);
-    throw (rest.includes("/") ? otherTransportError(text) : undefined) ?? e;
+    throw otherTransportError(text, true) ?? e;
   }
+}
+
+/** `docker.io` for Docker Hub's other names (`index.docker.io`, `registry-1.docker.io`). */
+export function dockerHubName(registry: string): string {
+  return registry === "index.docker.io" || registry === DOCKER_HUB_HOST ? DOCKER_HUB : registry;
 }
 
 /**
  * The UsageError for `text` written with one of skopeo's transports this tool does not do
- * (OTHER_TRANSPORTS), or undefined for any other text.
+ * (OTHER_TRANSPORTS), or undefined for any other text (and, with `pathsOnly`, for a text
+ * whose rest is no path).
  */
-function otherTransportError(text: string): UsageError | undefined {
+function otherTransportError(text: string, pathsOnly = false): UsageError | undefined {
   const transport = /^([a-z-]+):/.exec(text)?.[1];
   if (transport === undefined || !OTHER_TRANSPORTS.includes(transport)) return undefined;
-  // `oci:TEXT` names a layout directory of that name, but only when the rest is a tag.
   const rest = text.slice(transport.length + 1);
+  if (pathsOnly && !rest.includes("/")) return undefined;
+  // `oci:TEXT` names a layout directory of that name, but only when the rest is a tag.
   const layout = rest.includes("/")
     ? ""
     : `; for a new layout directory named ${JSON.stringify(transport)} write oci:${text}`;
@@ -342,7 +348,7 @@ export function parseRegistryReference(text: string): RegistryReference {
       }
     }
     if (/^[a-f0-9]{64}$/.test(repository)) throw bad("repository looks like a digest");
-    if (registry === "index.docker.io" || registry === DOCKER_HUB_HOST) registry = DOCKER_HUB;
+    registry = dockerHubName(registry);
     if (registry === DOCKER_HUB && !repository.includes("/")) repository = `library/${repository}`;
   }
   if (registry === "" || !HOST.test(registry)) {

@@ -23,6 +23,7 @@ import {
 } from "../reference.ts";
 import { RegistryHosts, type RegistryOptions, RegistryStore } from "../store/registry/registry.ts";
 import { checkProxyEnvironment } from "../store/registry/proxy.ts";
+import { caFileProblem } from "../store/registry/tls.ts";
 import {
   choosePlatformsForCli,
   copyPlanForCli,
@@ -385,7 +386,10 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       if (typeof file === "string") await checkAuthFile(file, `--${flag}`);
     }
     if (typeof values.digestfile === "string") await checkDigestFile(values.digestfile);
-    for (const file of (values.cacert as string[] | undefined) ?? []) await checkCaFile(file);
+    for (const file of (values.cacert as string[] | undefined) ?? []) {
+      const problem = await caFileProblem(file);
+      if (problem) throw new UsageError(`--cacert ${file}: ${problem}`);
+    }
     // A proxy variable that is no URL would otherwise surface in the first request's error,
     // password included.
     checkProxyEnvironment();
@@ -956,23 +960,6 @@ async function checkDigestFile(path: string): Promise<void> {
     await Deno.remove(probe);
   } catch (e) {
     throw bad(`cannot write in ${dir} (${describeError(e)})`);
-  }
-}
-
-/**
- * Check, before anything is copied, that --cacert FILE can be read and holds a PEM
- * certificate. Throws UserError (made a UsageError by the caller) naming the file.
- */
-async function checkCaFile(file: string): Promise<void> {
-  let text: string;
-  try {
-    text = await Deno.readTextFile(file);
-  } catch (e) {
-    const why = e instanceof Deno.errors.NotFound ? "no such file" : describeError(e);
-    throw new UserError(`--cacert ${file}: ${why}`);
-  }
-  if (!text.includes("-----BEGIN CERTIFICATE-----")) {
-    throw new UserError(`--cacert ${file}: holds no PEM certificate`);
   }
 }
 

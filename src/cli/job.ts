@@ -10,6 +10,7 @@
 import { resolve } from "../path.ts";
 import { describeError, UsageError, UserError } from "../errors.ts";
 import {
+  dockerHubName,
   formatReference,
   isValidRefName,
   isValidTag,
@@ -155,14 +156,6 @@ export function underPrefix(prefix: RegistryPrefix, path: string, name: string):
   return parseRegistryReference(`${prefix.scheme}://${prefix.registry}/${repo}${sep}${name}`);
 }
 
-/** Where a job image writes, as one string: what two images of a job must not share. */
-function destinationKey(ref: Reference): string {
-  const name = ref.tag !== undefined ? `:${ref.tag}` : `@${ref.digest}`;
-  return ref.kind === "registry"
-    ? `${ref.registry}/${ref.repository}${name}`
-    : `${ref.kind} ${ref.path}${name}`;
-}
-
 /**
  * The images of a job, each copy once: an image listed twice (in any spelling) is copied
  * once. A job in which two different sources would be written under the same tag is
@@ -176,7 +169,8 @@ function distinctCopies(images: JobImage[], flag: string): JobImage[] {
   const copies: JobImage[] = [];
   for (const image of images) {
     const { src, dst } = image;
-    const key = destinationKey(dst);
+    // A job has one kind of DST, so its formatted references name its places one to one.
+    const key = formatReference(dst);
     const other = seen.get(key);
     if (other === undefined) {
       seen.set(key, src);
@@ -203,11 +197,7 @@ function distinctCopies(images: JobImage[], flag: string): JobImage[] {
 function sourceKey(ref: Reference): string {
   const at = ref.digest ? `@${ref.digest}` : "";
   if (ref.kind !== "registry") return `${ref.kind} ${resolve(ref.path)}:${ref.tag ?? ""}${at}`;
-  let registry = ref.registry.toLowerCase();
-  if (registry === "index.docker.io" || registry === "registry-1.docker.io") {
-    registry = "docker.io";
-  }
-  return `${registry}/${ref.repository}:${ref.tag ?? ""}${at}`;
+  return `${dockerHubName(ref.registry.toLowerCase())}/${ref.repository}:${ref.tag ?? ""}${at}`;
 }
 
 /**

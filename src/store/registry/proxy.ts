@@ -49,6 +49,11 @@ export function proxyEnvironment(): Record<string, string> {
   return taken;
 }
 
+/** A proxy as written in a variable, with `http://` when it names no scheme (as Go does). */
+function withScheme(value: string): string {
+  return /^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : `http://${value}`;
+}
+
 /** The proxy variables that name a proxy (NO_PROXY names none). */
 const PROXY_URL_VARIABLES = PROXY_VARIABLES.filter((n) => !/no_proxy/i.test(n));
 
@@ -68,10 +73,9 @@ export function checkProxyEnvironment(): void {
   for (const name of PROXY_URL_VARIABLES) {
     const value = env[name];
     if (!value) continue;
-    const text = /^[a-z][a-z0-9+.-]*:\/\//i.test(value) ? value : `http://${value}`;
     let url: URL | undefined;
     try {
-      url = new URL(text);
+      url = new URL(withScheme(value));
     } catch { /* reported below */ }
     if (!url || !["http:", "https:", "socks5:", "socks5h:"].includes(url.protocol)) {
       throw new UsageError(
@@ -132,5 +136,5 @@ export function proxyFor(
     if (entry === "*") return undefined;
     if (exempts(entry, host, port)) return undefined;
   }
-  return /^[a-z][a-z0-9+.-]*:\/\//i.test(chosen) ? chosen : `http://${chosen}`;
+  return withScheme(chosen);
 }

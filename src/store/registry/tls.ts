@@ -46,6 +46,19 @@ async function readPem(path: string, what: string): Promise<string> {
   }
 }
 
+/**
+ * What keeps the PEM file `path` (--cacert) from serving, in a few words ("no such file",
+ * "holds no PEM certificate", the system's error), or undefined when it holds a certificate.
+ */
+export async function caFileProblem(path: string): Promise<string | undefined> {
+  try {
+    if (certificateBlocks(await Deno.readTextFile(path)).length > 0) return undefined;
+    return "holds no PEM certificate";
+  } catch (e) {
+    return e instanceof Deno.errors.NotFound ? "no such file" : (e as Error).message;
+  }
+}
+
 /** The PEM CERTIFICATE blocks of a file's text. */
 function certificateBlocks(pem: string): string[] {
   return pem.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];

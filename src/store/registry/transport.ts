@@ -161,11 +161,13 @@ export class Transport {
   static async create(name: string, host: string, opts: TransportOptions = {}): Promise<Transport> {
     const baseUrl = new URL(`${opts.plainHttp ? "http" : "https"}://${host}`);
     const tls = opts.plainHttp ? { caCerts: [], pinned: [] } : await loadTlsMaterial(host, opts);
-    const node = (opts.tlsVerify === false && !opts.plainHttp) || tls.pinned.length > 0;
-    if (node && proxyFor(baseUrl) !== undefined) {
+    // node:https where fetch cannot serve (client.ts): no verification, or a pinned certificate.
+    const unverified = opts.tlsVerify === false && !opts.plainHttp;
+    const pinOnly = !unverified && tls.pinned.length > 0;
+    if ((unverified || pinOnly) && proxyFor(baseUrl) !== undefined) {
       // node:https here has no proxy support: connecting directly would bypass the proxy
       // the environment asks for, and fail where only the proxy gets out.
-      const why = opts.tlsVerify === false
+      const why = unverified
         ? "--tls-verify=false"
         : "a self-signed certificate pinned with --cacert";
       throw new UserError(
@@ -176,9 +178,7 @@ export class Transport {
     }
     let client: HttpClient;
     try {
-      if (opts.tlsVerify === false && !opts.plainHttp) client = await NodeClient.create(tls, false);
-      else if (tls.pinned.length > 0) client = await NodeClient.create(tls, true);
-      else client = new FetchClient(tls);
+      client = unverified || pinOnly ? await NodeClient.create(tls, pinOnly) : new FetchClient(tls);
     } catch (e) {
       throw new UserError(`cannot set up TLS for ${name}: ${(e as Error).message}`);
     }
