@@ -1445,7 +1445,12 @@ function report(
           ? `blob saved to local store ${e.desc.digest}`
           : target instanceof ArchiveStore
           ? `blob written to archive ${e.desc.digest}`
-          : `blob uploaded ${e.desc.digest}`) + ` (verified with ${blobHashName(e.desc.size)})`,
+          : `blob uploaded ${e.desc.digest}`) +
+          ` (verified with ${blobHashName(e.desc.size)}${
+            target instanceof LayoutStore && target.wroteDirectly(e.desc.digest)
+              ? ", written with direct I/O"
+              : ""
+          })`,
       );
       break;
     case "blob-skip":

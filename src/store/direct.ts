@@ -28,6 +28,9 @@ const SYMBOLS = {
   open: { parameters: ["buffer", "i32", "i32"], result: "i32" },
   pwrite: { parameters: ["i32", "pointer", "usize", "i64"], result: "isize", nonblocking: true },
   close: { parameters: ["i32"], result: "i32" },
+  // Exported by glibc since 2.33 (before, only as __fxstat): without it there is no way to
+  // check which file the descriptor opened, and direct I/O is not used.
+  fstat: { parameters: ["i32", "buffer"], result: "i32", optional: true },
 } as const;
 
 type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -76,6 +79,7 @@ export class DirectFile {
   readonly #libc: Libc;
   #fd: number;
   #refused = false;
+  #written = 0;
 
   private constructor(lib: Libc, fd: number) {
     this.#libc = lib;
@@ -89,6 +93,24 @@ export class DirectFile {
     const cpath = new TextEncoder().encode(path + "\0");
     const fd = lib.open(cpath, O_WRONLY | O_CLOEXEC | O_DIRECT[Deno.build.arch], 0);
     return fd >= 0 ? new DirectFile(lib, fd) : undefined;
+  }
+
+  /**
+   * The device and inode numbers of the open file (fstat(2): `st_dev` and `st_ino` are the
+   * first two 64-bit fields of `struct stat` on x86_64 and on aarch64), or undefined where
+   * libc has no `fstat` or it fails. Deno refuses to stat `/proc/self/fd/N` without
+   * --allow-all, so this is how a descriptor opened by path is matched to a held file.
+   */
+  identity(): { dev: number; ino: number } | undefined {
+    if (this.#fd < 0 || !this.#libc.fstat) return undefined;
+    const buf = new BigUint64Array(32); // struct stat is 144 bytes on x86_64, 128 on aarch64
+    if (this.#libc.fstat(this.#fd, buf) !== 0) return undefined;
+    return { dev: Number(buf[0]), ino: Number(buf[1]) };
+  }
+
+  /** Bytes written through this descriptor so far. */
+  get written(): number {
+    return this.#written;
   }
 
   /** The descriptor (-1 once closed). */
@@ -128,6 +150,7 @@ export class DirectFile {
       }
       done += n;
       directBytes += n;
+      this.#written += n;
       if (done % DIRECT_ALIGN !== 0) break; // the rest would be misaligned
     }
     return done;

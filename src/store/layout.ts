@@ -138,16 +138,14 @@ async function writeAll(file: Deno.FsFile, data: Uint8Array): Promise<void> {
 /**
  * A direct-I/O descriptor for the partial file `file` holds (locked), or undefined. It is
  * opened by path, so it is checked to be the same file (another process could have replaced
- * the name since).
+ * the name since); where that cannot be checked, the page cache it is.
  */
 async function openDirect(path: string, file: Deno.FsFile): Promise<DirectFile | undefined> {
   const direct = DirectFile.open(path);
   if (!direct) return undefined;
-  try {
-    const [held, opened] = [await file.stat(), Deno.statSync(`/proc/self/fd/${direct.fd}`)];
-    if (sameFile(held, opened)) return direct;
-  } catch {
-    // no /proc: do without
+  const [held, opened] = [await file.stat(), direct.identity()];
+  if (opened && held.ino !== null && held.ino === opened.ino && held.dev === opened.dev) {
+    return direct;
   }
   direct.close();
   return undefined;
@@ -173,6 +171,8 @@ export class LayoutStore implements Store {
   #checkedAlgDirs = new Set<string>();
   /** Blobs were renamed into blobs/ since the last directory fsync. */
   #renamed = false;
+  /** Blobs this store wrote (some of) with direct I/O, by digest. */
+  #direct = new Set<string>();
   /** The temp directory was made by this store (another's close() may remove it: retried). */
   #tmpReady = false;
   /** The layout does not exist yet; it is created by the first write. */
@@ -455,6 +455,14 @@ export class LayoutStore implements Store {
   }
 
   /**
+   * Whether this store wrote the blob `digest` (some or all of it) with direct I/O
+   * (direct.ts), for the debug log and its tests.
+   */
+  wroteDirectly(digest: string): boolean {
+    return this.#direct.has(digest);
+  }
+
+  /**
    * Store a blob read from `source`, resumably. Bytes go to a partial file named after the
    * digest in the layout's temp directory, held under an exclusive lock (a concurrent copy
    * of the same blob waits, then finds it done). A partial file left by an interrupted run
@@ -587,6 +595,7 @@ export class LayoutStore implements Store {
       }
       await Deno.rename(partial, final);
       this.#renamed = true;
+      if (direct && direct.written > 0) this.#direct.add(desc.digest);
     } finally {
       direct?.close();
       file.close();
