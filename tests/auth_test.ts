@@ -932,6 +932,18 @@ for (const mode of ["htpasswd", "token"] as const) {
             }),
             `authentication failed for ${H}; credentials were looked up in ${decoy}; ${GIVE}`,
           );
+          // A REGISTRY_AUTH_FILE that cannot be read (here a directory) stops the copy at the
+          // registry's challenge; it is not skipped in favour of an anonymous request.
+          const dir = join(home.dir, "auth-dir.json");
+          await Deno.mkdir(dir);
+          assert.equal(
+            await s.fails("REGISTRY_AUTH_FILE a directory", [...tls, img, `${s.out()}:v1`], {
+              ...home.env,
+              REGISTRY_AUTH_FILE: dir,
+            }),
+            `cannot read the credential file ${dir}: not a regular file (fix it, or name ` +
+              "another with --authfile, or send no credentials with --no-creds)",
+          );
           await push("push --authfile", "auth/authfile", ["--authfile", file], home.env);
         });
 

@@ -304,6 +304,31 @@ Deno.test("findCredentials: REGISTRY_AUTH_FILE and --authfile replace every othe
   });
 });
 
+Deno.test("findCredentials: a credential file that exists but cannot be read is an error, not anonymous", async () => {
+  await withHome(async (h) => {
+    // A directory where ~/.docker/config.json should be, and an oversized REGISTRY_AUTH_FILE:
+    // skipping either would send the requests without the user's credentials.
+    await Deno.mkdir(join(h.root, "home/.docker/config.json"), { recursive: true });
+    await assert.rejects(
+      h.find("reg.example", "x"),
+      (e) =>
+        e instanceof UserError &&
+        /^cannot read the credential file .*\.docker\/config\.json: not a regular file \(.*--authfile.*--no-creds\)$/
+          .test(e.message),
+    );
+    const big = join(h.root, "big.json");
+    await Deno.writeTextFile(big, `{"auths":{},"pad":"${"x".repeat(1024 * 1024)}"}`);
+    await assert.rejects(
+      h.find("reg.example", "x", { env: { ...h.env, REGISTRY_AUTH_FILE: big } }),
+      (e) => e instanceof UserError && /big\.json: larger than 1048576 bytes/.test(e.message),
+    );
+    // --no-creds reads no file at all; a file that is not there is simply no source.
+    assert.equal(await h.find("reg.example", "x", { noCreds: true }), undefined);
+    await Deno.remove(join(h.root, "home/.docker"), { recursive: true });
+    assert.equal(await h.find("reg.example", "x"), undefined);
+  });
+});
+
 Deno.test("findCredentials: the most specific auths key wins; Docker Hub spellings", async () => {
   await withHome(async (h) => {
     await h.write("home/.config/containers/auth.json", {

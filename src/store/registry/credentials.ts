@@ -20,7 +20,7 @@
 // No secret is ever put in a message: errors name the file, key or helper, never the
 // value, and a helper's output is never echoed.
 import { join } from "../../path.ts";
-import { UsageError, UserError } from "../../errors.ts";
+import { describeError, UsageError, UserError } from "../../errors.ts";
 import { proxyEnvironment } from "./proxy.ts";
 
 export type Credential =
@@ -119,14 +119,28 @@ interface ConfigFile {
   credsStore?: string;
 }
 
+/**
+ * Read one credential file. Undefined when it does not exist; a file that exists but cannot
+ * be read (its mode, Deno's permissions, not a regular file, too large) is a UserError, as
+ * in skopeo: skipping it would send the requests anonymously and blame the registry.
+ */
 async function readConfig(path: string): Promise<ConfigFile | undefined> {
   let text: string;
   try {
     const info = await Deno.stat(path);
-    if (!info.isFile || info.size > MAX_CONFIG_SIZE) return undefined;
+    if (!info.isFile) throw new UserError("not a regular file");
+    if (info.size > MAX_CONFIG_SIZE) {
+      throw new UserError(`larger than ${MAX_CONFIG_SIZE} bytes`);
+    }
     text = await Deno.readTextFile(path);
-  } catch {
-    return undefined; // absent or unreadable: simply not a source
+  } catch (e) {
+    if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) {
+      return undefined;
+    }
+    throw new UserError(
+      `cannot read the credential file ${path}: ${describeError(e)} (fix it, or name ` +
+        "another with --authfile, or send no credentials with --no-creds)",
+    );
   }
   try {
     const doc = JSON.parse(text);
