@@ -35,6 +35,7 @@ import { type RunningRegistry, startRegistry, withRegistryAndDir } from "./fixtu
 import { startReferrersProxy } from "./fixtures/referrers_proxy.ts";
 import { digestTagKind, referrersTagName } from "../src/store/referrers.ts";
 import { checkAttachedCapabilities, copyAttached } from "../src/referrers.ts";
+import { type ImageIndex, scanReferrers } from "../src/store/index_json.ts";
 import { RegistryStore } from "../src/store/registry/registry.ts";
 import { parseRegistryReference } from "../src/reference.ts";
 import { UserError } from "../src/errors.ts";
@@ -177,6 +178,46 @@ async function unnamed(dir: string): Promise<string[]> {
   return (await readIndex(dir)).manifests.filter((m) => !m.annotations?.[REF_NAME])
     .map((m) => m.digest).sort();
 }
+
+Deno.test("scanReferrers: a listed manifest that cannot be read is an error, not a non-referrer", async () => {
+  const subject = `sha256:${"ab".repeat(32)}`;
+  const sig = new TextEncoder().encode(JSON.stringify({
+    schemaVersion: 2,
+    mediaType: OCI_MANIFEST,
+    artifactType: "application/vnd.example.sig",
+    config: { mediaType: "application/vnd.oci.empty.v1+json", digest: subject, size: 2 },
+    layers: [],
+    subject: { mediaType: OCI_MANIFEST, digest: subject, size: 100 },
+  }));
+  const desc = { mediaType: OCI_MANIFEST, digest: digestOf(sig), size: sig.length };
+  const index = { schemaVersion: 2, manifests: [desc] } as ImageIndex;
+  const found = await scanReferrers(
+    index,
+    "test",
+    () => Promise.resolve(true),
+    () => Promise.resolve(sig),
+  );
+  assert.deepEqual(found.get(subject)?.map((d) => d.digest), [desc.digest]);
+  // A read that fails (EACCES, EIO) used to be taken for "not JSON": the signature was left
+  // out of a --referrers copy without a word.
+  await assert.rejects(
+    scanReferrers(
+      index,
+      "test",
+      () => Promise.resolve(true),
+      () => Promise.reject(new Deno.errors.PermissionDenied("Permission denied (os error 13)")),
+    ),
+    Deno.errors.PermissionDenied,
+  );
+  // Content that is not JSON is still just not a referrer.
+  const junk = await scanReferrers(
+    index,
+    "test",
+    () => Promise.resolve(true),
+    () => Promise.resolve(new TextEncoder().encode("not json")),
+  );
+  assert.equal(junk.size, 0);
+});
 
 Deno.test("digest tags: ALG-HEX is the fallback tag, ALG-HEX.SUFFIX a cosign tag, nothing else", () => {
   const d = `sha256:${"ab".repeat(32)}`;

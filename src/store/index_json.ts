@@ -87,7 +87,8 @@ export function setTag(index: ImageIndex, entry: Descriptor): boolean {
  * `annotations` as the referrers API lists them. `has` says whether the store holds a
  * listed manifest (absent ones are skipped), `read` reads one (verified against its
  * digest). Each digest is read once; content that is not JSON is not a referrer. Throws
- * UserError for a malformed entry and whatever `read` throws as UserError.
+ * UserError for a malformed entry, and whatever `read` throws (a manifest that cannot be
+ * read is an error, not a manifest that refers to nothing).
  */
 export async function scanReferrers(
   index: ImageIndex,
@@ -102,11 +103,13 @@ export async function scanReferrers(
     const desc = checkDescriptor(entry, where);
     seen.add(desc.digest);
     if (desc.size > MAX_MANIFEST_SIZE || !(await has(desc))) continue;
+    // A failed read (the file's mode, a disk error) is thrown: skipping the manifest would
+    // leave a signature or SBOM out of a --referrers copy without a word.
+    const bytes = await read(desc);
     let doc: Record<string, unknown>;
     try {
-      doc = JSON.parse(new TextDecoder().decode(await read(desc)));
-    } catch (e) {
-      if (e instanceof UserError) throw e;
+      doc = JSON.parse(new TextDecoder().decode(bytes));
+    } catch {
       continue; // not JSON: not a referrer (copying it would report the error)
     }
     const subject = typeof doc === "object" && doc !== null ? subjectDigest(doc) : undefined;
