@@ -13,6 +13,8 @@
 // dlopen'ed, Windows, musl systems without OpenSSL, no FFI permission, UMOCI_LIBCRYPTO=0)
 // loadLibcryptoHash() returns undefined and digest.ts uses node:crypto.
 
+import { envVar } from "./env.ts";
+
 /** A streaming hash whose updates may run off the JavaScript thread. */
 export interface OffThreadHash {
   /**
@@ -55,9 +57,8 @@ const contexts = new FinalizationRegistry<Deno.PointerValue>((ctx) => lib?.EVP_M
 function load(): Libcrypto | null {
   if (lib !== undefined) return lib;
   lib = null;
+  if (Deno.build.os !== "linux" || envVar("UMOCI_LIBCRYPTO") === "0") return null;
   try {
-    if (Deno.build.os !== "linux") return null;
-    if (Deno.env.get("UMOCI_LIBCRYPTO") === "0") return null;
     if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return null;
     for (const name of NAMES) {
       try {
@@ -68,7 +69,7 @@ function load(): Libcrypto | null {
       }
     }
   } catch {
-    lib = null; // no env permission, no FFI: node:crypto it is
+    lib = null; // no FFI: node:crypto it is
   }
   return lib;
 }

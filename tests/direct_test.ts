@@ -170,22 +170,36 @@ Deno.test("direct: the CLI copies a large layer the same with direct I/O, withou
       ],
     ];
     const [cmd, ...pre] = umociCommand();
-    if (pre[0] === "run") {
-      // The same program without the FFI permission falls back to the page cache.
+    /** The bundle run with `permissions` instead of the release's. */
+    const withPermissions = (permissions: string[], out: string) => async () => {
       const args = [
         "run",
-        ...PERMISSIONS.filter((p) => p !== "--allow-ffi"),
+        ...permissions,
         pre[pre.length - 1],
         "copy",
         "--log=debug",
         `${src}:v1`,
-        `${join(tmp, "noffi")}:v1`,
+        `${join(tmp, out)}:v1`,
       ];
-      runs.push(["no --allow-ffi", async () => {
-        const out = await new Deno.Command(cmd, { args, stdin: "null" }).output();
-        const dec = new TextDecoder();
-        return { code: out.code, stdout: dec.decode(out.stdout), stderr: dec.decode(out.stderr) };
-      }]);
+      const r = await new Deno.Command(cmd, { args, stdin: "null" }).output();
+      const dec = new TextDecoder();
+      return { code: r.code, stdout: dec.decode(r.stdout), stderr: dec.decode(r.stderr) };
+    };
+    if (pre[0] === "run") {
+      // The same program without the FFI permission falls back to the page cache.
+      runs.push([
+        "no --allow-ffi",
+        withPermissions(PERMISSIONS.filter((p) => p !== "--allow-ffi"), "noffi"),
+      ]);
+      // A narrowed --allow-env hides UMOCI_DIRECT_IO and UMOCI_LIBCRYPTO: that means they
+      // are not set, not that direct I/O and OpenSSL are off.
+      runs.push([
+        "narrowed --allow-env",
+        withPermissions(
+          PERMISSIONS.map((p) => p === "--allow-env" ? "--allow-env=HOME" : p),
+          "narrowenv",
+        ),
+      ]);
     }
     const [large, small] = img.layers;
     for (const [name, run] of runs) {
@@ -197,14 +211,16 @@ Deno.test("direct: the CLI copies a large layer the same with direct I/O, withou
       // page cache and only the benchmark would notice.
       const savedLine = (digest: string) =>
         r.stderr.split("\n").find((l) => l.includes(`blob saved to local store ${digest}`));
+      const direct = name === "default" || name === "narrowed --allow-env";
       assert.equal(
         savedLine(large.digest)?.includes("written with direct I/O"),
-        name === "default",
+        direct,
         `${name}: ${savedLine(large.digest)}`,
       );
+      if (direct) assert.match(savedLine(large.digest)!, /verified with OpenSSL/, name);
       assert.ok(!savedLine(small.digest)?.includes("direct I/O"), `${name}: small layer`);
     }
-    for (const dir of ["default", "off", ...(runs.length > 2 ? ["noffi"] : [])]) {
+    for (const dir of ["default", "off", ...(runs.length > 2 ? ["noffi", "narrowenv"] : [])]) {
       const out = join(tmp, dir);
       await fx.assertBlobsVerify(out);
       for (const layer of img.layers) {

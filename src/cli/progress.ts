@@ -15,6 +15,7 @@
 // for what the job's shared connections report (retries, traces), taken from the image whose
 // work is running (withImage).
 import type { AsyncLocalStorage } from "node:async_hooks";
+import { envVar } from "../env.ts";
 import type { BlobRole, CopyEvent, CopyStats } from "../copy.ts";
 import type { Descriptor } from "../media.ts";
 import type { AttachedItem } from "../referrers.ts";
@@ -799,7 +800,7 @@ export function createProgress(mode: ProgressMode, logger: Logger): ProgressDisp
   if (mode === "json") return new JsonEvents(logger);
   if (!logger.enabled("info")) return undefined;
   if (mode === "auto") {
-    mode = Deno.stderr.isTerminal() && Deno.env.get("TERM") !== "dumb" ? "bars" : "lines";
+    mode = Deno.stderr.isTerminal() && envVar("TERM") !== "dumb" ? "bars" : "lines";
   }
   return mode === "bars" ? new Bars(logger) : new Lines(logger);
 }

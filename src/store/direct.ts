@@ -20,6 +20,8 @@
 // write that fails goes through the ordinary file handle, whose error is the one reported.
 // UMOCI_DIRECT_IO=0 turns direct I/O off.
 
+import { envVar } from "../env.ts";
+
 /** Blobs at least this large are written with direct I/O. */
 export const DIRECT_MIN_SIZE = 16 * 1024 * 1024;
 export const DIRECT_ALIGN = 4096;
@@ -51,13 +53,13 @@ export function directBytesWritten(): number {
 function loadLibc(): Libc | null {
   if (libc !== undefined) return libc;
   libc = null;
+  if (Deno.build.os !== "linux" || !O_DIRECT[Deno.build.arch]) return null;
+  if (envVar("UMOCI_DIRECT_IO") === "0") return null;
   try {
-    if (Deno.build.os !== "linux" || !O_DIRECT[Deno.build.arch]) return null;
-    if (Deno.env.get("UMOCI_DIRECT_IO") === "0") return null;
     if (Deno.permissions.querySync({ name: "ffi" }).state !== "granted") return null;
     libc = Deno.dlopen("libc.so.6", SYMBOLS).symbols;
   } catch {
-    libc = null; // no env permission, no libc.so.6 (musl), no FFI: the page cache it is
+    libc = null; // no libc.so.6 (musl), no FFI: the page cache it is
   }
   return libc;
 }

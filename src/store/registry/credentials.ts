@@ -19,6 +19,7 @@
 //
 // No secret is ever put in a message: errors name the file, key or helper, never the
 // value, and a helper's output is never echoed.
+import { envVar } from "../../env.ts";
 import { join } from "../../path.ts";
 import { describeError, UsageError, UserError } from "../../errors.ts";
 import { proxyEnvironment } from "./proxy.ts";
@@ -52,17 +53,9 @@ const MAX_CONFIG_SIZE = 1024 * 1024;
 
 type Env = (name: string) => string | undefined;
 
-function processEnv(name: string): string | undefined {
-  try {
-    return Deno.env.get(name);
-  } catch {
-    return undefined; // no --allow-env for it
-  }
-}
-
 function envReader(vars?: Record<string, string | undefined>): Env {
   return (name) => {
-    const v = vars ? vars[name] : processEnv(name);
+    const v = vars ? vars[name] : envVar(name);
     return v === "" ? undefined : v;
   };
 }

@@ -12,6 +12,7 @@
 // loopback traffic), so the first call to proxyEnvironment() takes them out of this process's
 // environment; every proxy is then chosen here and given to fetch explicitly (client.ts).
 // Credential helpers still get the variables (credentials.ts passes proxyEnvironment()).
+import { envVar } from "../../env.ts";
 import { UsageError } from "../../errors.ts";
 import { inRange, ipBytes, isLoopback } from "./address.ts";
 
@@ -35,15 +36,12 @@ let snapshot: Record<string, string> | undefined;
 export function proxyEnvironment(): Record<string, string> {
   if (snapshot) return snapshot;
   const taken: Record<string, string> = {};
-  try {
-    for (const name of PROXY_VARIABLES) {
-      const value = Deno.env.get(name);
-      if (value === undefined) continue;
-      taken[name] = value;
-      Deno.env.delete(name);
-    }
-  } catch {
-    // No --allow-env: nothing to read, and fetch cannot read it either.
+  for (const name of PROXY_VARIABLES) {
+    // One the permissions hide is one fetch cannot read either.
+    const value = envVar(name);
+    if (value === undefined) continue;
+    taken[name] = value;
+    Deno.env.delete(name); // the permission to read a variable is the permission to delete it
   }
   snapshot = taken;
   return taken;
