@@ -38,6 +38,11 @@ Deno.test("direct: a descriptor opened with O_DIRECT writes aligned buffers at a
     assert.ok(file, "direct I/O is available here (Linux, libc, --allow-ffi)");
     try {
       assert.ok((await openFlags(file.fd)) & O_DIRECT, "the descriptor has O_DIRECT");
+      // statx on the descriptor names the file Deno sees, and not another one.
+      const info = await Deno.stat(path);
+      assert.deepEqual(file.identity(), { dev: info.dev, ino: info.ino });
+      await Deno.writeFile(join(tmp, "g"), new Uint8Array(0));
+      assert.notEqual(file.identity()?.ino, (await Deno.stat(join(tmp, "g"))).ino);
       const a = alignedBuffer(1024 * 1024);
       a.set(randomBytes(a.length));
       const b = alignedBuffer(DIRECT_ALIGN);

@@ -30,9 +30,9 @@ const SYMBOLS = {
   open: { parameters: ["buffer", "i32", "i32"], result: "i32" },
   pwrite: { parameters: ["i32", "pointer", "usize", "i64"], result: "isize", nonblocking: true },
   close: { parameters: ["i32"], result: "i32" },
-  // Exported by glibc since 2.33 (before, only as __fxstat): without it there is no way to
-  // check which file the descriptor opened, and direct I/O is not used.
-  fstat: { parameters: ["i32", "buffer"], result: "i32", optional: true },
+  // statx(2), exported by glibc since 2.28 (fstat only since 2.33): without it there is no
+  // way to check which file the descriptor opened, and direct I/O is not used.
+  statx: { parameters: ["i32", "buffer", "i32", "u32", "buffer"], result: "i32", optional: true },
 } as const;
 
 type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
@@ -41,6 +41,8 @@ type Libc = Deno.DynamicLibrary<typeof SYMBOLS>["symbols"];
 const O_DIRECT: Record<string, number> = { x86_64: 0o40000, aarch64: 0o200000 };
 const O_WRONLY = 1;
 const O_CLOEXEC = 0o2000000;
+const AT_EMPTY_PATH = 0x1000;
+const STATX_INO = 0x100;
 
 let libc: Libc | null | undefined;
 /** Bytes written with direct I/O by this process (for tests and debugging). */
@@ -98,16 +100,26 @@ export class DirectFile {
   }
 
   /**
-   * The device and inode numbers of the open file (fstat(2): `st_dev` and `st_ino` are the
-   * first two 64-bit fields of `struct stat` on x86_64 and on aarch64), or undefined where
-   * libc has no `fstat` or it fails. Deno refuses to stat `/proc/self/fd/N` without
-   * --allow-all, so this is how a descriptor opened by path is matched to a held file.
+   * The device and inode numbers of the open file, as Deno.FileInfo gives them (`dev` is
+   * glibc's makedev of the major and minor numbers), or undefined where libc has no `statx`
+   * or it fails. From statx(2) on the descriptor (`AT_EMPTY_PATH`); `struct statx` is the
+   * same on every architecture: `stx_ino` at byte 32, `stx_dev_major` and `stx_dev_minor`
+   * at 136 and 140. Deno refuses to stat `/proc/self/fd/N` without --allow-all, so this is
+   * how a descriptor opened by path is matched to a held file.
    */
   identity(): { dev: number; ino: number } | undefined {
-    if (this.#fd < 0 || !this.#libc.fstat) return undefined;
-    const buf = new BigUint64Array(32); // struct stat is 144 bytes on x86_64, 128 on aarch64
-    if (this.#libc.fstat(this.#fd, buf) !== 0) return undefined;
-    return { dev: Number(buf[0]), ino: Number(buf[1]) };
+    if (this.#fd < 0 || !this.#libc.statx) return undefined;
+    const buf = new ArrayBuffer(256);
+    const empty = new Uint8Array(1); // "" as a C string
+    if (this.#libc.statx(this.#fd, empty, AT_EMPTY_PATH, STATX_INO, new Uint8Array(buf)) !== 0) {
+      return undefined;
+    }
+    const view = new DataView(buf);
+    const major = BigInt(view.getUint32(136, true));
+    const minor = BigInt(view.getUint32(140, true));
+    const dev = ((major & 0xfffff000n) << 32n) | ((major & 0xfffn) << 8n) |
+      ((minor & 0xffffff00n) << 12n) | (minor & 0xffn);
+    return { dev: Number(dev), ino: Number(view.getBigUint64(32, true)) };
   }
 
   /** Bytes written through this descriptor so far. */
