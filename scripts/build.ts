@@ -14,10 +14,13 @@ const root = fileURLToPath(new URL("../", import.meta.url));
 const dist = join(root, "dist");
 
 /**
- * The permissions the tool needs: network, files, env (credential files), run (credential
- * helpers), sys, which node:https asks for ("ca") when --tls-verify=false routes a
- * registry's requests through it (Deno has no narrower sys descriptor for that), and ffi,
- * for libc's open/pwrite with O_DIRECT when large blobs are written (src/store/direct.ts).
+ * What the tool uses each permission for: network, files, env (credential files), run
+ * (credential helpers), sys, which node:https asks for ("ca") when --tls-verify=false routes
+ * a registry's requests through it (Deno has no narrower sys descriptor for that), and ffi,
+ * for libc's open/pwrite/statx with O_DIRECT when large blobs are written
+ * (src/store/direct.ts) and OpenSSL's digests. The release runs with --allow-all instead
+ * (RUN_FLAGS); tests run the bundle with narrower sets taken from this list to check that
+ * each feature falls back as documented.
  */
 export const PERMISSIONS = [
   "--allow-net",
@@ -46,8 +49,15 @@ export const PERMISSIONS = [
  */
 export const V8_FLAGS = ["--v8-flags=--max-semi-space-size=1,--no-lazy"];
 
-/** Everything `deno run` needs before the script name to run the bundle as released. */
-export const RUN_FLAGS = [...PERMISSIONS, ...V8_FLAGS];
+/**
+ * Everything `deno run` needs before the script name to run the bundle as released.
+ * `--allow-all` rather than PERMISSIONS: Deno opens /dev, /proc and /sys paths only with
+ * --allow-all, whatever --allow-read/--allow-write say, so with the list a user's
+ * `--digestfile /dev/stdout` or `--images <(…)` failed, and a feature that looked at
+ * /proc/self turned itself off in release (direct I/O did, for three days). The list grants
+ * --allow-run and --allow-ffi without limits, which is all of a process's power anyway.
+ */
+export const RUN_FLAGS = ["--allow-all", ...V8_FLAGS];
 
 const TARGETS: Record<string, string> = {
   "linux-x86_64": "x86_64-unknown-linux-gnu",

@@ -47,6 +47,7 @@ const PERMISSION_VERBS: Record<string, string> = {
   sys: "ask the system for",
   ffi: "load the library",
   import: "import",
+  all: "use",
 };
 
 // Deno's words when a permission was not granted (Deno.errors.NotCapable).

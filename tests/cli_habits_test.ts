@@ -120,6 +120,29 @@ Deno.test("cli habits: --all, --preserve-digests, -q, --quiet, --debug, --retry-
   assert.equal(two.stderr.split("\n").filter((l) => l.startsWith("! retry")).length, 2, two.stderr);
 });
 
+Deno.test("cli habits: paths under /dev work as anywhere else (--digestfile /dev/stderr, --images /dev/stdin)", async () => {
+  // Deno opens /dev paths only with --allow-all: the release has it, as a native tool would.
+  await fx.withTempDir(async (tmp) => {
+    const built = await fx.buildRandomImage(join(tmp, "img"), "v1", { layerSizes: [1000] });
+    const r = await umoci([
+      "copy",
+      "-q",
+      "--digestfile",
+      "/dev/stderr",
+      `${tmp}/img:v1`,
+      `${tmp}/a:v1`,
+    ]);
+    assert.equal(r.code, 0, r.stderr);
+    assert.equal(r.stdout, built.manifest.digest + "\n");
+    assert.equal(r.stderr, built.manifest.digest + "\n");
+    const job = await umoci(["copy", "-q", "--images", "/dev/stdin", `${tmp}/b`], {
+      stdin: `oci:${tmp}/img:v1\n`,
+    });
+    assert.equal(job.code, 0, job.stderr);
+    assert.deepEqual(await fx.listTags(join(tmp, "b")), ["v1"]);
+  });
+});
+
 Deno.test("cli habits: --src-tls-verify and --dest-tls-verify switch verification per side", async () => {
   await fx.withTempDir(async (tmp) => {
     const reg = await startRegistry({ tls: await selfSignedCertificate(tmp), accessLog: true });

@@ -191,6 +191,11 @@ Deno.test("messages: Deno's permission errors in plain words", async () => {
       "with --allow-net, or use the umoci binary, which has every permission it needs)",
   );
   assert.equal(
+    plainPermissionWords('Requires all access to "/dev", run again with the --allow-all flag'),
+    "umoci may not use /dev: Deno runs it without --allow-all (run it with --allow-all, or " +
+      "use the umoci binary, which has every permission it needs)",
+  );
+  assert.equal(
     plainPermissionWords("Permission denied (os error 13): mkdir '/srv/x'"),
     "cannot create the directory /srv/x: permission denied (os error 13; check the owner and " +
       "mode of it and of its directory)",
