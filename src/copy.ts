@@ -349,12 +349,14 @@ export async function copyGraph(
         let listed = node.children.filter((c) => isManifestType(c.mediaType));
         if (opts.selection) listed = opts.selection.children(desc, listed);
         // A referrer's subject is a weak reference: copy it along when the source has it.
+        // A failure to find out (the network, the registry) fails the copy: taking it for
+        // "absent" would give a different result for the same command without a word.
         if (
           node.subject && isManifestType(node.subject.mediaType) &&
           !opts.present?.has(node.subject.digest)
         ) {
           const subject = node.subject;
-          if (await manifestLane.run(() => src.exists(subject)).catch(() => false)) {
+          if (await manifestLane.run(() => src.exists(subject))) {
             listed.push(subject);
           }
         }

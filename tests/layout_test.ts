@@ -912,6 +912,32 @@ Deno.test("copyGraph: OCI 1.1 artifact with a subject brings the subject along",
   });
 });
 
+Deno.test("copyGraph: a failure to check an artifact's subject fails the copy; it is not taken for absent", async () => {
+  let subject!: Descriptor;
+  let art!: Awaited<ReturnType<typeof fx.buildArtifact>>;
+  await withTwoStores(async (src, dst) => {
+    // The source answers everything but the check of the subject (a registry's 500, a
+    // timeout): the copy used to go on without the subject, exit 0.
+    const flaky = new Proxy(src, {
+      get(target, prop) {
+        if (prop === "exists") {
+          return (d: Descriptor) =>
+            d.digest === subject.digest
+              ? Promise.reject(new UserError("HEAD of the subject: 500 Internal Server Error"))
+              : target.exists(d);
+        }
+        const v = Reflect.get(target, prop);
+        return typeof v === "function" ? v.bind(target) : v;
+      },
+    });
+    await assert.rejects(copyGraph(flaky, dst, art.manifest), /HEAD of the subject: 500/);
+    assert.equal(await dst.exists(art.manifest), false, "the artifact is not published");
+  }, async (dir) => {
+    subject = (await fx.buildRandomImage(dir, "app", { layerSizes: [100] })).manifest;
+    art = await fx.buildArtifact(dir, "sbom", { subject });
+  });
+});
+
 Deno.test("copyGraph: an artifact whose subject the source lacks still copies", async () => {
   let art!: Awaited<ReturnType<typeof fx.buildArtifact>>;
   const absent = descOf(enc.encode('{"not":"here"}'), fx.OCI_MANIFEST);
