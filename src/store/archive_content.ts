@@ -1,6 +1,6 @@
 // Reading member data out of an archive file: by offset from a plain tar, and in sequential
 // passes from a gzip-compressed one (which cannot seek).
-import { UserError } from "../errors.ts";
+import { describeError, UserError } from "../errors.ts";
 import { TarFormatError, TarHeaderReader, type TarMember } from "./tar.ts";
 
 /** Where a member's bytes come from. */
@@ -275,9 +275,12 @@ export class GzipContent implements ArchiveContent {
           if (!w.cancelled) w.controller.close();
         }
       } catch (e) {
+        // DecompressionStream fails with a TypeError; anything else is the file's reading.
         const error = e instanceof UserError
           ? e
-          : new UserError(`${this.what}: gzip data is corrupt: ${(e as Error).message}`);
+          : e instanceof TypeError
+          ? new UserError(`${this.what}: gzip data is corrupt: ${e.message}`)
+          : new UserError(`${this.what}: ${describeError(e)}`);
         for (const w of pass.waiters) if (!w.cancelled) w.controller.error(error);
         pass.waiters = [];
       } finally {
