@@ -492,6 +492,30 @@ Deno.test("bad input: an archive written onto a full disk fails in one line nami
   });
 });
 
+Deno.test("bad input: an archive extended on a full disk stays as it was, and no temp file is left", async () => {
+  await withTempDir(async (dir) => {
+    const src = join(dir, "src");
+    await buildRandomImage(src, "v1", { layerSizes: [5 * MiB], raw: true });
+    await buildRandomImage(src, "v2", { layerSizes: [1000], raw: true });
+    const pre = join(dir, "pre.tar");
+    const made = await umoci(["copy", `${src}:v1`, `oci-archive:${pre}:v1`]);
+    assert.equal(made.code, 0, made.stderr);
+    const mnt = join(dir, "mnt");
+    await Deno.mkdir(mnt);
+    const tar = join(mnt, "bundle.tar");
+    // Adding v2 first carries the 5 MiB archive over into a temp file: 8 MiB do not hold both.
+    const r = await umociInNamespace(
+      `mount -t tmpfs -o size=8m tmpfs ${quote(mnt)} && cp ${quote(pre)} ${quote(tar)}`,
+      ["copy", `${src}:v2`, `oci-archive:${tar}:v2`],
+      `ls -A ${quote(mnt)}; cmp ${quote(pre)} ${quote(tar)} && echo unchanged`,
+    );
+    assert.notEqual(r.code, 125, `the namespace could be set up: ${r.stderr}`);
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.stdout, "bundle.tar\nunchanged\n", "the archive alone, as it was");
+    assert.match(oneErrorLine({ ...r, stdout: "" }), /no space left on device/);
+  });
+});
+
 Deno.test("bad input: a full disk (8 MiB tmpfs, 16 MiB image) fails in one line; no partial left filling it, index.json untouched", async () => {
   await fullDisk([8 * MiB, 8 * MiB], "8m");
 });

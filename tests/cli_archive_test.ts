@@ -805,6 +805,81 @@ Deno.test("cli job: --keep-going copies the others and exits 1 naming the missin
   }
 });
 
+Deno.test("cli job into an archive: a blob that fails between others is cut out; the images that finished are published", async () => {
+  const reg = await startRegistry();
+  // The middle image's layer arrives with a flipped byte, every time: its region in the
+  // archive, between the first image's blobs and the third's, must not become a gap.
+  const proxy = await startChaosProxy(reg.url);
+  try {
+    await fx.withTempDir(async (tmp) => {
+      const src = join(tmp, "src");
+      const built = [];
+      for (const [name, size] of [["one", 3000], ["two", 5000], ["three", 4000]] as const) {
+        built.push(await fx.buildRandomImage(src, name, { layerSizes: [size] }));
+        await copyOk(["--plain-http", `${src}:${name}`, `oci://${reg.host}/${name}:v1`]);
+      }
+      const [one, two, three] = built;
+      proxy.rules.push({
+        method: "GET",
+        path: new RegExp(`/blobs/${two.layers[0].digest}`),
+        times: Infinity,
+        fault: { kind: "flip", offset: 100 },
+      });
+      const list = join(tmp, "list");
+      await Deno.writeTextFile(
+        list,
+        ["one", "two", "three"].map((n) => `oci://${proxy.host}/${n}:v1`).join("\n"),
+      );
+      const out = join(tmp, "out.tar");
+      const run = (extra: string[], target: string) =>
+        umoci([
+          "copy",
+          "--plain-http",
+          "-j",
+          "1",
+          "--retries",
+          "0",
+          ...extra,
+          "--images",
+          list,
+          `oci-archive:${target}`,
+        ]);
+      const r = await run(["--keep-going"], out);
+      assert.equal(r.code, 1, r.stderr);
+      assert.match(r.stderr, /Images: 2 copied, 0 already present, 1 failed/);
+      assert.match(r.stderr, /digest mismatch/);
+      assert.doesNotMatch(r.stderr, /not written/);
+      assert.deepEqual(await archiveTags(out), [`${proxy.host}/one:v1`, `${proxy.host}/three:v1`]);
+      // A tar that GNU tar and skopeo read through, every blob as its digest says, and no
+      // member of the failed layer.
+      const x = join(tmp, "x");
+      await Deno.mkdir(x);
+      await fx.mustRun("tar", ["-xf", out, "-C", x]);
+      await fx.assertBlobsVerify(x);
+      assert.equal(await exists(fx.blobFile(x, two.layers[0].digest)), false);
+      for (const [name, img] of [["one", one], ["three", three]] as const) {
+        assert.equal(
+          fx.digestOf(await skopeoRaw(`oci-archive:${out}:${proxy.host}/${name}:v1`)),
+          img.manifest.digest,
+        );
+      }
+      // Without --keep-going the job stops at the failure; the image before it is published.
+      const stopped = join(tmp, "stopped.tar");
+      const s = await run([], stopped);
+      assert.equal(s.code, 1, s.stderr);
+      assert.deepEqual(await archiveTags(stopped), [`${proxy.host}/one:v1`]);
+      // No temp file is left beside either archive.
+      assert.deepEqual(
+        [...Deno.readDirSync(tmp)].map((e) => e.name).filter((n) => n.endsWith(".tmp")),
+        [],
+      );
+    });
+  } finally {
+    await proxy.close();
+    await reg.stop();
+  }
+});
+
 /** The ref.names of an archive, read with GNU tar. */
 async function archiveTags(path: string): Promise<string[]> {
   const index = JSON.parse((await fx.mustRun("tar", ["-xOf", path, "index.json"])).stdout);

@@ -93,8 +93,21 @@ async function writeAllAt(file: Deno.FsFile, data: Uint8Array, position: number)
   while (off < data.length) off += await file.write(data.subarray(off));
 }
 
+/** Fill `buf` from `position` of `file`; throws when the file ends first. */
+async function readAllAt(file: Deno.FsFile, buf: Uint8Array, position: number): Promise<void> {
+  await file.seek(position, Deno.SeekMode.Start);
+  let off = 0;
+  while (off < buf.length) {
+    const n = await file.read(buf.subarray(off));
+    if (n === null) throw new Error(`internal error: archive temp file ends at ${position + off}`);
+    off += n;
+  }
+}
+
 /** A blob written into the new archive in this session. */
 interface Written {
+  /** Where its member header starts, and its data. */
+  headerOffset: number;
   dataOffset: number;
   size: number;
 }
@@ -108,8 +121,11 @@ interface Writer {
   end: number;
   /** Directory members present (`blobs`, `blobs/sha256`). */
   dirs: Set<string>;
-  /** A blob transfer into a reserved region failed: the file has a hole; never commit it. */
-  broken?: unknown;
+  /**
+   * Regions reserved for blobs whose transfer failed, as [start, end) byte offsets: commit()
+   * cuts them out, so a job that goes on past a failed image still publishes the others.
+   */
+  holes: [number, number][];
 }
 
 export class ArchiveStore implements Store {
@@ -517,45 +533,55 @@ export class ArchiveStore implements Store {
     tempFiles.add(tmp);
     const dirs = new Set<string>();
     let end = 0;
-    let file: Deno.FsFile;
-    if (this.#exists) {
-      // Carry the old archive over: everything before its first index.json/oci-layout member
-      // stays where it is (a kernel copy); members after that are appended again.
-      await Deno.copyFile(this.path, tmp);
-      file = await Deno.open(tmp, { read: true, write: true });
-      const members = [...this.#members.values()].sort((a, b) => a.headerOffset - b.headerOffset);
-      const cut = members.find((m) => m.name === "index.json" || m.name === "oci-layout")!;
-      end = cut.headerOffset;
-      await file.truncate(end);
-      for (const m of members) {
-        if (m.type === "dir") dirs.add(m.name);
-        if (m.headerOffset < cut.headerOffset || m.type !== "file") continue;
-        if (m.name === "index.json" || m.name === "oci-layout") continue;
-        const header = encodeHeader(m.name, m.size, "file");
-        const dataOffset = end + header.length;
-        await writeAllAt(file, header, end);
-        const out = await Deno.open(tmp, { write: true });
-        try {
-          await out.seek(dataOffset, Deno.SeekMode.Start);
-          await this.#content!.stream(m.dataOffset, m.size).pipeTo(out.writable);
-        } finally {
+    let file: Deno.FsFile | undefined;
+    try {
+      if (this.#exists) {
+        // Carry the old archive over: everything before its first index.json/oci-layout member
+        // stays where it is (a kernel copy); members after that are appended again.
+        await Deno.copyFile(this.path, tmp);
+        file = await Deno.open(tmp, { read: true, write: true });
+        const members = [...this.#members.values()].sort((a, b) => a.headerOffset - b.headerOffset);
+        const cut = members.find((m) => m.name === "index.json" || m.name === "oci-layout")!;
+        end = cut.headerOffset;
+        await file.truncate(end);
+        for (const m of members) {
+          if (m.type === "dir") dirs.add(m.name);
+          if (m.headerOffset < cut.headerOffset || m.type !== "file") continue;
+          if (m.name === "index.json" || m.name === "oci-layout") continue;
+          const header = encodeHeader(m.name, m.size, "file");
+          const dataOffset = end + header.length;
+          await writeAllAt(file, header, end);
+          const out = await Deno.open(tmp, { write: true });
           try {
-            out.close();
-          } catch { /* closed by pipeTo */ }
+            await out.seek(dataOffset, Deno.SeekMode.Start);
+            await this.#content!.stream(m.dataOffset, m.size).pipeTo(out.writable);
+          } finally {
+            try {
+              out.close();
+            } catch { /* closed by pipeTo */ }
+          }
+          end = dataOffset + padded(m.size);
         }
-        end = dataOffset + padded(m.size);
+      } else {
+        file = await Deno.open(tmp, { read: true, write: true, createNew: true, mode: 0o644 });
       }
-    } else {
-      file = await Deno.open(tmp, { read: true, write: true, createNew: true, mode: 0o644 });
+      for (const d of ["blobs", "blobs/sha256"]) {
+        if (dirs.has(d)) continue;
+        const header = encodeHeader(`${d}/`, 0, "dir");
+        await writeAllAt(file, header, end);
+        end += header.length;
+        dirs.add(d);
+      }
+    } catch (e) {
+      // A full disk while carrying the old archive over: no temp file is left behind.
+      try {
+        file?.close();
+      } catch { /* closed */ }
+      await Deno.remove(tmp).catch(() => {});
+      tempFiles.delete(tmp);
+      throw e;
     }
-    for (const d of ["blobs", "blobs/sha256"]) {
-      if (dirs.has(d)) continue;
-      const header = encodeHeader(`${d}/`, 0, "dir");
-      await writeAllAt(file, header, end);
-      end += header.length;
-      dirs.add(d);
-    }
-    return { tmp, file, end, dirs };
+    return { tmp, file, end, dirs, holes: [] };
   }
 
   /** Reserve the place of a member of `size` bytes at the end; returns header and data offsets. */
@@ -570,8 +596,9 @@ export class ArchiveStore implements Store {
    * Store a blob: its region in the new archive is reserved from the descriptor's size and
    * the bytes are written into it as they stream, verified against digest and size; the
    * member header follows once they match. A source that breaks off is resumed from the last
-   * verified byte (`opts.retries` times without progress). Bad content leaves the new archive
-   * unfinished (commit() then refuses), so nothing unverified is ever published.
+   * verified byte (`opts.retries` times without progress). A blob that fails (bad content, a
+   * source that gives up) has its region cut out by commit(): nothing unverified is ever
+   * published, and the blobs of images that did finish are.
    */
   push(
     desc: Descriptor,
@@ -605,15 +632,18 @@ export class ArchiveStore implements Store {
       await this.#pumpResumable(desc, source, out, place.data, onProgress, opts.retries ?? 5);
       await writeAllAt(out, encodeHeader(name, desc.size, "file"), place.header);
     } catch (e) {
-      // The last region reserved is given back (a job that goes on past a failed image then
-      // still publishes the others); a hole in the middle makes the archive unpublishable.
-      if (w.end === place.data + padded(desc.size)) w.end = place.header;
-      else w.broken ??= e;
+      // The region stays reserved (later blobs may be placed after it) and is cut out of
+      // the archive when it is finished.
+      w.holes.push([place.header, place.data + padded(desc.size)]);
       throw e;
     } finally {
       out.close();
     }
-    this.#written.set(desc.digest, { dataOffset: place.data, size: desc.size });
+    this.#written.set(desc.digest, {
+      headerOffset: place.header,
+      dataOffset: place.data,
+      size: desc.size,
+    });
   }
 
   async #pumpResumable(
@@ -739,18 +769,16 @@ export class ArchiveStore implements Store {
   /**
    * Finish the new archive and publish it: index.json and oci-layout members and the
    * end-of-archive blocks are appended, the file is fsync'd and renamed over PATH, and the
-   * directory fsync'd. Nothing is written when no blob and no tag was added (a rerun). Throws
-   * when a blob transfer failed in the middle of the archive (it would have a hole) or a
-   * write fails; PATH is then untouched.
+   * directory fsync'd. Nothing is written when no blob and no tag was added (a rerun). The
+   * regions of blobs that failed are cut out first. Throws when a write fails; PATH is then
+   * untouched.
    */
   async commit(): Promise<void> {
     if (this.#committed) return;
     // Nothing new (a rerun, or every image of a job failed): PATH stays as it is.
     if (!this.#indexChanged && this.#written.size === 0) return;
     const w = await this.#begin();
-    if (w.broken !== undefined) {
-      throw new UserError(`${this.path}: not written, a blob failed: ${describeError(w.broken)}`);
-    }
+    if (w.holes.length > 0) await this.#cutHoles(w);
     for (const digest of this.#written.keys()) {
       const dir = `blobs/${parseDigest(digest).algorithm}`;
       if (w.dirs.has(dir)) continue;
@@ -776,6 +804,37 @@ export class ArchiveStore implements Store {
     tempFiles.delete(w.tmp);
     this.#committed = true;
     await syncDir(dirname(resolvePath(this.path)));
+  }
+
+  /**
+   * Move the members written after the regions of failed blobs down over them, so the
+   * archive holds no gap (tar has no way to skip one), and set the new end. Only commit()
+   * calls this, when every transfer into the archive has ended.
+   */
+  async #cutHoles(w: Writer): Promise<void> {
+    const holes = w.holes.sort((a, b) => a[0] - b[0]);
+    const members = [...this.#written.values()].sort((a, b) => a.headerOffset - b.headerOffset);
+    const buf = new Uint8Array(1024 * 1024);
+    let cut = 0;
+    let h = 0;
+    for (const m of members) {
+      while (h < holes.length && holes[h][1] <= m.headerOffset) cut += holes[h][1] - holes[h++][0];
+      if (cut === 0) continue;
+      // Down, front to back: each piece is read before anything is written over it. The
+      // padding after the data is written afresh (the file may end before it).
+      const end = m.dataOffset + m.size;
+      for (let at = m.headerOffset; at < end; at += buf.length) {
+        const piece = buf.subarray(0, Math.min(buf.length, end - at));
+        await readAllAt(w.file, piece, at);
+        await writeAllAt(w.file, piece, at - cut);
+      }
+      await writeAllAt(w.file, new Uint8Array(padded(m.size) - m.size), end - cut);
+      m.headerOffset -= cut;
+      m.dataOffset -= cut;
+    }
+    while (h < holes.length) cut += holes[h][1] - holes[h++][0];
+    w.end -= cut;
+    w.holes = [];
   }
 
   /** Release the lock; an archive not committed is removed (its temp file). */
