@@ -115,7 +115,13 @@ Deno.test("job: two different images written under one name are refused before a
         ["docker.io/library/alpine:3.20", "quay.io/library/alpine:3.20"],
         "oci://mirror:5000/base",
       ),
-    (e) => e instanceof UsageError && /^--all-tags: .* would both be written to/.test(e.message),
+    (e) =>
+      e instanceof UsageError &&
+      e.message.startsWith(
+        "--all-tags: oci-archive:/b.tar:docker.io/library/alpine:3.20 and " +
+          "oci-archive:/b.tar:quay.io/library/alpine:3.20 would both be written to " +
+          "mirror:5000/base/library/alpine:3.20",
+      ),
   );
 });
 

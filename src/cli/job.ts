@@ -180,8 +180,11 @@ function distinctCopies(images: JobImage[], flag: string): JobImage[] {
       const where = dst.kind === "registry"
         ? `${dst.registry}/${dst.repository}:${dst.tag}`
         : `${dst.path} as ${JSON.stringify(dst.tag)}`;
+      // The lines of --images as written; the sources of --all-tags share one text (the
+      // layout or archive, or the repository), so those are named with their tags.
+      const name = (r: Reference) => flag === "--all-tags" ? formatReference(r) : r.text;
       throw new UsageError(
-        `${flag}: ${other.text} and ${src.text} would both be written to ${where}, the ` +
+        `${flag}: ${name(other)} and ${name(src)} would both be written to ${where}, the ` +
           "second replacing the first; copy one of them to another destination",
       );
     } else copies.push(image);
