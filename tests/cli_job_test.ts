@@ -444,3 +444,27 @@ Deno.test("cli job: two images that would take one name are refused, exit 2, not
     }
   });
 });
+
+Deno.test("cli job: a destination that cannot be opened is said once; with --keep-going the error counts the images", async () => {
+  await fx.withTempDir(async (tmp) => {
+    const src = join(tmp, "src");
+    await fx.buildRandomImage(src, "a", { layerSizes: [100] });
+    await fx.buildRandomImage(src, "b", { layerSizes: [200] });
+    const list = join(tmp, "list");
+    await Deno.writeTextFile(list, `oci:${src}:a\noci:${src}:b\n`);
+    const file = join(tmp, "afile");
+    await Deno.writeTextFile(file, "not a layout");
+    const why = `${file} exists and is not a directory (not an OCI image layout)`;
+    const r = await umoci(["copy", "-q", "--images", list, file]);
+    assert.equal(r.code, 1);
+    assert.equal(r.stderr, `error: ${why}\n`);
+    const k = await umoci(["copy", "-q", "--keep-going", "--images", list, file]);
+    assert.equal(k.code, 1);
+    assert.equal(
+      k.stderr,
+      `warn: ! ${src}:a failed: ${why}\nwarn: ! ${src}:b failed: ${why}\n` +
+        `error: 2 of 2 images failed: ${src}:a, ${src}:b\n`,
+    );
+    assert.equal(await Deno.readTextFile(file), "not a layout");
+  });
+});

@@ -684,8 +684,10 @@ class StoreCache {
   /** Publish what destinations that publish at the end (archives) hold. */
   async commit(): Promise<void> {
     for (const [key, p] of this.#open) {
-      const store = await p;
-      if (!key.startsWith("dest ") || !store.commit) continue;
+      // A store that could not be opened holds nothing to publish; its error was the
+      // failure of the images that used it, and is not said again.
+      const store = await p.catch(() => undefined);
+      if (!store || !key.startsWith("dest ") || !store.commit) continue;
       if (store instanceof ArchiveStore && store.changed) {
         this.logger.info(`Writing ${store.path}`);
       }
