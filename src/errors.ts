@@ -56,6 +56,16 @@ const NOT_CAPABLE = /Requires (\w+) access to (.+?), run again with the --allow-
 // The OS's words: "Permission denied (os error 13): mkdir '/x/y'".
 const OS_ERROR = /^(.+?) \(os error (\d+)\)(?:: (\w+) '([^']*)'(?: -> '([^']*)')?)?$/;
 
+/** The OS errors put in plain words (with the path first), and what to check for each. */
+const OS_HINTS: [RegExp, string][] = [
+  [
+    /^(permission denied|operation not permitted)$/i,
+    "check the owner and mode of it and of its directory",
+  ],
+  [/^read-only file system$/i, "the filesystem is mounted read-only"],
+  [/^file exists$/i, "something else of that name is in the way"],
+];
+
 const OS_VERBS: Record<string, string> = {
   open: "open",
   mkdir: "create the directory",
@@ -75,7 +85,8 @@ const OS_VERBS: Record<string, string> = {
  * `message` with Deno's permission wording in plain words: "Requires write access to "x",
  * run again with the --allow-write flag" becomes "umoci may not write to x: Deno runs it
  * without --allow-write (…)", and an OS "Permission denied (os error 13): mkdir '/x'"
- * becomes "cannot create the directory /x: permission denied (…)". Other text is kept.
+ * becomes "cannot create the directory /x: permission denied (…)", as do a read-only
+ * filesystem and a name in the way (OS_HINTS). Other text is kept.
  */
 export function plainPermissionWords(message: string): string {
   const nc = NOT_CAPABLE.exec(message);
@@ -90,13 +101,13 @@ export function plainPermissionWords(message: string): string {
     );
   }
   const os = OS_ERROR.exec(message);
-  if (os && /^(permission denied|operation not permitted)$/i.test(os[1]) && os[3]) {
+  const hint = os && os[3] ? OS_HINTS.find(([words]) => words.test(os[1]))?.[1] : undefined;
+  if (os && hint !== undefined) {
     const [, why, code, op, path, to] = os;
     const verb = OS_VERBS[op.toLowerCase()] ?? op;
-    return `cannot ${verb} ${path}${
-      to ? ` to ${to}` : ""
-    }: ${why.toLowerCase()} (os error ${code}; ` +
-      "check the owner and mode of it and of its directory)";
+    return `cannot ${verb} ${path}${to ? ` to ${to}` : ""}: ${why.toLowerCase()} (os error ${code}${
+      hint ? `; ${hint}` : ""
+    })`;
   }
   return message;
 }

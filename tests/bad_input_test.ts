@@ -492,6 +492,34 @@ Deno.test("bad input: an archive written onto a full disk fails in one line nami
   });
 });
 
+Deno.test("bad input: a tag written into a layout on a full disk names the layout; index.json stays", async () => {
+  await withTempDir(async (dir) => {
+    const src = join(dir, "src");
+    await buildRandomImage(src, "v1", { layerSizes: [1000], raw: true });
+    const mnt = join(dir, "mnt");
+    await Deno.mkdir(mnt);
+    const dst = join(mnt, "dst");
+    const saved = join(dir, "index.saved");
+    // Everything is there but the tag v2, and not one free block is left for index.json.
+    const r = await umociInNamespace(
+      `mount -t tmpfs -o size=1m tmpfs ${quote(mnt)} && cp -a ${quote(src)} ${quote(dst)} && ` +
+        `cp ${quote(join(dst, "index.json"))} ${quote(saved)} && ` +
+        `{ dd if=/dev/zero of=${quote(join(mnt, "fill"))} bs=4k 2>/dev/null; true; }`,
+      ["copy", `${src}:v1`, `${dst}:v2`],
+      `cmp ${quote(saved)} ${quote(join(dst, "index.json"))} >&2 && ls -A ${quote(dst)} >&2`,
+    );
+    assert.notEqual(r.code, 125, `the namespace could be set up: ${r.stderr}`);
+    assert.equal(r.code, 1, r.stderr);
+    const lines = stderrLines(r.stderr);
+    assert.deepEqual(lines.slice(-4), [
+      `error: layout ${dst}: writing index.json: no space left on device (os error 28)`,
+      "blobs",
+      "index.json",
+      "oci-layout",
+    ]);
+  });
+});
+
 Deno.test("bad input: an archive extended on a full disk stays as it was, and no temp file is left", async () => {
   await withTempDir(async (dir) => {
     const src = join(dir, "src");

@@ -205,6 +205,16 @@ Deno.test("messages: Deno's permission errors in plain words", async () => {
     "cannot rename /a to /b: permission denied (os error 13; check the owner and mode of it " +
       "and of its directory)",
   );
+  assert.equal(
+    plainPermissionWords("Read-only file system (os error 30): mkdir '/ro/.umoci-copy-tmp'"),
+    "cannot create the directory /ro/.umoci-copy-tmp: read-only file system (os error 30; the " +
+      "filesystem is mounted read-only)",
+  );
+  assert.equal(
+    plainPermissionWords("File exists (os error 17): mkdir '/l/.umoci-copy-tmp'"),
+    "cannot create the directory /l/.umoci-copy-tmp: file exists (os error 17; something else " +
+      "of that name is in the way)",
+  );
   assert.equal(plainPermissionWords("something else"), "something else");
 
   // The CLI run by Deno without --allow-write: one plain line, exit 1, nothing written.

@@ -644,7 +644,14 @@ export class LayoutStore implements Store {
       await lock.lock(true);
       const index = await this.readIndex();
       if (change(index) === false) return;
-      await writeFileAtomic(this.path, "index.json", encoder.encode(JSON.stringify(index)));
+      try {
+        await writeFileAtomic(this.path, "index.json", encoder.encode(JSON.stringify(index)));
+      } catch (e) {
+        // A full disk's error names no file: say which layout's index.json it was.
+        const why = describeError(e);
+        if (e instanceof UserError || why.includes(this.path)) throw e;
+        throw new UserError(`layout ${this.path}: writing index.json: ${why}`);
+      }
     } finally {
       lock.close();
     }
