@@ -468,3 +468,36 @@ Deno.test("cli job: a destination that cannot be opened is said once; with --kee
     assert.equal(await Deno.readTextFile(file), "not a layout");
   });
 });
+
+Deno.test("cli job: the summary's bytes moved leave out what an earlier run's partial download held", async () => {
+  await fx.withTempDir(async (tmp) => {
+    const src = join(tmp, "src");
+    const img = await fx.buildRandomImage(src, "v1", { layerSizes: [3 * 1024 * 1024], raw: true });
+    const layer = img.layers[0];
+    const dst = join(tmp, "dst");
+    await fx.initLayout(dst);
+    // An earlier run was killed after 1 MiB of the layer.
+    const kept = 1024 * 1024;
+    await Deno.mkdir(join(dst, ".umoci-copy-tmp"));
+    await Deno.writeFile(
+      join(dst, ".umoci-copy-tmp", `sha256-${layer.digest.slice(7)}.partial`),
+      (await Deno.readFile(fx.blobFile(src, layer.digest))).subarray(0, kept),
+    );
+    const list = join(tmp, "list");
+    await Deno.writeTextFile(list, `oci:${src}:v1\n`);
+    const r = await umoci(["copy", "--images", list, dst]);
+    assert.equal(r.code, 0, r.stderr);
+    const total = layer.size + img.config.size;
+    const moved = total - kept;
+    const mib = (n: number) => `${(n / 1024 / 1024).toFixed(1)} MiB`;
+    assert.match(
+      r.stderr,
+      new RegExp(`${mib(moved)} moved, 1\\.0 MiB resumed from an earlier run`),
+    );
+    assert.match(
+      r.stderr,
+      new RegExp(`Images: 1 copied, .*; 2 blobs \\(${mib(moved)}\\) moved in`),
+    );
+    await fx.assertBlobsVerify(dst);
+  });
+});

@@ -554,7 +554,7 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
             totals.present++;
           }
           totals.blobs += stats.blobsCopied;
-          totals.bytes += stats.bytesCopied;
+          totals.bytes += stats.bytesMoved;
           results[index] = { digest: root.digest };
         } catch (e) {
           imageSteps.release(); // what was done before the failure, then its error line
