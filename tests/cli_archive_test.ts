@@ -4,7 +4,7 @@
 // source down so that a write can be killed half-way.
 import assert from "node:assert/strict";
 import { join } from "node:path";
-import { spawnUmoci, umoci } from "./fixtures/cli.ts";
+import { spawnUmoci, umoci, umociCommand } from "./fixtures/cli.ts";
 import { startChaosProxy } from "./fixtures/chaos.ts";
 import * as fx from "./fixtures/images.ts";
 import { startRegistry } from "./fixtures/registry.ts";
@@ -878,6 +878,62 @@ Deno.test("cli job into an archive: a blob that fails between others is cut out;
     await proxy.close();
     await reg.stop();
   }
+});
+
+Deno.test("cli job into an archive: when files cannot be opened (ulimit -n), what is published is a whole tar", async () => {
+  await fx.withTempDir(async (tmp) => {
+    const src = join(tmp, "src");
+    const names = Array.from({ length: 30 }, (_, i) => `i${i}`);
+    for (const [i, name] of names.entries()) {
+      await fx.buildRandomImage(src, name, { layerSizes: [1000 + i, 2000 + i] });
+    }
+    const list = join(tmp, "list");
+    await Deno.writeTextFile(list, names.map((n) => `oci:${src}:${n}`).join("\n"));
+    const [cmd, ...pre] = umociCommand();
+    // With few descriptors, some blob transfers fail to open the archive's temp file after
+    // others have taken the places behind theirs. Several limits: where the line falls
+    // between all and none of the images depends on the machine.
+    let partial = 0;
+    for (const limit of [50, 60, 70, 80, 100]) {
+      const out = join(tmp, `out-${limit}.tar`);
+      const quoted = [
+        ...[cmd, ...pre],
+        "copy",
+        "-q",
+        "-j",
+        "16",
+        "--keep-going",
+        "--images",
+        list,
+        `oci-archive:${out}`,
+      ].map((a) => `'${a}'`).join(" ");
+      const r = await new Deno.Command("sh", {
+        args: ["-c", `ulimit -n ${limit} && exec ${quoted}`],
+        stdout: "piped",
+        stderr: "piped",
+      }).output();
+      const stderr = new TextDecoder().decode(r.stderr);
+      const copied = new TextDecoder().decode(r.stdout).split("\n").filter((l) => l);
+      if (copied.length === 0) {
+        // No image finished: no archive of stray blobs either.
+        assert.equal(await exists(out), false, `${limit}: ${stderr}`);
+        continue;
+      }
+      if (r.code !== 0) partial++;
+      // GNU tar reads to the end (a gap of zeros would end it before index.json), every
+      // blob verifies, and the tags are exactly the images stdout names.
+      const x = join(tmp, `x-${limit}`);
+      await Deno.mkdir(x);
+      await fx.mustRun("tar", ["-xf", out, "-C", x]);
+      await fx.assertBlobsVerify(x);
+      assert.deepEqual(
+        await archiveTags(out),
+        copied.map((l) => l.split(" ")[1].replace(/^oci:.*:/, "")).sort(),
+        `${limit}: ${stderr}`,
+      );
+    }
+    assert.ok(partial > 0, "some limit let some images through and failed others");
+  });
 });
 
 /** The ref.names of an archive, read with GNU tar. */

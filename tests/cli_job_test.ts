@@ -501,3 +501,38 @@ Deno.test("cli job: the summary's bytes moved leave out what an earlier run's pa
     await fx.assertBlobsVerify(dst);
   });
 });
+
+Deno.test("cli job: when no image finishes, an archive destination is neither made nor rewritten", async () => {
+  await fx.withTempDir(async (tmp) => {
+    const src = join(tmp, "src");
+    const img = await fx.buildRandomImage(src, "a", { layerSizes: [1000, 2000] });
+    await fx.buildRandomImage(src, "b", { layerSizes: [3000] });
+    // Image a's second layer is corrupt: its config and first layer verify, then it fails.
+    const bad = fx.blobFile(src, img.layers[1].digest);
+    const bytes = await Deno.readFile(bad);
+    bytes[0] ^= 0xff;
+    await Deno.writeFile(bad, bytes);
+    const list = join(tmp, "list");
+    await Deno.writeTextFile(list, `oci:${src}:a\n`);
+    const fresh = join(tmp, "fresh.tar");
+    const r = await umoci(["copy", "-q", "--keep-going", "--images", list, `oci-archive:${fresh}`]);
+    assert.equal(r.code, 1, r.stderr);
+    assert.equal(r.stdout, "");
+    assert.equal(await Deno.stat(fresh).then(() => true, () => false), false, "no archive made");
+    // An existing archive is left byte for byte.
+    const old = join(tmp, "old.tar");
+    const made = await umoci(["copy", "-q", `${src}:b`, `oci-archive:${old}:b`]);
+    assert.equal(made.code, 0, made.stderr);
+    const before = await Deno.readFile(old);
+    const again = await umoci([
+      "copy",
+      "-q",
+      "--keep-going",
+      "--images",
+      list,
+      `oci-archive:${old}`,
+    ]);
+    assert.equal(again.code, 1, again.stderr);
+    assert.deepEqual(await Deno.readFile(old), before);
+  });
+});

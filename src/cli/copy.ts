@@ -589,7 +589,10 @@ export async function copyCommand(args: string[], logger: Logger): Promise<numbe
       if (failed.length > 0) throw failedError();
       return 0;
     }
-    if (firstError === undefined) await stores.commit();
+    if (copied.length === 0 && (firstError !== undefined || failed.length > 0)) {
+      // No image finished: an archive would hold only their stray blobs, and is left as it
+      // was (or not made).
+    } else if (firstError === undefined) await stores.commit();
     else {
       // What finished stays valid: a bundle is still written with the images that did.
       await stores.commit().catch((e) => logger.warn(`! ${describeError(e)}`));

@@ -626,8 +626,10 @@ export class ArchiveStore implements Store {
     const name = blobMemberName(desc.digest);
     const w = await this.#begin();
     await loadFastHash(desc.size);
-    const place = this.#reserve(w, name, desc.size);
+    // Opened before the region is reserved: a reserved region is either filled or, on any
+    // failure, recorded as a hole. Never left as zeros, which tar readers take for the end.
     const out = await Deno.open(w.tmp, { write: true });
+    const place = this.#reserve(w, name, desc.size);
     try {
       await this.#pumpResumable(desc, source, out, place.data, onProgress, opts.retries ?? 5);
       await writeAllAt(out, encodeHeader(name, desc.size, "file"), place.header);
@@ -775,7 +777,11 @@ export class ArchiveStore implements Store {
    */
   async commit(): Promise<void> {
     if (this.#committed) return;
-    // Nothing new (a rerun, or every image of a job failed): PATH stays as it is.
+    // Every transfer into the temp file has ended (each is in #written or a hole) before
+    // members are moved or the file is published.
+    await Promise.allSettled([...this.#inflight.values()]);
+    // Nothing new (a rerun): PATH stays as it is. (A job none of whose images finished
+    // does not commit at all: cli/copy.ts.)
     if (!this.#indexChanged && this.#written.size === 0) return;
     const w = await this.#begin();
     if (w.holes.length > 0) await this.#cutHoles(w);

@@ -313,11 +313,12 @@ export class LayoutStore implements Store {
     if (info === null) {
       throw new UserError(`${this.path} is not an OCI image layout: no index.json`);
     }
+    // A failed read (too many open files, EIO) is its own error, not "not valid JSON".
+    const bytes = await readCapped(file, MAX_INDEX_SIZE, file);
     let doc: unknown;
     try {
-      doc = JSON.parse(new TextDecoder().decode(await readCapped(file, MAX_INDEX_SIZE, file)));
-    } catch (e) {
-      if (e instanceof UserError) throw e;
+      doc = JSON.parse(new TextDecoder().decode(bytes));
+    } catch {
       throw new UserError(`${file} is not valid JSON`);
     }
     if (
