@@ -932,6 +932,13 @@ for (const mode of ["htpasswd", "token"] as const) {
             }),
             `authentication failed for ${H}; credentials were looked up in ${decoy}; ${GIVE}`,
           );
+          // --authfile from a pipe (`--authfile <(vault …)`): read once, it serves the
+          // check before the copy and every challenge after it.
+          const fifo = join(home.dir, "auth.fifo");
+          await new Deno.Command("mkfifo", { args: [fifo] }).output();
+          const writing = Deno.readTextFile(file).then((text) => Deno.writeTextFile(fifo, text));
+          await pull("pull --authfile FIFO", ["--authfile", fifo], home.env);
+          await writing;
           // A REGISTRY_AUTH_FILE that cannot be read (here a directory) stops the copy at the
           // registry's challenge; it is not skipped in favour of an anonymous request.
           const dir = join(home.dir, "auth-dir.json");
@@ -941,7 +948,7 @@ for (const mode of ["htpasswd", "token"] as const) {
               ...home.env,
               REGISTRY_AUTH_FILE: dir,
             }),
-            `cannot read the credential file ${dir}: not a regular file (fix it, or name ` +
+            `cannot read the credential file ${dir}: not a regular file or a pipe (fix it, or name ` +
               "another with --authfile, or send no credentials with --no-creds)",
           );
           await push("push --authfile", "auth/authfile", ["--authfile", file], home.env);

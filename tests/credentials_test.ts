@@ -313,7 +313,7 @@ Deno.test("findCredentials: a credential file that exists but cannot be read is 
       h.find("reg.example", "x"),
       (e) =>
         e instanceof UserError &&
-        /^cannot read the credential file .*\.docker\/config\.json: not a regular file \(.*--authfile.*--no-creds\)$/
+        /^cannot read the credential file .*\.docker\/config\.json: not a regular file or a pipe \(.*--authfile.*--no-creds\)$/
           .test(e.message),
     );
     const big = join(h.root, "big.json");

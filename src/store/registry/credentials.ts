@@ -120,12 +120,7 @@ interface ConfigFile {
 async function readConfig(path: string): Promise<ConfigFile | undefined> {
   let text: string;
   try {
-    const info = await Deno.stat(path);
-    if (!info.isFile) throw new UserError("not a regular file");
-    if (info.size > MAX_CONFIG_SIZE) {
-      throw new UserError(`larger than ${MAX_CONFIG_SIZE} bytes`);
-    }
-    text = await Deno.readTextFile(path);
+    text = await readCredentialText(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound || e instanceof Deno.errors.NotADirectory) {
       return undefined;
@@ -144,29 +139,73 @@ async function readConfig(path: string): Promise<ConfigFile | undefined> {
 }
 
 /**
+ * Credential files that are pipes or character devices (`--authfile <(…)`,
+ * `REGISTRY_AUTH_FILE=/dev/stdin`), by path: read once, as a second read would find them
+ * empty. Regular files are read at each lookup.
+ */
+const streamedTexts = new Map<string, Promise<string>>();
+
+/**
+ * The text of the credential file at `path`: a regular file of at most MAX_CONFIG_SIZE
+ * bytes, or a pipe or character device read to its end (once per process; at most as many
+ * bytes). Throws Deno's error when it cannot be reached (NotFound when it does not exist)
+ * and a UserError naming what it is otherwise (a directory, too large).
+ */
+async function readCredentialText(path: string): Promise<string> {
+  const info = await Deno.stat(path);
+  const tooLarge = () => new UserError(`larger than ${MAX_CONFIG_SIZE} bytes`);
+  if (info.isFile) {
+    if (info.size > MAX_CONFIG_SIZE) throw tooLarge();
+    return await Deno.readTextFile(path);
+  }
+  if (!info.isFifo && !info.isCharDevice) throw new UserError("not a regular file or a pipe");
+  let text = streamedTexts.get(path);
+  if (!text) {
+    text = (async () => {
+      const file = await Deno.open(path, { read: true });
+      try {
+        const chunks: Uint8Array[] = [];
+        let total = 0;
+        for (;;) {
+          const buf = new Uint8Array(64 * 1024);
+          const n = await file.read(buf);
+          if (n === null) break;
+          total += n;
+          if (total > MAX_CONFIG_SIZE) throw tooLarge();
+          chunks.push(buf.subarray(0, n));
+        }
+        const all = new Uint8Array(total);
+        let at = 0;
+        for (const c of chunks) all.set(c, at), at += c.length;
+        return new TextDecoder().decode(all);
+      } finally {
+        file.close();
+      }
+    })();
+    streamedTexts.set(path, text);
+  }
+  return await text;
+}
+
+/**
  * Check a credential file named on the command line (`flag`, e.g. `--authfile`) before
- * anything is copied: it must be a readable regular file of at most 1 MiB holding a JSON
+ * anything is copied: it must be a readable regular file or pipe of at most 1 MiB holding a JSON
  * object, and every `auths` entry's `auth` must decode. Throws a one-line UserError
  * saying which of these it is not.
  */
 export async function checkAuthFile(path: string, flag: string): Promise<void> {
-  let info: Deno.FileInfo;
+  let text: string;
   try {
-    info = await Deno.stat(path);
+    text = await readCredentialText(path);
   } catch (e) {
     if (e instanceof Deno.errors.NotFound) throw new UserError(`${flag} ${path}: no such file`);
-    throw new UserError(`${flag} ${path}: ${(e as Error).message}`);
-  }
-  if (!info.isFile) throw new UserError(`${flag} ${path}: not a regular file`);
-  if (info.size > MAX_CONFIG_SIZE) {
-    throw new UserError(`${flag} ${path}: larger than ${MAX_CONFIG_SIZE} bytes`);
+    throw new UserError(`${flag} ${path}: ${describeError(e)}`);
   }
   let doc: unknown;
   try {
-    doc = JSON.parse(await Deno.readTextFile(path));
-  } catch (e) {
-    if (e instanceof SyntaxError) throw new UserError(`${flag} ${path}: not valid JSON`);
-    throw new UserError(`${flag} ${path}: ${(e as Error).message}`);
+    doc = JSON.parse(text);
+  } catch {
+    throw new UserError(`${flag} ${path}: not valid JSON`);
   }
   if (typeof doc !== "object" || doc === null || Array.isArray(doc)) {
     throw new UserError(`${flag} ${path}: not a JSON object (expected {"auths": {...}})`);
