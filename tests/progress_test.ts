@@ -252,6 +252,38 @@ Deno.test("progress: without a terminal, one plain line per interval while blobs
   assert.equal(formatEta(7320), "2h02m");
 });
 
+Deno.test("progress: without a terminal, no line and no timer until a transfer starts", async () => {
+  // A rerun that finds every blob present moves nothing: it prints no progress line, and
+  // its display never starts the interval (Deno's first setInterval costs it 6-10 ms).
+  const { logger, lines } = collectingLogger();
+  const display = new Lines(logger, 20);
+  const started: unknown[] = [];
+  const real = globalThis.setInterval;
+  globalThis.setInterval = ((...args: Parameters<typeof setInterval>) => {
+    started.push(args[1]);
+    return real(...args);
+  }) as typeof setInterval;
+  try {
+    display.event({ type: "plan", blobs: 2, bytes: 10 * MiB });
+    display.event({
+      type: "blob-skip",
+      desc: desc(1, 8 * MiB),
+      n: 1,
+      total: 2,
+      role: "layer",
+      reason: "exists",
+    });
+    await new Promise((r) => setTimeout(r, 70));
+    assert.deepEqual(lines, []);
+    assert.deepEqual(started, []);
+    display.event({ type: "blob-start", desc: desc(2, 2 * MiB), n: 2, total: 2, role: "layer" });
+    assert.deepEqual(started, [20]);
+  } finally {
+    globalThis.setInterval = real;
+    display.stop();
+  }
+});
+
 Deno.test("progress: in a job the periodic line covers every image and never shows done above total", async () => {
   const { logger, lines } = collectingLogger();
   const display = new Lines(logger, 20);
