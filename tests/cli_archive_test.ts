@@ -179,9 +179,7 @@ Deno.test("cli archive: we read skopeo's archive, and a GNU tar of a layout (./ 
     const skArchive = join(tmp, "sk.tar");
     await fx.mustSkopeoCopy(["copy", "-q", `oci:${orig}:t`, `oci-archive:${skArchive}:t`]);
     // What skopeo wrote, unpacked by GNU tar, is the reference.
-    const unpacked = join(tmp, "unpacked");
-    await Deno.mkdir(unpacked);
-    await fx.mustRun("tar", ["-xf", skArchive, "-C", unpacked]);
+    const unpacked = await fx.untar(skArchive, join(tmp, "unpacked"));
     const want = await fx.tagEntry(unpacked, "t");
 
     const dst = join(tmp, "dst");
@@ -852,9 +850,7 @@ Deno.test("cli job into an archive: a blob that fails between others is cut out;
       assert.deepEqual(await archiveTags(out), [`${proxy.host}/one:v1`, `${proxy.host}/three:v1`]);
       // A tar that GNU tar and skopeo read through, every blob as its digest says, and no
       // member of the failed layer.
-      const x = join(tmp, "x");
-      await Deno.mkdir(x);
-      await fx.mustRun("tar", ["-xf", out, "-C", x]);
+      const x = await fx.untar(out, join(tmp, "x"));
       await fx.assertBlobsVerify(x);
       assert.equal(await exists(fx.blobFile(x, two.layers[0].digest)), false);
       for (const [name, img] of [["one", one], ["three", three]] as const) {
@@ -922,10 +918,7 @@ Deno.test("cli job into an archive: when files cannot be opened (ulimit -n), wha
       if (r.code !== 0) partial++;
       // GNU tar reads to the end (a gap of zeros would end it before index.json), every
       // blob verifies, and the tags are exactly the images stdout names.
-      const x = join(tmp, `x-${limit}`);
-      await Deno.mkdir(x);
-      await fx.mustRun("tar", ["-xf", out, "-C", x]);
-      await fx.assertBlobsVerify(x);
+      await fx.assertBlobsVerify(await fx.untar(out, join(tmp, `x-${limit}`)));
       assert.deepEqual(
         await archiveTags(out),
         copied.map((l) => l.split(" ")[1].replace(/^oci:.*:/, "")).sort(),
