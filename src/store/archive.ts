@@ -11,7 +11,9 @@
 // Writing: a new archive is built in a temp file beside PATH. Each blob's place follows from
 // its descriptor size (header, data padded to 512 bytes), so a region is reserved when the
 // blob's transfer starts and the bytes are written straight into it, several blobs at once;
-// the member header is written once the data is verified. commit() appends index.json,
+// the member header is written once the data is verified. The region of a blob that fails
+// is cut out at commit(), the members after it moved down: a tar has no way to skip a gap,
+// and its readers take zeros for the end. commit() appends index.json,
 // oci-layout and the end-of-archive blocks, fsyncs, and renames the temp file over PATH:
 // PATH holds the old archive or the complete new one, never anything in between. An existing
 // archive is carried over first (copied by the kernel, copy_file_range/reflink where the
