@@ -17,6 +17,7 @@
 // manifest to copy, and the bytes of the indexes made here.
 import { UsageError, UserError } from "./errors.ts";
 import { digestOf, verifyBytes } from "./digest.ts";
+import { readCapped } from "./stream.ts";
 import {
   type Descriptor,
   isIndexType,
@@ -521,25 +522,6 @@ async function checkManifestPlatform(
       `${root.digest} is a single ${formatPlatform(platform)} image, not --platform ${asked}`,
     );
   }
-}
-
-/** At most `size` + 1 bytes of `stream` (more is a mismatch verifyBytes reports). */
-async function readCapped(stream: ReadableStream<Uint8Array>, size: number): Promise<Uint8Array> {
-  const out = new Uint8Array(size + 1);
-  let n = 0;
-  const reader = stream.getReader();
-  try {
-    while (n <= size) {
-      const { done, value } = await reader.read();
-      if (done) break;
-      const take = Math.min(value.length, out.length - n);
-      out.set(value.subarray(0, take), n);
-      n += take;
-    }
-  } finally {
-    await reader.cancel().catch(() => {});
-  }
-  return out.subarray(0, n);
 }
 
 // ---------------------------------------------------------------------------------------

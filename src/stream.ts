@@ -118,3 +118,28 @@ export function bufferSizeFor(remaining: number, max: number): number {
 export function reclaim(view: Uint8Array, capacity: number): Uint8Array<ArrayBuffer> {
   return new Uint8Array(view.buffer as ArrayBuffer, view.byteOffset, capacity);
 }
+
+/**
+ * At most `size` + 1 bytes of `stream`, read to its end or until there are more than
+ * `size` (the caller tells too much by the length); the stream is cancelled after.
+ */
+export async function readCapped(
+  stream: ReadableStream<Uint8Array>,
+  size: number,
+): Promise<Uint8Array> {
+  const out = new Uint8Array(size + 1);
+  let n = 0;
+  const reader = stream.getReader();
+  try {
+    while (n <= size) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      const take = Math.min(value.length, out.length - n);
+      out.set(value.subarray(0, take), n);
+      n += take;
+    }
+  } finally {
+    await reader.cancel().catch(() => {});
+  }
+  return out.subarray(0, n);
+}

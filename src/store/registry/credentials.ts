@@ -20,6 +20,7 @@
 // No secret is ever put in a message: errors name the file, key or helper, never the
 // value, and a helper's output is never echoed.
 import { envVar } from "../../env.ts";
+import { readCapped } from "../../stream.ts";
 import { join } from "../../path.ts";
 import { describeError, UsageError, UserError } from "../../errors.ts";
 import { proxyEnvironment } from "./proxy.ts";
@@ -163,24 +164,9 @@ async function readCredentialText(path: string): Promise<string> {
   if (!text) {
     text = (async () => {
       const file = await Deno.open(path, { read: true });
-      try {
-        const chunks: Uint8Array[] = [];
-        let total = 0;
-        for (;;) {
-          const buf = new Uint8Array(64 * 1024);
-          const n = await file.read(buf);
-          if (n === null) break;
-          total += n;
-          if (total > MAX_CONFIG_SIZE) throw tooLarge();
-          chunks.push(buf.subarray(0, n));
-        }
-        const all = new Uint8Array(total);
-        let at = 0;
-        for (const c of chunks) all.set(c, at), at += c.length;
-        return new TextDecoder().decode(all);
-      } finally {
-        file.close();
-      }
+      const bytes = await readCapped(file.readable, MAX_CONFIG_SIZE); // closes the file
+      if (bytes.length > MAX_CONFIG_SIZE) throw tooLarge();
+      return new TextDecoder().decode(bytes);
     })();
     streamedTexts.set(path, text);
   }
